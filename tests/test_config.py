@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidtray.config import Config, load_config
+from vidtray.errors import ConfigError
+
+
+def test_defaults_and_derived_paths(isolated_env):
+    cfg = Config.from_mapping({}, "<test>")
+    assert cfg.data_dir == isolated_env["VIDTRAY_DATA_DIR"]
+    assert cfg.videos_dir == cfg.data_dir / "generated" / "videos"
+    assert cfg.partial_dir == cfg.videos_dir / ".partial"
+    assert cfg.library_file == cfg.data_dir / "library.json"
+    assert cfg.model == "cerspense/zeroscope_v2_576w"
+    assert cfg.generation.frames == 24 and cfg.generation.width == 576
+
+
+def test_every_key(tmp_path):
+    text = f"""
+data_dir = "{tmp_path / 'd'}"
+library_path = "{tmp_path / 'lib.json'}"
+watch_dirs = ["{tmp_path / 'w'}"]
+model = "some/model"
+device = "cpu"
+offload = "model"
+keep_alive_s = 10
+min_free_gb = 0.5
+warn_free_gb = 2
+disk_check_interval_s = 5
+prune_after_days = 0
+prune_interval_s = 60
+prune_to_trash = false
+notifications = false
+[generation]
+frames = 8
+steps = 4
+height = 64
+width = 64
+fps = 4
+"""
+    cfg = Config.from_string(text, "x.toml", env={})
+    assert cfg.library_file == tmp_path / "lib.json"
+    assert cfg.watch_dirs == (tmp_path / "w",)
+    assert cfg.device == "cpu" and cfg.offload == "model" and not cfg.prune_to_trash
+    assert cfg.generation.frames == 8 and cfg.generation.fps == 4
+    assert cfg.data_dir == tmp_path / "d"
+
+
+def test_env_data_dir_wins(tmp_path):
+    cfg = Config.from_string('data_dir = "/elsewhere"', "x.toml", env={"VIDTRAY_DATA_DIR": str(tmp_path)})
+    assert cfg.data_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("frobs = 1", "frobs", "unknown key"),
+        ("prune_after_days = -5", "prune_after_days", ">= 0"),
+        ("min_free_gb = -1", "min_free_gb", ">= 0"),
+        ("disk_check_interval_s = 0", "disk_check_interval_s", "> 0"),
+        ("prune_interval_s = -3", "prune_interval_s", "> 0"),
+        ("keep_alive_s = 'soon'", "keep_alive_s", "must be a number"),
+        ("notifications = 1", "notifications", "true or false"),
+        ("device = 'tpu'", "device", "one of"),
+        ("watch_dirs = '/x'", "watch_dirs", "list"),
+        ("warn_free_gb = 0.5", "warn_free_gb", ">= min_free_gb"),
+        ("[generation]\nheight = 100", "generation.height", "multiple of 8"),
+        ("[generation]\ncolour = 1", "generation.colour", "unknown key"),
+        ("generation = 3", "generation", "table"),
+    ],
+)
+def test_bad_values_name_file_and_key(text, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        Config.from_string(text, "my.toml", env={})
+    assert info.value.key == key
+    assert str(info.value).startswith(f"my.toml: {key}: ")
+    assert fragment in str(info.value)
+
+
+def test_not_toml():
+    with pytest.raises(ConfigError, match=r"^bad\.toml: not valid TOML"):
+        Config.from_string("x = [", "bad.toml")
+
+
+def test_load_order(tmp_path, monkeypatch, isolated_env):
+    default = isolated_env["XDG_CONFIG_HOME"] / "vidtray" / "config.toml"
+    default.parent.mkdir(parents=True)
+    default.write_text('model = "from/default"')
+    assert load_config().model == "from/default"
+    env_file = tmp_path / "env.toml"
+    env_file.write_text('model = "from/env"')
+    monkeypatch.setenv("VIDTRAY_CONFIG", str(env_file))
+    assert load_config().model == "from/env"
+    arg_file = tmp_path / "arg.toml"
+    arg_file.write_text('model = "from/arg"')
+    assert load_config(arg_file).model == "from/arg"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_cli_config_show_and_errors(cli, tmp_path):
+    res = cli("config", "show", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["model"] == "cerspense/zeroscope_v2_576w" and doc["generation"]["steps"] == 40
+    assert Path(doc["videos_dir"]).name == "videos"
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("prune_after_days = -1\n")
+    res = cli("--config", str(bad), "config", "show")
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"vidtray: error: {bad}: prune_after_days: must be >= 0, got -1"
+    assert "Traceback" not in res.stderr
+
+    res = cli("--config", str(tmp_path / "nope.toml"), "config", "show")
+    assert res.returncode == 2 and "config file not found" in res.stderr
+
+    res = cli("--config", str(tmp_path / "nope.toml"), "config", "path")
+    assert res.returncode == 0 and res.stdout.strip() == str(tmp_path / "nope.toml")
+
+
+def test_cli_usage_errors_are_one_line(cli):
+    for args in (["frobnicate"], ["config", "show", "--bogus"], []):
+        res = cli(*args)
+        assert res.returncode == 2, args
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("vidtray: error: "), res.stderr

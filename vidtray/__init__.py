@@ -1,0 +1,3 @@
+"""vidtray: a desktop helper for local AI video generation."""
+
+__version__ = "0.1.0"

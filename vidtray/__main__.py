@@ -1,0 +1,5 @@
+import sys
+
+from vidtray.cli import main
+
+sys.exit(main())

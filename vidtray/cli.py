@@ -1,0 +1,120 @@
+"""Command line: argument parsing, and the one place that maps errors to exit codes.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input. Errors are one
+``vidtray: error:`` line on stderr; tracebacks go to the log file (and to stderr with --debug).
+Command groups live in ``vidtray.commands.*``; they stay light (heavy imports inside handlers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any, NoReturn
+
+from vidtray import __version__, commands
+from vidtray.errors import UserError, VidtrayError
+
+log = logging.getLogger("vidtray.cli")
+
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UserError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
+class Context:
+    """What every handler gets besides its args: the config (loaded on first use) and output helpers."""
+
+    def __init__(self, config_arg: str | None) -> None:
+        self.config_arg = config_arg
+
+    @cached_property
+    def cfg(self):  # -> vidtray.config.Config
+        from vidtray.config import load_config
+
+        return load_config(self.config_arg)
+
+    @staticmethod
+    def print_json(doc: Any) -> None:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+    @staticmethod
+    def confirm(question: str, yes: bool) -> bool:
+        """True if the user agreed. Without --yes, ask on a terminal; off a terminal refuse (UserError)."""
+        if yes:
+            return True
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UserError("refusing to delete without --yes: there is no terminal to ask on")
+        try:
+            answer = input(f"{question} [y/N] ")
+        except EOFError:
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="vidtray", description="Local AI video generation helper: tray, library, storage.")
+    parser.add_argument("--version", action="version", version=f"vidtray {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $VIDTRAY_CONFIG or the platform one)")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks and log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    # Every module in vidtray.commands registers its own subcommands (alphabetical in --help).
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as exc:
+        return _fail(exc, debug)
+    from vidtray.logs import setup_logging
+
+    setup_logging(verbose=args.debug)
+    try:
+        rc = args.handler(args, Context(args.config))
+        return int(rc or 0)
+    except VidtrayError as exc:
+        log.info("command failed: %s", exc, exc_info=True)
+        return _fail(exc, args.debug)
+    except KeyboardInterrupt:
+        print("vidtray: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the boundary: a bug still gets one line, the traceback goes to the log
+        log.exception("unexpected error")
+        from vidtray.logs import log_file
+
+        if args.debug:
+            traceback.print_exc()
+        print(f"vidtray: error: {type(exc).__name__}: {exc} (details in {log_file()})", file=sys.stderr)
+        return 1
+
+
+def _fail(exc: VidtrayError, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    print(f"vidtray: error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def tray_main() -> int:
+    """Entry point of the windowless ``vidtray-tray`` gui-script."""
+    return main(["tray", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

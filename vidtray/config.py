@@ -1,0 +1,281 @@
+"""Settings: a TOML file (every key optional) plus env overrides, validated, with derived paths.
+
+``load_config()`` finds the file (``--config`` > ``VIDTRAY_CONFIG`` > the platform config dir),
+``Config.from_string()`` parses text so tests need no files. Every problem is a ``ConfigError``
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from vidtray.errors import ConfigError
+
+APP = "vidtray"
+DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+OFFLOADS = ("auto", "none", "model", "sequential")
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP, appauthor=False)) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def log_dir() -> Path:
+    return Path(platformdirs.user_log_dir(APP, appauthor=False))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Defaults for new generation jobs (``[generation]`` table)."""
+
+    frames: int = 24
+    steps: int = 40
+    height: int = 320
+    width: int = 576
+    fps: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    library_path: Path | None = None
+    watch_dirs: tuple[Path, ...] = ()
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    offload: str = "auto"
+    keep_alive_s: float = 300.0
+    min_free_gb: float = 1.0
+    warn_free_gb: float = 5.0
+    disk_check_interval_s: float = 600.0
+    prune_after_days: float = 30.0
+    prune_interval_s: float = 86400.0
+    prune_to_trash: bool = True
+    notifications: bool = True
+    generation: Generation = field(default_factory=Generation)
+    # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
+    source: str = "defaults"
+
+    # -- derived paths (DESIGN.md "Data") -------------------------------------------------
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "generated" / "videos"
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.videos_dir / ".partial"
+
+    @property
+    def library_file(self) -> Path:
+        return self.library_path if self.library_path is not None else self.data_dir / "library.json"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+    @property
+    def state_dir(self) -> Path:
+        """Small runtime state (locks, flags) that is not user data."""
+        return self.data_dir / "state"
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_string(cls, text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, f"not valid TOML ({exc})") from None
+        return cls.from_mapping(raw, source, env)
+
+    @classmethod
+    def from_path(cls, path: Path, env: Mapping[str, str] | None = None) -> Config:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(path), "config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(str(path), "is a folder, not a config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(str(path), "not valid TOML (not UTF-8 text)") from None
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot be read ({exc.strerror})") from None
+        return cls.from_string(text, str(path), env)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"source": source}
+        for key, value in raw.items():
+            if key == "generation":
+                values["generation"] = _parse_generation(value, source)
+            elif key in _PARSERS:
+                values[key] = _PARSERS[key](value, source, key)
+            else:
+                raise ConfigError(source, "unknown key", key)
+        if env.get("VIDTRAY_DATA_DIR"):
+            values["data_dir"] = _path(env["VIDTRAY_DATA_DIR"], "VIDTRAY_DATA_DIR", "data_dir")
+        cfg = cls(**values)
+        if "warn_free_gb" in raw or "min_free_gb" in raw:
+            if cfg.warn_free_gb < cfg.min_free_gb:
+                raise ConfigError(source, "must be >= min_free_gb", "warn_free_gb")
+        return cfg
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view, derived paths included (``vidtray config show --json``)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "generation":
+                value = dataclasses.asdict(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value]
+            out[f.name] = value
+        out["library_path"] = str(self.library_file)
+        out["videos_dir"] = str(self.videos_dir)
+        out["thumbnails_dir"] = str(self.thumbnails_dir)
+        out["queue_dir"] = str(self.queue_dir)
+        return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load settings: ``path`` (must exist) > ``$VIDTRAY_CONFIG`` (must exist) > default file (optional)."""
+    env = os.environ if env is None else env
+    explicit = path if path is not None else env.get("VIDTRAY_CONFIG") or None
+    if explicit is not None:
+        return Config.from_path(Path(explicit).expanduser(), env)
+    default = default_config_path()
+    if default.is_file():
+        return Config.from_path(default, env)
+    return Config.from_mapping({}, "defaults", env)
+
+
+def config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file that ``load_config`` reads (or would read)."""
+    env = os.environ if env is None else env
+    explicit = path if path is not None else env.get("VIDTRAY_CONFIG") or None
+    return Path(explicit).expanduser() if explicit is not None else default_config_path()
+
+
+# -- value parsers: (value, source, key) -> typed value, or ConfigError ------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", list: "a list", dict: "a table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _path(value: Any, source: str, key: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, f"must be a non-empty path string, got {_type_name(value)}", key)
+    return Path(value).expanduser()
+
+
+def _number(minimum: float, *, strict: bool) -> Any:
+    def parse(value: Any, source: str, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(source, f"must be a number, got {_type_name(value)}", key)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(source, "must be a finite number", key)
+        if (strict and value <= minimum) or value < minimum:
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise ConfigError(source, f"must be {bound}, got {value}", key)
+        return float(value)
+
+    return parse
+
+
+def _int(minimum: int) -> Any:
+    def parse(value: Any, source: str, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, f"must be an integer, got {_type_name(value)}", key)
+        if value < minimum:
+            raise ConfigError(source, f"must be >= {minimum}, got {value}", key)
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    def parse(value: Any, source: str, key: str) -> str:
+        if value not in choices:
+            raise ConfigError(source, f"must be one of {', '.join(choices)}, got {value!r}", key)
+        return value
+
+    return parse
+
+
+def _bool(value: Any, source: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(source, f"must be true or false, got {_type_name(value)}", key)
+    return value
+
+
+def _model(value: Any, source: str, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, "must be a non-empty string (a repo id or a folder)", key)
+    return value.strip()
+
+
+def _paths(value: Any, source: str, key: str) -> tuple[Path, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(source, f"must be a list of folder paths, got {_type_name(value)}", key)
+    return tuple(_path(v, source, key) for v in value)
+
+
+_PARSERS = {
+    "data_dir": _path,
+    "library_path": _path,
+    "watch_dirs": _paths,
+    "model": _model,
+    "device": _choice(DEVICES),
+    "offload": _choice(OFFLOADS),
+    "keep_alive_s": _number(0, strict=False),
+    "min_free_gb": _number(0, strict=False),
+    "warn_free_gb": _number(0, strict=False),
+    "disk_check_interval_s": _number(0, strict=True),
+    "prune_after_days": _number(0, strict=False),
+    "prune_interval_s": _number(0, strict=True),
+    "prune_to_trash": _bool,
+    "notifications": _bool,
+}
+
+_GEN_PARSERS = {
+    "frames": _int(1),
+    "steps": _int(1),
+    "height": _int(8),
+    "width": _int(8),
+    "fps": _int(1),
+}
+
+
+def _parse_generation(value: Any, source: str) -> Generation:
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"must be a table, got {_type_name(value)}", "generation")
+    out: dict[str, int] = {}
+    for key, v in value.items():
+        full = f"generation.{key}"
+        if key not in _GEN_PARSERS:
+            raise ConfigError(source, "unknown key", full)
+        out[key] = _GEN_PARSERS[key](v, source, full)
+        if key in ("height", "width") and out[key] % 8:
+            raise ConfigError(source, f"must be a multiple of 8, got {out[key]}", full)
+    return Generation(**out)

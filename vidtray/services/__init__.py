@@ -1,0 +1,1 @@
+"""Everything that works without a screen. Only worker.py imports torch/diffusers."""

@@ -1,0 +1,1 @@
+"""Everything that needs a screen: the pystray icon and the Tk prompt popup."""
