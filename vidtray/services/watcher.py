@@ -146,10 +146,7 @@ class Watcher:
         if self._started:
             return
         self._started = True
-        from watchdog.observers import Observer
-
-        self._observer = Observer()
-        self._observer.name = "vidtray-observer"
+        self._observer = _make_observer()
         for folder in self.folders:
             self._arm(folder)
         self._observer.start()
@@ -606,6 +603,21 @@ class _Handler:
                 self.watcher._note_deleted(src)
 
 
+def _make_observer() -> Any:
+    """inotify with full move events where there is one: a file moved in from outside the watched
+    folders then arrives as a move (a completion signal, short settle) instead of a plain create."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+
+        observer = InotifyObserver(generate_full_events=True)
+    except (ImportError, OSError):
+        from watchdog.observers import Observer
+
+        observer = Observer()
+    observer.name = "vidtray-observer"
+    return observer
+
+
 def _emitter_alive(observer: Any, watch: Any) -> bool:
     """watchdog stops a folder's emitter when the folder itself is deleted; notice that."""
     try:
@@ -630,6 +642,7 @@ class _ThumbnailWorker:
         self._busy = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self.writes = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="vidtray-thumbs", daemon=True)
@@ -692,7 +705,8 @@ class _ThumbnailWorker:
                         changed = True
             return None if changed else UNCHANGED
 
-        self.lib.update(apply)
+        if self.lib.update(apply) is not UNCHANGED:
+            self.writes += 1
 
 
 def watch_folders(cfg: Any) -> list[Path]:
