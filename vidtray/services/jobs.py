@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,8 @@ class CleanResultLike(Protocol):
 
 
 class LibraryLike(Protocol):
+    def items(self) -> list[dict[str, Any]]: ...
+
     def protected_paths(self) -> set[Path]: ...
 
     def mark_missing(self, paths: Iterable[Path]) -> Any: ...
@@ -57,7 +59,8 @@ FreeBytes = Callable[[Path], "int | None"]
 
 class DeleteVideos(Protocol):
     def __call__(self, videos_dir: Path, *, older_than_days: float | None, now: float,
-                 protected: Collection[Path], to_trash: bool, dry_run: bool) -> CleanResultLike: ...
+                 protected: Collection[Path], to_trash: bool, dry_run: bool,
+                 thumbnails: Mapping[Path, Path] | None, thumbnails_dir: Path | None) -> CleanResultLike: ...
 
 
 # -- disk check ------------------------------------------------------------------------------------
@@ -97,9 +100,9 @@ def nearest_existing(path: Path) -> Path:
 
 def model_cache_dir() -> Path:
     """Hugging Face's hub cache folder, as huggingface_hub resolves it (HF_HUB_CACHE, HF_HOME, ...)."""
-    from huggingface_hub import constants
+    from vidtray.services.storage import hf_cache_dir
 
-    return Path(constants.HF_HUB_CACHE)
+    return hf_cache_dir()
 
 
 def pause_flag_path(cfg: Config) -> Path:
@@ -315,10 +318,14 @@ class Jobs:
             return PruneOutcome(0, 0, 0, skipped="no videos folder")
         lib = self._library()
         protected = lib.protected_paths()
+        # Thumbnails go with their videos; storage deletes one only inside the thumbnails folder.
+        thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in lib.items()
+                      if i.get("path") and i.get("thumbnail")}
         delete = self._delete_videos or _storage_delete_videos
         try:
             result = delete(videos, older_than_days=self.cfg.prune_after_days, now=now,
-                            protected=protected, to_trash=self.cfg.prune_to_trash, dry_run=False)
+                            protected=protected, to_trash=self.cfg.prune_to_trash, dry_run=False,
+                            thumbnails=thumbnails, thumbnails_dir=self.cfg.thumbnails_dir)
         except OperationFailed as exc:
             log.error("prune failed: %s", exc)
             self.notifier.prune_failed(str(exc))
