@@ -128,7 +128,7 @@ def new_item(path: Path, fields: dict[str, Any], taken_ids: set[str] | dict[str,
     item: Item = {
         "id": item_id, "type": "video", "path": str(path), "title": path.stem,
         "prompt": None, "model": None, "seed": None, "created": created, "added": now_iso(),
-        "size_bytes": size, "duration_s": None, "fps": None, "width": None, "height": None,
+        "size_bytes": size, "duration_s": None, "fps": None, "width": None, "height": None, "codec": None,
         "thumbnail": None, "source": "imported", "pinned": False, "scheduled_at": None, "tags": [],
         "status": "ready",
     }
@@ -138,8 +138,11 @@ def new_item(path: Path, fields: dict[str, Any], taken_ids: set[str] | dict[str,
     return item
 
 
-def merge_import(item: Item, fields: dict[str, Any]) -> bool:
-    """Apply fields from a (re-)import to an existing item, keeping user edits; True if anything changed."""
+def merge_import(item: Item, fields: dict[str, Any], *, set_ready: bool = True) -> bool:
+    """Apply fields from a (re-)import to an existing item, keeping user edits; True if anything changed.
+
+    ``set_ready``: the file was just probed and is fine, so a ``missing`` entry is ``ready`` again.
+    """
     changed = False
     for key, value in fields.items():
         if key in USER_KEYS or key in ("type", "path"):
@@ -147,13 +150,52 @@ def merge_import(item: Item, fields: dict[str, Any]) -> bool:
         if item.get(key, _MISSING) != value:
             item[key] = value
             changed = True
-    if "status" not in fields and item.get("status") != "ready":
+    if set_ready and "status" not in fields and item.get("status") != "ready":
         item["status"] = "ready"
         changed = True
     if item.get("status") == "ready" and "error" in item and "error" not in fields:
         del item["error"]
         changed = True
     return changed
+
+
+def video_index(doc: Doc) -> dict[str, Item]:
+    """path -> video item of a document (a dict, so a batch into 50,000 items stays linear)."""
+    return {item["path"]: item for item in doc["items"]
+            if is_video_item(item) and isinstance(item.get("path"), str)}
+
+
+def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
+               index: dict[str, Item] | None = None) -> tuple[list[Item], bool]:
+    """Upsert videos into ``doc`` in place; returns (the items, anything changed?)."""
+    items = doc["items"]
+    by_path = video_index(doc) if index is None else index
+    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    out: list[Item] = []
+    changed = False
+    for path, fields in entries:
+        key = abs_path(path)
+        item = by_path.get(str(key))
+        if item is None:
+            item = new_item(key, dict(fields), ids)
+            items.append(item)
+            by_path[str(key)] = item
+            ids.add(item["id"])
+            changed = True
+        else:
+            changed = merge_import(item, dict(fields)) or changed
+        out.append(item)
+    return out, changed
+
+
+def doc_mark_missing(doc: Doc, keys: set[str]) -> int:
+    """``status: missing`` on the video items at these absolute path strings; returns how many changed."""
+    n = 0
+    for item in doc["items"]:
+        if is_video_item(item) and item.get("path") in keys and item.get("status") != "missing":
+            item["status"] = "missing"
+            n += 1
+    return n
 
 
 _MISSING = object()
@@ -243,14 +285,11 @@ class Library:
     """library.json at ``path``. Thread- and process-safe; every method reads the file fresh."""
 
     def __init__(self, path: Path, *, videos_dir: Path | None = None,
-                 on_corrupt: Callable[[Path], None] | None = None,
-                 rebuild_fields: Callable[[Path], dict[str, Any] | None] | None = None) -> None:
+                 on_corrupt: Callable[[Path], None] | None = None) -> None:
         self.path = abs_path(path)
         self.videos_dir = abs_path(videos_dir) if videos_dir is not None else None
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.on_corrupt = on_corrupt
-        # How a rebuild gets an entry's fields from a file (probe + sidecar); default: media.import_fields.
-        self._rebuild_fields = rebuild_fields
         self._lock = filelock.FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
         # The last document this object wrote or read under the lock, with its exact bytes: if the file
         # still holds those bytes, the next update skips json.loads (a 50,000-item library parses in ~0.3 s).
@@ -347,24 +386,9 @@ class Library:
             return []
 
         def apply(doc: Doc) -> Any:
-            items = doc["items"]
-            by_path = {item["path"]: item for item in items
-                       if is_video_item(item) and isinstance(item.get("path"), str)}
-            ids = {item.get("id") for item in items if isinstance(item, dict)}
-            out, changed = [], False
-            for path, fields in entries:
-                key = abs_path(path)
-                item = by_path.get(str(key))
-                if item is None:
-                    item = new_item(key, dict(fields), ids)
-                    items.append(item)
-                    by_path[str(key)] = item
-                    ids.add(item["id"])
-                    changed = True
-                else:
-                    changed = merge_import(item, dict(fields)) or changed
-                out.append(copy.deepcopy(item))
-            return (out if changed else (UNCHANGED, out))
+            items, changed = doc_upsert(doc, entries)
+            out = copy.deepcopy(items)
+            return out if changed else (UNCHANGED, out)
 
         result = self.update(apply)
         return result[1] if isinstance(result, tuple) else result
@@ -376,11 +400,7 @@ class Library:
             return 0
 
         def apply(doc: Doc) -> Any:
-            n = 0
-            for item in doc["items"]:
-                if is_video_item(item) and item.get("path") in keys and item.get("status") != "missing":
-                    item["status"] = "missing"
-                    n += 1
+            n = doc_mark_missing(doc, keys)
             return n if n else UNCHANGED
 
         result = self.update(apply)
@@ -497,23 +517,24 @@ class Library:
         return doc
 
     def _rebuild_items(self) -> list[Item]:
+        """Items for the videos (and sidecars) in ``videos_dir``; files that do not decode are left out."""
         if self.videos_dir is None or not self.videos_dir.is_dir():
             return []
-        fields_for = self._rebuild_fields
-        if fields_for is None:
-            from vidtray.services import media
-
-            fields_for = media.import_fields
-        items: list[Item] = []
-        ids: set[str] = set()
+        paths = []
         for path in sorted(self.videos_dir.iterdir()):
-            if not is_video_name(path) or path.name.startswith("."):
+            if not is_video_name(path) or path.name.startswith(".") or path.name.startswith("~"):
                 continue
             if path.is_symlink() or not path.is_file():
                 continue
-            fields = fields_for(path)
-            if fields is None:
-                continue
+            paths.append(path)
+        from vidtray.services import media
+
+        entries, skipped = media.import_entries(paths)
+        for path, why in skipped:
+            log.warning("rebuild: left out %s: %s", path, why)
+        items: list[Item] = []
+        ids: set[str] = set()
+        for path, fields in entries:
             item = new_item(abs_path(path), fields, ids)
             ids.add(item["id"])
             items.append(item)

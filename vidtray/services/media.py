@@ -231,15 +231,29 @@ def _reason(errors: list[str]) -> str | None:
 # -- library fields ------------------------------------------------------------------------------------------
 
 
-def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, Any] | None:
-    """Everything an import writes to an item: probe fields + sidecar fields. None if it is gone."""
+def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, Any]:
+    """Everything an import writes to an item: probe fields + sidecar fields."""
     if result is None:
         result = probe(path)
-    if result.size_bytes is None:
-        return None
     fields = result.fields()
     fields.update(sidecar_fields(Path(path)))
     return fields
+
+
+def import_entries(paths: Sequence[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+    """Probe ``paths`` (batched) -> ([(path, item fields)] for clean videos, [(path, reason)] for the rest).
+
+    Files that do not decode cleanly are not imported at all: other apps reading library.json know
+    only ``ready`` and ``missing``, and a half-written file would otherwise show up as a broken clip.
+    """
+    entries: list[tuple[Path, dict[str, Any]]] = []
+    skipped: list[tuple[Path, str]] = []
+    for result in probe_many(paths):
+        if result.ok:
+            entries.append((result.path, import_fields(result.path, result)))
+        else:
+            skipped.append((result.path, result.error or "does not decode"))
+    return entries, skipped
 
 
 # -- thumbnails ----------------------------------------------------------------------------------------------
