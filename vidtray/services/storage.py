@@ -124,11 +124,18 @@ def iter_videos(videos_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
     Walks real sub-folders too, but never follows a symlink (to a file or a folder) and never
     enters hidden folders, so ``.partial/`` is never touched.
     """
-    stack = [Path(videos_dir)]
+    for path, st in _walk_videos(str(videos_dir)):
+        yield Path(path), st
+
+
+def _walk_videos(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    # Plain strings and DirEntry data: this runs over every file in the folder (tens of thousands).
+    stack = [root]
     while stack:
         folder = stack.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as it:
+                entries = list(it)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -139,14 +146,14 @@ def iter_videos(videos_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if not entry.name.startswith("."):
-                    stack.append(Path(entry.path))
+                    stack.append(entry.path)
             elif is_finished_video_name(entry.name):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    yield Path(entry.path), st
+                    yield entry.path, st
 
 
 def _tree_size(folder: Path) -> tuple[int, int]:
@@ -173,7 +180,7 @@ def _tree_size(folder: Path) -> tuple[int, int]:
 def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
     count = size = 0
     oldest = newest = None
-    for _, st in iter_videos(videos_dir):
+    for _, st in _walk_videos(str(videos_dir)):
         count += 1
         size += st.st_size
         oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
