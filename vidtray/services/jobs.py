@@ -333,7 +333,7 @@ class Jobs:
         deleted = [Path(d["path"]) for d in result.deleted]
         if deleted:
             lib.mark_missing(deleted)
-            log.info("pruned %d videos older than %g days, freed %s (%s)", len(deleted),
+            log.info("pruned %d video(s) older than %g days, freed %s (%s)", len(deleted),
                      self.cfg.prune_after_days, human_size(result.freed_bytes),
                      "to the trash" if self.cfg.prune_to_trash else "permanently")
             self.notifier.prune_summary(len(deleted), result.freed_bytes)
