@@ -25,6 +25,7 @@ class Daemon:
         self.settle_s = settle_s
         self.library: Any = None
         self.watcher: Any = None
+        self.scheduler: Any = None
         self._lock = threading.Lock()
         self._started = False
 
@@ -40,6 +41,11 @@ class Daemon:
             watcher = watcher_for(self.cfg, lib, settle_s=self.settle_s)  # validates the watch folders
             self.library, self.watcher = lib, watcher
             watcher.start()
+            try:
+                self.scheduler = self._start_scheduler(lib)
+            except BaseException:
+                watcher.stop()
+                raise
             self._started = True
             log.info("daemon started")
 
@@ -48,6 +54,8 @@ class Daemon:
             if not self._started:
                 return
             self._started = False
+            if self.scheduler is not None:
+                self.scheduler.stop()  # waits for a running job (a prune) to finish
             if self.watcher is not None:
                 self.watcher.stop()
             log.info("daemon stopped")
@@ -55,6 +63,17 @@ class Daemon:
     @property
     def running(self) -> bool:
         return self._started
+
+    def _start_scheduler(self, lib: Any) -> Any:
+        """Scheduled jobs (disk check, prune) on their own scheduler thread, sharing the library."""
+        from vidtray.services.jobs import Jobs, JobScheduler
+        from vidtray.services.notify import Notifier
+
+        notifier = self.notifier if self.notifier is not None else Notifier(enabled=False)
+        jobs = Jobs(self.cfg, notifier, open_library=lambda _cfg, _on_corrupt: lib)
+        scheduler = JobScheduler(jobs)
+        scheduler.start()
+        return scheduler
 
     def _library_corrupt(self, moved_to: Path) -> None:
         if self.notifier is not None:
