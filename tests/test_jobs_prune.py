@@ -25,26 +25,6 @@ def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mp4(tmp_path_factory.mktemp("media") / "sample.mp4")
 
 
-@pytest.fixture(autouse=True)
-def trash_in_tmp(isolated_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The trash of this test's XDG_DATA_HOME, in this process.
-
-    send2trash uses GIO when PyGObject is importable (as with the ``linux`` extra), and GLib reads
-    XDG_DATA_HOME once per process; its own freedesktop code reads it once at import. Neither can
-    follow a second test's folder, so in-process tests use the freedesktop code with its folder
-    reset. The ``vidtray watch`` end-to-end test covers the default choice in a fresh process.
-    """
-    import send2trash
-    from send2trash import plat_other
-
-    monkeypatch.setattr(send2trash, "send2trash", plat_other.send2trash)
-    share = os.fsencode(isolated_env["XDG_DATA_HOME"])
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", share)
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.path.join(share, b"Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", os.fsdecode(os.path.join(share, b"Trash")))
-    return isolated_env["XDG_DATA_HOME"] / "Trash"
-
-
 def aged(path: Path, days: float, now: float = NOW) -> Path:
     t = now - days * DAY
     os.utime(path, (t, t))
