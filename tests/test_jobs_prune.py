@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from media_helpers import write_mp4
 
 from vidtray.config import Config
@@ -196,14 +197,6 @@ def test_overdue_logic_with_a_fake_clock(tmp_path: Path) -> None:
     assert jobs.last_prune() is None and jobs.prune_due(NOW)
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
-
 
 def test_scheduler_prunes_at_start_only_when_overdue(tmp_path: Path, sample_mp4: Path) -> None:
     scene, jobs, rec = make_scene(tmp_path, sample_mp4, prune_interval_s=DAY, disk_check_interval_s=0.2,
@@ -222,8 +215,8 @@ def test_scheduler_prunes_at_start_only_when_overdue(tmp_path: Path, sample_mp4:
     sched = JobScheduler(jobs)
     sched.start()
     try:
-        assert _wait(lambda: not scene.old.exists())
-        assert _wait(lambda: rec.kinds() == ["prune_summary"])
+        assert wait_for(lambda: not scene.old.exists())
+        assert wait_for(lambda: rec.kinds() == ["prune_summary"])
         assert jobs.last_prune() == pytest.approx(time.time(), abs=10)
     finally:
         sched.stop()
@@ -244,7 +237,7 @@ def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path, caplog: pytes
     sched = JobScheduler(jobs)
     sched.start()
     try:
-        assert _wait(lambda: len(calls) >= 5)
+        assert wait_for(lambda: len(calls) >= 5)
     finally:
         sched.stop()
     assert sum("disk_check job failed" in r.getMessage() for r in caplog.records) >= 1
