@@ -8,9 +8,11 @@ weights in the target dtype, the bytes of the largest component) plus the activa
 Cheapest first, because every step down costs speed:
 
 1. everything resident (``none``), VAE slicing on (it only lowers the decode peak);
-2. the same plus feed-forward chunking of the denoiser, where the model supports it;
-3. model CPU offload: one component at a time on the GPU (diffusers moves them), with chunking if needed;
-4. sequential CPU offload: weights streamed layer by layer (slowest, smallest).
+2. model CPU offload: one component at a time on the GPU (diffusers moves them). It costs one transfer of
+   each component per run (well under a second), so it comes before chunking;
+3. model CPU offload plus feed-forward chunking of the denoiser, where the model supports it. Chunking
+   (diffusers' recipe: ``chunk_size=1, dim=1``) runs the MLPs slice by slice and costs time on every step;
+4. sequential CPU offload: weights streamed layer by layer (slowest, smallest), chunking too.
 """
 
 from __future__ import annotations
@@ -100,8 +102,6 @@ def choose_plan(
     free_gib = f"{free_bytes / GIB:.1f} GiB free"
     if fits(weights_bytes, act):
         return MemoryPlan("none", True, False, f"{free_gib}: whole pipeline fits", **figures)
-    if can_chunk and fits(weights_bytes, chunked):
-        return MemoryPlan("none", True, True, f"{free_gib}: fits with forward chunking", **figures)
     if fits(largest_bytes, act):
         return MemoryPlan("model", True, False, f"{free_gib}: model CPU offload", **figures)
     if can_chunk and fits(largest_bytes, chunked):

@@ -200,6 +200,7 @@ class JobQueue:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now; ask a running one to stop (its owner sees ``cancel_requested``)."""
+        job_id = self.get(job_id)["id"]  # an unknown id fails before anything is created or locked
         with self.locked():
             job = self.get(job_id)
             if job["state"] in FINISHED:

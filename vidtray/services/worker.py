@@ -509,7 +509,7 @@ class Worker:
                 with contextlib.suppress(FileNotFoundError):
                     sidecar.unlink()
             raise
-        library_id = self._add_to_library(final, params, doc, frames.shape)
+        library_id = self._add_to_library(final, params, doc, frames)
         result = {
             "path": str(final), "sidecar": str(sidecar), "seed": params.seed,
             "seconds": round(time.perf_counter() - t_start, 3), "model": params.model,
@@ -522,22 +522,46 @@ class Worker:
         return result
 
     def _add_to_library(self, path: Path, params: gen.Params, doc: dict[str, Any],
-                        shape: tuple[int, ...]) -> str | None:
-        """Add the video to library.json now (the watcher would too; the upsert is idempotent).
-        A failure here is logged, not fatal: the video and sidecar are in place for the watcher."""
+                        frames: np.ndarray) -> str | None:
+        """Add the video to library.json now (the watcher would too; the upsert is idempotent), with a
+        thumbnail made from the frames in memory (no second decode). A failure here is logged, not fatal:
+        the video and its sidecar are in place for the watcher."""
         try:
             from vidtray.services.library import open_library
+            from vidtray.services.media import thumbnail_path
 
+            thumb = thumbnail_path(self.cfg.thumbnails_dir, path)
+            write_thumbnail(frames, params.fps, thumb)
             item = open_library(self.cfg).add_video(
                 path, prompt=params.prompt, model=params.model, seed=params.seed, created=doc["created"],
-                source="generated", fps=params.fps, width=int(shape[2]), height=int(shape[1]),
-                duration_s=round(shape[0] / params.fps, 3), size_bytes=path.stat().st_size,
+                source="generated", fps=params.fps, width=int(frames.shape[2]), height=int(frames.shape[1]),
+                duration_s=round(frames.shape[0] / params.fps, 3), size_bytes=path.stat().st_size,
+                codec="h264", thumbnail=str(thumb), status="ready",
             )
             return item.get("id") if isinstance(item, dict) else None
         except Exception as exc:
             log.warning("could not add %s to the library: %s", path, exc, exc_info=True)
-            self.emit({"event": "warning", "message": f"video saved, but library.json was not updated: {exc}"})
+            self.emit({"event": "warning",
+                       "message": f"video saved, but library.json was not updated: {_first_line(exc)}"})
             return None
+
+
+def write_thumbnail(frames: np.ndarray, fps: float, dest: Path) -> None:
+    """JPEG of an early frame (10% in, at most 1 s, like the watcher's), written atomically."""
+    import io
+
+    from PIL import Image
+
+    from vidtray.services.fsutil import atomic_write_bytes
+    from vidtray.services.media import THUMB_MAX
+
+    index = min(len(frames) - 1, int(min(1.0, len(frames) / fps * 0.1) * fps))
+    image = Image.fromarray(frames[index])
+    image.thumbnail(THUMB_MAX)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest, buf.getvalue())
 
 
 def _can_chunk(pipe: Any) -> bool:
