@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import gen_fixtures
 import pytest
 from conftest import ROOT, run_cli
-from gen_fixtures import SMALL, tiny_pipeline  # noqa: F401
+from gen_fixtures import SMALL
+
+# the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
+tiny_pipeline = gen_fixtures.tiny_pipeline
 
 HEAVY = ("torch", "diffusers", "transformers")
 # Runs the real CLI entry point, then reports which heavy modules the CLI process itself imported.
@@ -27,8 +31,8 @@ PROBE = (
 
 
 def run_probe(*args: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY=")]
     assert lines, proc.stderr
     return proc, json.loads(lines[-1][6:])
@@ -47,8 +51,8 @@ def files_under(folder: Path) -> list[Path]:
 
 @pytest.mark.gen
 def test_generate_json_in_a_worker_and_the_cli_never_imports_torch(cfg, tiny_pipeline: Path) -> None:
-    proc, heavy = run_probe("generate", "a lighthouse in a storm", "--model", str(tiny_pipeline), *small_args(),
-                            "--seed", "11", "--negative", "people", "--json")
+    proc, heavy = run_probe("generate", "a lighthouse in a storm", "--model", str(tiny_pipeline),
+                            *small_args(), "--seed", "11", "--negative", "people", "--json")
     assert proc.returncode == 0, proc.stderr
     assert heavy == []  # the model ran in the worker subprocess, not here
     doc = json.loads(proc.stdout)  # exactly one JSON document
@@ -57,7 +61,8 @@ def test_generate_json_in_a_worker_and_the_cli_never_imports_torch(cfg, tiny_pip
     video, sidecar = Path(doc["path"]), Path(doc["sidecar"])
     assert video.parent == cfg.videos_dir and video.stat().st_size > 0
     side = json.loads(sidecar.read_text())
-    assert (side["prompt"], side["negative_prompt"], side["seed"]) == ("a lighthouse in a storm", "people", 11)
+    assert (side["prompt"], side["negative_prompt"], side["seed"]) == \
+        ("a lighthouse in a storm", "people", 11)
     items = json.loads(cfg.library_file.read_text())["items"]
     assert [i["path"] for i in items] == [str(video)]
     assert files_under(cfg.partial_dir) == []

@@ -130,7 +130,8 @@ def test_download_selection_is_like_diffusers() -> None:
     siblings = [
         ("model_index.json", 1), ("README.md", 5), ("zs2_576w/text2video_pytorch_model.pth", 3000),
         ("unet/config.json", 1), ("unet/diffusion_pytorch_model.bin", 2800),
-        ("unet/diffusion_pytorch_model.safetensors", 2800), ("unet/diffusion_pytorch_model.fp16.safetensors", 1400),
+        ("unet/diffusion_pytorch_model.safetensors", 2800),
+        ("unet/diffusion_pytorch_model.fp16.safetensors", 1400),
         ("vae/config.json", 1), ("vae/diffusion_pytorch_model.safetensors", 160),
         ("text_encoder/config.json", 1), ("text_encoder/model.safetensors", 680),
         ("tokenizer/vocab.json", 1), ("tokenizer/merges.txt", 1), ("scheduler/scheduler_config.json", 1),
@@ -144,7 +145,8 @@ def test_download_selection_is_like_diffusers() -> None:
     # an older repo with pickles only (zeroscope's unet has no safetensors in some revisions)
     pickles = [s for s in siblings if s[0] != "unet/diffusion_pytorch_model.safetensors"]
     names = {n for n, _ in gen.select_pipeline_files(pickles, components)}
-    assert "unet/diffusion_pytorch_model.bin" in names and "vae/diffusion_pytorch_model.safetensors" not in names
+    assert "unet/diffusion_pytorch_model.bin" in names
+    assert "vae/diffusion_pytorch_model.safetensors" not in names
 
 
 def test_memory_plan_steps_down_as_memory_shrinks() -> None:

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from conftest import ROOT
-from gen_fixtures import SMALL, tiny_pipeline  # noqa: F401
+from gen_fixtures import SMALL
 from test_queue import Recorder
 
 from vidtray.config import Config
@@ -78,6 +77,9 @@ def test_supervised_worker_cancel_crash_restart_and_keep_alive(cfg: Config, tiny
 PARENT = """
 import json, sys, time
 from vidtray.services.supervisor import WorkerProcess
+
+# the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
+tiny_pipeline = gen_fixtures.tiny_pipeline
 w = WorkerProcess(lambda e: print(json.dumps(e), flush=True), keep_alive_s=600)
 w.start()
 time.sleep(600)

@@ -8,13 +8,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import gen_fixtures
 import numpy as np
 import pytest
-from gen_fixtures import SMALL, TINY_REPO, TINY_REVISION, install_in_hf_cache, tiny_pipeline  # noqa: F401
+from gen_fixtures import SMALL, TINY_REPO, TINY_REVISION, install_in_hf_cache
 
 from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.generation import Request
+
+# the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
+tiny_pipeline = gen_fixtures.tiny_pipeline
 
 pytestmark = pytest.mark.gen
 
@@ -28,8 +32,8 @@ def probe_mp4(path: Path) -> dict[str, Any]:
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = reader.__next__()
     frames = [np.frombuffer(f, dtype=np.uint8) for f in reader]
-    return {"frames": len(frames), "size": tuple(meta["size"]), "fps": meta["fps"], "codec": meta.get("codec"),
-            "data": frames}
+    return {"frames": len(frames), "size": tuple(meta["size"]), "fps": meta["fps"],
+            "codec": meta.get("codec"), "data": frames}
 
 
 def make_worker(cfg: Config) -> tuple[Any, list[dict[str, Any]]]:
@@ -171,7 +175,8 @@ def test_failure_while_encoding_removes_the_partial_file(cfg: Config, tiny_pipel
     assert leftovers(cfg) == []
 
 
-def test_low_disk_is_refused_before_the_model_loads(isolated_env: dict[str, Path], tiny_pipeline: Path) -> None:
+def test_low_disk_is_refused_before_the_model_loads(isolated_env: dict[str, Path],
+                                                    tiny_pipeline: Path) -> None:
     cfg = Config.from_mapping({"min_free_gb": 10_000_000.0, "warn_free_gb": 10_000_000.0}, "<test>")
     worker, events = make_worker(cfg)
     with pytest.raises(OperationFailed) as err:

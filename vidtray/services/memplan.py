@@ -88,7 +88,9 @@ def choose_plan(
         why = "CPU run: everything in RAM" + (f" (offload = {offload} ignored)" if offload != "auto" else "")
         return MemoryPlan("none", True, False, why, **figures)
     if offload != "auto":
-        chunk = can_chunk and offload != "none"
+        # Sequential offload is the "smallest at any cost" choice, so it chunks too; "model" and "none"
+        # leave chunking off (it costs time on every step).
+        chunk = can_chunk and offload == "sequential"
         return MemoryPlan(offload, True, chunk, f"offload = {offload} from the settings", **figures)
     if free_bytes is None:
         return MemoryPlan("none", True, can_chunk, f"{device_type}: free memory unknown, nothing offloaded",
@@ -108,3 +110,37 @@ def choose_plan(
         return MemoryPlan("model", True, True, f"{free_gib}: model CPU offload with forward chunking",
                           **figures)
     return MemoryPlan("sequential", True, can_chunk, f"{free_gib}: sequential CPU offload (slow)", **figures)
+
+
+# -- applying a plan (duck-typed on the diffusers pipeline: no torch import here) -----------------------
+
+
+def denoiser_of(pipe: Any) -> Any:
+    """The denoising model: ``unet`` (UNet3D, zeroscope) or ``transformer`` (Wan, LTX, CogVideoX)."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+
+
+def apply_plan(pipe: Any, plan: MemoryPlan, device: str) -> None:
+    """Put ``pipe`` (loaded on the CPU) on ``device`` the way ``plan`` says."""
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    set_runtime_options(pipe, plan)
+
+
+def set_runtime_options(pipe: Any, plan: MemoryPlan) -> None:
+    """VAE slicing and feed-forward chunking; cheap to change between jobs."""
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "enable_slicing"):
+        # pipe.enable_vae_slicing() is gone from diffusers; the VAE's own switch remains
+        (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
+    denoiser = denoiser_of(pipe)
+    if denoiser is not None and hasattr(denoiser, "enable_forward_chunking"):
+        if plan.forward_chunking:
+            # diffusers' recipe for zeroscope on small cards: the feed-forward one sequence slice at a time
+            denoiser.enable_forward_chunking(chunk_size=1, dim=1)
+        elif hasattr(denoiser, "disable_forward_chunking"):
+            denoiser.disable_forward_chunking()

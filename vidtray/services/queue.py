@@ -60,7 +60,8 @@ class JobQueue:
             with self._lock:
                 yield
         except TimeoutError as exc:  # filelock.Timeout subclasses TimeoutError
-            raise OperationFailed(f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
+            raise OperationFailed(
+                f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
 
     def _path(self, job_id: str) -> Path:
         return self.dir / f"{job_id}.json"

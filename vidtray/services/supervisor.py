@@ -325,7 +325,8 @@ class Supervisor:
         if kind == "progress" and job_id:
             now = time.monotonic()
             # Progress lands in the job file for `vidtray queue list`, at most once a second.
-            if now - self._last_progress_write >= self.progress_write_s or event.get("step") == event.get("steps"):
+            last = event.get("step") == event.get("steps")
+            if last or now - self._last_progress_write >= self.progress_write_s:
                 self._last_progress_write = now
                 self.queue.set_progress(job_id, {k: event.get(k) for k in ("step", "steps", "eta")})
         elif kind == "done" and job_id:
@@ -353,7 +354,8 @@ class Supervisor:
     def _prompt_of(self, result: dict[str, Any]) -> str:
         sidecar = result.get("sidecar")
         try:
-            return str(json.loads(Path(sidecar).read_text(encoding="utf-8")).get("prompt", "")) if sidecar else ""
+            doc = json.loads(Path(sidecar).read_text(encoding="utf-8")) if sidecar else {}
+            return str(doc.get("prompt", ""))
         except (OSError, ValueError):
             return ""
 
