@@ -30,8 +30,8 @@ log = logging.getLogger("vidtray.media")
 
 #: Files per ffmpeg process when probing or thumbnailing many at once.
 BATCH = 32
-#: Two ffmpeg processes at a time keep both cores of a small machine busy without thrashing.
-PARALLEL = 2
+#: ffmpeg processes at a time: one more than the cores, since part of each run waits on the disk.
+PARALLEL = min(4, (os.cpu_count() or 1) + 1)
 THUMB_MAX = (320, 320)
 PROBE_TIMEOUT_S = 120.0
 
@@ -115,7 +115,7 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
     for n in todo:
         r = results[n]
         if not r.ok:
-            log.info("not a usable video: %s: %s", r.path, r.error)
+            log.debug("not a usable video: %s: %s", r.path, r.error)
     return results
 
 
@@ -231,15 +231,29 @@ def _reason(errors: list[str]) -> str | None:
 # -- library fields ------------------------------------------------------------------------------------------
 
 
-def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, Any] | None:
-    """Everything an import writes to an item: probe fields + sidecar fields. None if it is gone."""
+def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, Any]:
+    """Everything an import writes to an item: probe fields + sidecar fields."""
     if result is None:
         result = probe(path)
-    if result.size_bytes is None:
-        return None
     fields = result.fields()
     fields.update(sidecar_fields(Path(path)))
     return fields
+
+
+def import_entries(paths: Sequence[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+    """Probe ``paths`` (batched) -> ([(path, item fields)] for clean videos, [(path, reason)] for the rest).
+
+    Files that do not decode cleanly are not imported at all: other apps reading library.json know
+    only ``ready`` and ``missing``, and a half-written file would otherwise show up as a broken clip.
+    """
+    entries: list[tuple[Path, dict[str, Any]]] = []
+    skipped: list[tuple[Path, str]] = []
+    for result in probe_many(paths):
+        if result.ok:
+            entries.append((result.path, import_fields(result.path, result)))
+        else:
+            skipped.append((result.path, result.error or "does not decode"))
+    return entries, skipped
 
 
 # -- thumbnails ----------------------------------------------------------------------------------------------
@@ -306,7 +320,19 @@ def _run_ffmpeg_frames(chunk: list[tuple[Path, float | None]], pngs: list[Path])
     for k, png in enumerate(pngs):
         cmd += ["-map", f"{k}:V:0", "-frames:v", "1", "-update", "1", "-c:v", "png", os.fspath(png)]
     try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=PROBE_TIMEOUT_S).returncode
-    except (subprocess.TimeoutExpired, OSError):
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:
+        return -1
+    if hasattr(os, "setpriority"):
+        # Thumbnails are background work: let imports (probes) have the CPU first.
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+        except OSError:
+            pass
+    try:
+        return proc.wait(PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return -1
