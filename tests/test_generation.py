@@ -166,3 +166,8 @@ def test_memory_plan_steps_down_as_memory_shrinks() -> None:
     assert choose_plan("auto", "mps", free_bytes=None, **args).offload == "none"
     with pytest.raises(ValueError):
         choose_plan("lots", "cuda", free_bytes=0, **args)
+    # a family whose VAE also compresses time (Wan, CogVideoX) has fewer latents to carry
+    wan = gen.FAMILIES["WanPipeline"]
+    full = choose_plan("auto", "cuda", free_bytes=int(79 * GIB), **args)
+    scaled = choose_plan("auto", "cuda", free_bytes=int(79 * GIB), activation_scale=wan.activation_scale, **args)
+    assert scaled.activation_bytes == int(full.activation_bytes * wan.activation_scale)

@@ -59,16 +59,22 @@ class Family:
     gpu_dtype: str = "float16"
     # per-component dtype overrides on a GPU (Wan's VAE is meant to run in float32)
     component_dtypes: Mapping[str, str] = field(default_factory=dict)
+    # memplan's activation estimate is calibrated on UNet3D latents (8x spatial, no temporal compression);
+    # video VAEs that also compress time give fewer latents. A rough factor, not a measurement.
+    activation_scale: float = 1.0
 
 
 FAMILIES: dict[str, Family] = {
     # zeroscope / ModelScope UNet3D: only the legacy `callback` (cancel by raising from it)
     "TextToVideoSDPipeline": Family("zeroscope", 320, 576, 24, 8),
+    # 32x spatial and 8x temporal compression
     "LTXPipeline": Family("ltx-video", 480, 704, 121, 24, size_multiple=32, frames_mod=8, frames_rem=1,
-                          gpu_dtype="bfloat16"),
+                          gpu_dtype="bfloat16", activation_scale=0.05),
+    # 8x spatial, 4x temporal
     "WanPipeline": Family("wan", 480, 832, 81, 16, size_multiple=16, frames_mod=4, frames_rem=1,
-                          gpu_dtype="bfloat16", component_dtypes={"vae": "float32"}),
-    "CogVideoXPipeline": Family("cogvideox", 480, 720, 49, 8, frames_mod=4, frames_rem=1, max_frames=49),
+                          gpu_dtype="bfloat16", component_dtypes={"vae": "float32"}, activation_scale=0.25),
+    "CogVideoXPipeline": Family("cogvideox", 480, 720, 49, 8, frames_mod=4, frames_rem=1, max_frames=49,
+                                activation_scale=0.25),
 }
 GENERIC = Family("generic", 320, 576, 24, 8)
 

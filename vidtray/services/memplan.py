@@ -71,17 +71,19 @@ def choose_plan(
     width: int,
     can_chunk: bool = True,
     bytes_per_element: int = 2,
+    activation_scale: float = 1.0,
 ) -> MemoryPlan:
     """Pick offload / VAE slicing / forward chunking for one run.
 
     ``offload`` is the config value (auto|none|model|sequential); an explicit value is obeyed on an
     accelerator and ignored on the CPU, where diffusers' offload methods raise and everything is in
     RAM already. ``free_bytes`` is the accelerator memory free now (None when it cannot be measured,
-    as on MPS: then nothing is offloaded automatically).
+    as on MPS: then nothing is offloaded automatically). ``activation_scale`` adapts the UNet3D-calibrated
+    activation estimate to families whose VAE also compresses time (Wan, CogVideoX, LTX: fewer latents).
     """
     if offload not in OFFLOADS:
         raise ValueError(f"offload must be one of {', '.join(OFFLOADS)}, got {offload!r}")
-    act = activation_bytes(frames, height, width, bytes_per_element=bytes_per_element)
+    act = int(activation_bytes(frames, height, width, bytes_per_element=bytes_per_element) * activation_scale)
     figures = {"free_bytes": free_bytes, "weights_bytes": weights_bytes, "activation_bytes": act}
     if device_type == "cpu":
         # VAE slicing still lowers the RAM peak of decoding many frames and costs next to nothing.

@@ -100,7 +100,8 @@ def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> i
     return total
 
 
-def plan_for(pipe: Any, device: str, offload: str, frames: int, height: int, width: int) -> MemoryPlan:
+def plan_for(pipe: Any, device: str, offload: str, frames: int, height: int, width: int,
+             activation_scale: float = 1.0) -> MemoryPlan:
     """The worker's memory decision for ``pipe`` (loaded on the CPU) running one job on ``device``."""
     sizes = [module_bytes(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
     denoiser = denoiser_of(pipe)
@@ -109,7 +110,7 @@ def plan_for(pipe: Any, device: str, offload: str, frames: int, height: int, wid
         offload, device, free_bytes=free_accelerator_bytes(device), weights_bytes=sum(sizes),
         largest_bytes=max(sizes, default=0), frames=frames, height=height, width=width,
         can_chunk=denoiser is not None and hasattr(denoiser, "enable_forward_chunking"),
-        bytes_per_element=element,
+        bytes_per_element=element, activation_scale=activation_scale,
     )
 
 
@@ -143,6 +144,7 @@ class Loaded:
     callback_style: str  # "legacy" | "step_end" | "none"
     token_limit: int | None
     largest_bytes: int = 0
+    accepts_frame_rate: bool = False
 
 
 def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: int, height: int,
@@ -173,7 +175,7 @@ def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: in
     if "num_frames" not in params:
         raise UserError(f"{source.model} is a {class_name}, not a text-to-video pipeline")
     style = "step_end" if "callback_on_step_end" in params else "legacy" if "callback" in params else "none"
-    plan = plan_for(pipe, device, offload, frames, height, width)
+    plan = plan_for(pipe, device, offload, frames, height, width, family.activation_scale)
     apply_plan(pipe, plan, device)
     tokenizer = getattr(pipe, "tokenizer", None)
     limit: int | None = None
@@ -186,7 +188,7 @@ def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: in
     largest = max((module_bytes(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module)),
                   default=0)
     return Loaded(pipe, (str(where), device, plan.offload), source, family, class_name, device, dtype, plan,
-                  time.perf_counter() - t0, style, limit, largest)
+                  time.perf_counter() - t0, style, limit, largest, "frame_rate" in params)
 
 
 def check_prompt_tokens(loaded: Loaded, params: gen.Params) -> None:
@@ -372,7 +374,8 @@ class Worker:
                            free_bytes=None if free is None else free + weights,
                            weights_bytes=weights, largest_bytes=loaded.largest_bytes, frames=params.frames,
                            height=params.height, width=params.width, can_chunk=_can_chunk(loaded.pipe),
-                           bytes_per_element=loaded.dtype.itemsize)
+                           bytes_per_element=loaded.dtype.itemsize,
+                           activation_scale=loaded.family.activation_scale)
 
     def _generate(self, job_id: str, loaded: Loaded, reused: bool, params: gen.Params,
                   cancel: threading.Event, t_start: float, download_s: float) -> dict[str, Any]:
@@ -401,6 +404,8 @@ class Worker:
             "width": params.width, "num_frames": params.frames, "num_inference_steps": steps,
             "generator": generator, "output_type": "np",
         }
+        if loaded.accepts_frame_rate:
+            kwargs["frame_rate"] = int(round(params.fps))  # LTX conditions on the frame rate
         if loaded.callback_style == "legacy":
             # TextToVideoSDPipeline only has callback(step, timestep, latents); raising from it is the
             # only way to stop inside the loop.
