@@ -169,5 +169,6 @@ def test_memory_plan_steps_down_as_memory_shrinks() -> None:
     # a family whose VAE also compresses time (Wan, CogVideoX) has fewer latents to carry
     wan = gen.FAMILIES["WanPipeline"]
     full = choose_plan("auto", "cuda", free_bytes=int(79 * GIB), **args)
-    scaled = choose_plan("auto", "cuda", free_bytes=int(79 * GIB), activation_scale=wan.activation_scale, **args)
+    scaled = choose_plan("auto", "cuda", free_bytes=int(79 * GIB), activation_scale=wan.activation_scale,
+                         **args)
     assert scaled.activation_bytes == int(full.activation_bytes * wan.activation_scale)

@@ -271,3 +271,14 @@ def test_supervisor_start_recovers_jobs_of_a_previous_run(cfg: Config) -> None:
         assert rec.kinds()[0] == "job_recovered"
     finally:
         sup.stop()
+
+
+def test_supervisor_hands_its_config_file_to_the_worker(tmp_path: Path,
+                                                        isolated_env: dict[str, Path]) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text("keep_alive_s = 7\n")
+    from vidtray.config import load_config
+
+    sup = Supervisor(load_config(config))
+    assert sup.config_path == str(config) and sup.keep_alive_s == 7
+    assert Supervisor(Config.from_mapping({}, "<test>")).config_path is None

@@ -198,6 +198,9 @@ class Supervisor:
         self.worker_cmd = worker_cmd
         self.queue = JobQueue(cfg.queue_dir)
         self.on_event = on_event or (lambda event: None)
+        # The worker reads the same settings file (`vidtray --config X watch` included).
+        if config_path is None and cfg.source not in ("defaults", "<string>") and Path(cfg.source).is_file():
+            config_path = cfg.source
         self.config_path = config_path
         self.notifier = notifier
         self.max_restarts = max_restarts
