@@ -10,9 +10,14 @@ export PYTHONPATH=/tmp/site:$PWD
 
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader || true
 python3 - <<'PY'
-import torch, diffusers, transformers, accelerate
-print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
-      f"transformers {transformers.__version__}, accelerate {accelerate.__version__}")
+import importlib
+for name in ("torch", "diffusers", "transformers", "accelerate"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except ImportError as exc:  # accelerate missing only costs the offload rows (they report the error)
+        print(name, "MISSING:", exc)
+import torch
+print("CUDA", torch.version.cuda)
 assert torch.cuda.is_available(), "no CUDA device visible to torch"
 PY
 # A few seconds on the tiny model first: a broken environment fails here, not after minutes of building.
