@@ -61,3 +61,7 @@ def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = N
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# Desktop fixtures (Xvfb, private D-Bus session bus, dunst -print) for tests marked `gui`.
+from desktop import desktop, desktop_no_daemon, xdisplay  # noqa: E402, F401

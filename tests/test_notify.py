@@ -1,0 +1,165 @@
+"""Notifications: every kind reaches a real daemon (dunst on a private bus) with the right text;
+no daemon means logged once and never raised; ``notifications = false`` silences them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from desktop import Desktop
+
+from vidtray.config import Config
+from vidtray.services import notify
+from vidtray.services.notify import Notifier, RecordingNotifier, describe_backend, make_notifier
+
+GiB = 1024**3
+MiB = 1024**2
+
+# (method call, summary, body) for every kind the contract names.
+KINDS = [
+    (lambda n: n.low_disk(int(0.8 * GiB), "/home (videos)"), "Low disk space",
+     "819.2 MB free on /home (videos)"),
+    (lambda n: n.queue_paused("Only 0.4 GB free on /data; below min_free_gb = 1"), "Video generation paused",
+     "Only 0.4 GB free on /data; below min_free_gb = 1"),
+    (lambda n: n.prune_summary(12, 84 * MiB), "Old videos pruned", "Pruned 12 videos, freed 84.0 MB"),
+    (lambda n: n.video_ready(Path("/v/zeroscope_20240101-120000_abcd1234.mp4"),
+                             "a red fox   running through snow, cinematic, 4k"),
+     "Video ready", "a red fox running through snow, cinematic, 4k\nzeroscope_20240101-120000_abcd1234.mp4"),
+    (lambda n: n.generation_failed("CUDA out of memory (tried 2.1 GiB)"), "Video generation failed",
+     "CUDA out of memory (tried 2.1 GiB)"),
+    (lambda n: n.library_corrupt(Path("/d/library.json.corrupt-20240101-120000")), "Library file set aside",
+     "The library file could not be read and was set aside as library.json.corrupt-20240101-120000. "
+     "It was rebuilt from the videos on disk."),
+    (lambda n: n.queue_resumed("2.3 GB free again"), "Video generation resumed", "2.3 GB free again"),
+    (lambda n: n.prune_failed("the trash is not available"), "Pruning old videos failed",
+     "the trash is not available"),
+    (lambda n: n.send("-starts with a dash", "it's <b>plain</b> text"), "-starts with a dash",
+     "it's <b>plain</b> text"),
+]
+
+
+@pytest.mark.gui
+def test_every_kind_reaches_the_daemon(desktop: Desktop) -> None:
+    notifier = make_notifier(Config.from_mapping({}, "<test>"))
+    assert notifier.backend.name == "notify-send"  # what plyer picks here (no dbus-python, no /app)
+    for call, summary, body in KINDS:
+        assert call(notifier) is True
+        note = desktop.dunst.wait_for(summary)
+        assert note.body == body
+        assert note.appname == "vidtray"
+    urgencies = {n.summary: n.urgency for n in desktop.dunst.notifications}
+    assert urgencies["Video generation failed"] == "CRITICAL"
+    assert urgencies["Video ready"] == "NORMAL"
+    assert len(desktop.dunst.notifications) == len(KINDS)
+
+
+@pytest.mark.gui
+def test_notifications_off_sends_nothing(desktop: Desktop) -> None:
+    off = make_notifier(Config.from_mapping({"notifications": False}, "<test>"))
+    assert off.low_disk(GiB, "/") is False
+    assert off.send("should not arrive", "x") is False
+    # A sentinel through an enabled notifier: once it is there, anything sent before would be too.
+    Notifier().send("sentinel", "")
+    desktop.dunst.wait_for("sentinel")
+    assert [n.summary for n in desktop.dunst.notifications] == ["sentinel"]
+
+
+@pytest.mark.gui
+def test_no_daemon_is_logged_once_and_never_raised(desktop_no_daemon: Desktop,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="vidtray.notify")
+    notifier = Notifier()
+    assert notifier.low_disk(GiB, "/") is False
+    assert notifier.video_ready(Path("/v/a.mp4"), "p") is False
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "org.freedesktop.Notifications" in warnings[0].getMessage()
+    assert any(r.levelno == logging.DEBUG and "not delivered" in r.getMessage() for r in caplog.records)
+
+    # A daemon that turns up later is used, and the recovery is logged.
+    dunst = desktop_no_daemon.start_dunst()
+    assert notifier.send("back", "again") is True
+    assert dunst.wait_for("back").body == "again"
+    assert any("get through again" in r.getMessage() for r in caplog.records)
+
+
+def test_no_session_bus_at_all_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Headless server: no bus address, no display (autolaunch impossible).
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", os.environ["HOME"])  # no "bus" socket there
+    notifier = Notifier()
+    assert notifier.generation_failed("boom") is False
+    doc = describe_backend(Config.from_mapping({}, "<test>"))
+    assert doc["daemon"]["reached"] is False
+    assert doc["daemon"]["detail"]
+
+
+def test_backend_that_raises_anything_is_contained() -> None:
+    class Exploding:
+        name = "exploding"
+
+        def send(self, title: str, body: str, urgency: str) -> None:
+            raise RuntimeError("plyer blew up")
+
+    assert Notifier(Exploding()).send("t", "b") is False
+
+
+def test_backend_selection_failure_is_contained() -> None:
+    def broken() -> notify.Backend:
+        raise ImportError("no plyer")
+
+    notifier = Notifier(select=broken)
+    assert notifier.send("t") is False
+    assert notifier.backend.name == "none"
+
+
+@pytest.mark.gui
+def test_describe_backend_reaches_dunst(desktop: Desktop) -> None:
+    doc = describe_backend(Config.from_mapping({}, "<test>"))
+    assert doc["backend"] == "notify-send"
+    assert doc["app_name"] == "vidtray"
+    assert doc["enabled"] is True
+    assert doc["daemon"]["reached"] is True
+    assert doc["daemon"]["name"] == "dunst"
+    assert doc["daemon"]["spec_version"]
+
+
+@pytest.mark.gui
+def test_describe_backend_without_daemon(desktop_no_daemon: Desktop) -> None:
+    doc = describe_backend()
+    assert doc["daemon"]["reached"] is False
+    assert "org.freedesktop.Notifications" in doc["daemon"]["detail"]
+
+
+def test_recording_notifier_renders_like_the_real_one() -> None:
+    rec = RecordingNotifier()
+    for call, _, _ in KINDS:
+        call(rec)
+    assert [(n.title, n.body) for n in rec.sent] == [(s, b) for _, s, b in KINDS]
+    assert rec.kinds()[:3] == ["low_disk", "queue_paused", "prune_summary"]
+    off = RecordingNotifier(enabled=False)
+    off.prune_summary(1, 1)
+    assert off.sent == []
+
+
+def test_singular_and_long_texts_are_clipped() -> None:
+    rec = RecordingNotifier()
+    rec.prune_summary(1, 2048)
+    rec.video_ready(Path("/v/x.mp4"), "word " * 100)
+    rec.generation_failed("e" * 1000)
+    assert rec.sent[0].body == "Pruned 1 video, freed 2.0 KB"
+    first_line = rec.sent[1].body.splitlines()[0]
+    assert len(first_line) <= notify.PROMPT_CHARS and first_line.endswith("…")
+    assert len(rec.sent[2].body) == notify.REASON_CHARS
+
+
+def test_flatpak_is_detected_by_app_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: p == "/app" or real_isdir(p))
+    backend = notify.select_backend()
+    assert backend.name == "flatpak-portal"
+    # plyer pastes the text into a GVariant literal; quotes must be escaped for it.
+    assert notify._gvariant_escape("it's a \\ test") == "it\\'s a \\\\ test"
