@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hf_cache import make_broken_repo, make_repo
+
+from vidtray.errors import UserError
+from vidtray.services import storage
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def hub(isolated_env) -> Path:
+    cache = isolated_env["HF_HOME"] / "hub"
+    cache.mkdir(parents=True)
+    make_repo(cache, "cerspense/zeroscope_v2_576w",
+              {"model_index.json": b"{}", "unet/diffusion_pytorch_model.bin": os.urandom(MB)})
+    make_repo(cache, "org/small", {"config.json": b'{"a": 1}'}, incomplete=b"x" * 1000)
+    make_broken_repo(cache, "org/broken", b"y" * 5000)
+    (isolated_env["HF_HOME"] / "token").write_text("hf_secret")
+    (isolated_env["HF_HOME"] / "xet").mkdir()
+    (isolated_env["HF_HOME"] / "xet" / "chunk").write_bytes(b"z" * 100)
+    return cache
+
+
+def _video(folder: Path, name: str, size: int = 1000, age_days: float = 0, sidecar: bool = False) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"v" * size)
+    if sidecar:
+        path.with_suffix(".json").write_text('{"prompt": "x"}')
+    t = time.time() - age_days * 86400
+    for p in (path, path.with_suffix(".json")):
+        if p.exists():
+            os.utime(p, (t, t))
+    return path
+
+
+def test_models_report_lists_repos_and_broken(hub):
+    report = storage.models_report(hub)
+    ids = {r["repo_id"]: r for r in report["repos"]}
+    zs = ids["cerspense/zeroscope_v2_576w"]
+    assert zs["size_bytes"] == MB + 2 and zs["files"] == 2 and len(zs["revisions"]) == 1
+    assert zs["refs"] == ["main"] and zs["last_modified"]
+    assert ids["org/small"]["incomplete_bytes"] == 1000
+    [broken] = report["broken"]
+    assert broken["repo_id"] == "org/broken" and broken["size_bytes"] == 5000
+    assert "Snapshots dir" in broken["reason"]
+    assert report["size_bytes"] == MB + 2 + 8 + 1000 + 5000
+
+
+def test_storage_json_cli(cli, hub, cfg):
+    _video(cfg.videos_dir, "a.mp4", 3000, age_days=3, sidecar=True)
+    _video(cfg.videos_dir, "sub/b.webm", 2000)
+    _video(cfg.videos_dir, ".partial/c.mp4", 500)
+    (cfg.videos_dir / "notes.txt").write_text("not a video")
+    res = cli("storage", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["videos"]["count"] == 2 and doc["videos"]["size_bytes"] == 5000
+    assert doc["videos"]["partial"] == {"dir": str(cfg.partial_dir), "count": 1, "size_bytes": 500}
+    assert doc["videos"]["oldest"] < doc["videos"]["newest"]
+    assert Path(doc["models"]["cache_dir"]) == hub
+    assert {r["repo_id"] for r in doc["models"]["repos"]} == {"cerspense/zeroscope_v2_576w", "org/small"}
+    assert doc["models"]["broken"][0]["repo_id"] == "org/broken"
+    assert doc["disk"]["free_bytes"] > 0
+    assert doc["disk"]["volumes"][0]["roles"] == ["videos", "models"]  # one volume in tmp
+
+    human = cli("storage")
+    assert human.returncode == 0
+    assert "cerspense/zeroscope_v2_576w" in human.stdout and "org/broken (BROKEN)" in human.stdout
+    assert "2 videos" in human.stdout and "1.0 MB" in human.stdout
+
+
+def test_space_status_thresholds(tmp_path):
+    gb = storage.GB
+    assert storage.space_status(10 * gb, 1, 5) == "ok"
+    assert storage.space_status(3 * gb, 1, 5) == "warn"
+    assert storage.space_status(gb // 2, 1, 5) == "low"
+    assert storage.space_status(None, 1, 5) == "unknown"
+    # A folder that does not exist yet is measured on its nearest existing parent.
+    assert storage.free_bytes(tmp_path / "not" / "yet") == storage.free_bytes(tmp_path)
+    report = storage.disk_report({"videos": tmp_path, "models": tmp_path / "x"}, 0, 1e9)
+    assert len(report["volumes"]) == 1 and report["status"] == "warn"
+
+
+def test_clean_model_deletes_only_that_repo(cli, hub, isolated_env):
+    res = cli("clean", "model", "cerspense/zeroscope_v2_576w", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["freed_bytes"] == MB + 2 and doc["expected_freed_bytes"] == MB + 2
+    assert not (hub / "models--cerspense--zeroscope_v2_576w").exists()
+    assert (hub / "models--org--small").is_dir() and (hub / "models--org--broken").is_dir()
+    assert (isolated_env["HF_HOME"] / "token").read_text() == "hf_secret"
+
+
+def test_clean_model_dry_run_and_broken(cli, hub):
+    res = cli("clean", "model", "org/broken", "--dry-run", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["repos"][0]["broken"] is True
+    assert (hub / "models--org--broken").is_dir()
+    res = cli("clean", "model", "org/broken", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert "Freed 4.9 KB" in res.stdout
+    assert not (hub / "models--org--broken").exists()
+
+
+@pytest.mark.parametrize(("repo", "fragment"),
+                         [("../x", "not a valid repo id"), ("org/absent", "not in the model cache")])
+def test_clean_model_bad_repo(cli, hub, repo, fragment):
+    res = cli("clean", "model", repo, "--yes")
+    assert res.returncode == 2 and fragment in res.stderr
+    assert len(list(hub.iterdir())) == 3
+
+
+def test_clean_models_all_keeps_token_and_xet(cli, hub, isolated_env):
+    res = cli("clean", "models", "--all")
+    assert res.returncode == 2 and "--yes" in res.stderr  # no terminal: refuse
+    assert len([p for p in hub.iterdir() if p.name.startswith("models--")]) == 3
+    res = cli("clean", "models", "--all", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["freed_bytes"] == MB + 2 + 8 + 1000 + 5000
+    assert not [p for p in hub.iterdir() if p.name.startswith("models--")]
+    assert (isolated_env["HF_HOME"] / "token").read_text() == "hf_secret"
+    assert (isolated_env["HF_HOME"] / "xet" / "chunk").exists()
+
+
+def test_clean_videos_refuses_without_terminal(cli, cfg):
+    v = _video(cfg.videos_dir, "a.mp4")
+    res = cli("clean", "videos")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "vidtray: error: refusing to delete without --yes: there is no terminal to ask on"
+    assert v.exists()
+
+
+def test_clean_videos_to_trash_with_sidecar(cli, cfg, isolated_env):
+    old = _video(cfg.videos_dir, "old.mp4", 4000, age_days=40, sidecar=True)
+    new = _video(cfg.videos_dir, "new.mp4", 4000, age_days=1, sidecar=True)
+    partial = _video(cfg.partial_dir, "old2.mp4", 10, age_days=90)
+    res = cli("clean", "videos", "--older-than", "30d", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [d["path"] for d in doc["deleted"]] == [str(old)]
+    assert doc["freed_bytes"] == 4000 + len('{"prompt": "x"}') and doc["dry_run"] is False
+    assert not old.exists() and not old.with_suffix(".json").exists()
+    assert new.exists() and new.with_suffix(".json").exists() and partial.exists()
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+    assert sorted(p.name for p in trash.iterdir()) == ["old.json", "old.mp4"]
+
+
+def test_clean_videos_permanent_and_dry_run(cli, cfg, isolated_env):
+    a = _video(cfg.videos_dir, "a.mp4", 100)
+    res = cli("clean", "videos", "--dry-run", "--json")
+    assert json.loads(res.stdout)["dry_run"] is True and a.exists()
+    res = cli("clean", "videos", "--permanent", "--yes")
+    assert res.returncode == 0 and "Deleted 1 videos" in res.stdout
+    assert not a.exists() and not (isolated_env["XDG_DATA_HOME"] / "Trash").exists()
+
+
+def test_clean_videos_prune_to_trash_false(cli, cfg, tmp_path, isolated_env):
+    conf = tmp_path / "c.toml"
+    conf.write_text("prune_to_trash = false\n")
+    a = _video(cfg.videos_dir, "a.mp4", 100)
+    res = cli("--config", str(conf), "clean", "videos", "--yes", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["to_trash"] is False
+    assert not a.exists() and not (isolated_env["XDG_DATA_HOME"] / "Trash").exists()
+
+
+def test_symlinks_never_followed(cfg, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    precious = _video(outside, "precious.mp4", 50, age_days=100)
+    (cfg.videos_dir / "link.mp4").symlink_to(precious)
+    (cfg.videos_dir / "linkdir").symlink_to(outside, target_is_directory=True)
+    res = storage.delete_videos(cfg.videos_dir, older_than_days=None, now=time.time(), to_trash=False)
+    assert res.deleted == []
+    assert precious.exists() and (cfg.videos_dir / "link.mp4").is_symlink()
+
+
+def test_protected_are_kept(cfg):
+    a = _video(cfg.videos_dir, "a.mp4", age_days=50)
+    b = _video(cfg.videos_dir, "b.mp4", age_days=50)
+    res = storage.delete_videos(cfg.videos_dir, older_than_days=30, now=time.time(), to_trash=False,
+                                protected={a})
+    assert res.deleted_paths == [b] and res.kept == [{"path": str(a), "reason": "pinned or scheduled in the library"}]
+    assert a.exists() and not b.exists()
+
+
+def test_trash_failure_deletes_nothing_for_good(cfg, monkeypatch):
+    import send2trash
+
+    a = _video(cfg.videos_dir, "a.mp4")
+
+    def refuse(path):
+        raise OSError("no trash on this volume")
+
+    monkeypatch.setattr(send2trash, "send2trash", refuse)
+    from vidtray.errors import OperationFailed
+
+    with pytest.raises(OperationFailed, match="--permanent"):
+        storage.delete_videos(cfg.videos_dir, older_than_days=None, now=time.time(), to_trash=True)
+    assert a.exists()
+
+
+def test_negative_days_rejected(cfg):
+    with pytest.raises(UserError):
+        storage.delete_videos(cfg.videos_dir, older_than_days=-1, now=time.time())
+
+
+@pytest.mark.parametrize("value", ["banana", "-5", "3x", ""])
+def test_older_than_bad_values(cli, cfg, value):
+    v = _video(cfg.videos_dir, "a.mp4", age_days=100)
+    res = cli("clean", "videos", "--older-than", value, "--yes")
+    assert res.returncode == 2 and res.stderr.startswith("vidtray: error: argument --older-than")
+    assert v.exists()
+
+
+def test_cli_storage_does_not_import_heavy_modules(hub):
+    code = ("import sys; from vidtray.cli import main; rc = main(['storage', '--json']); "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'pystray') if m in sys.modules]; "
+            "print(heavy, file=sys.stderr); sys.exit(rc or (3 if heavy else 0))")
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

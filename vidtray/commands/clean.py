@@ -1,0 +1,105 @@
+"""``vidtray clean videos|model|models``: free space safely (to the trash by default, asked first)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+from vidtray.errors import UserError
+
+
+def parse_days(text: str) -> float:
+    """'30' or '30d' -> 30.0 days; anything else, or a negative number, is a usage error."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a number of days such as 30 or 30d, got {text!r}")
+    return float(m.group(1))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clean", help="delete generated videos or cached models")
+    csub = p.add_subparsers(dest="clean_command", metavar="WHAT", required=True)
+
+    v = csub.add_parser("videos", help="delete finished videos (with sidecars and thumbnails)")
+    v.add_argument("--older-than", metavar="DAYS", type=parse_days,
+                   help="only videos last modified more than DAYS ago (30 or 30d)")
+    v.add_argument("--permanent", action="store_true", help="delete for good instead of moving to the trash")
+    _common(v)
+    v.set_defaults(handler=clean_videos)
+
+    m = csub.add_parser("model", help="delete one model from the Hugging Face cache (for good)")
+    m.add_argument("repo_id", metavar="REPO_ID")
+    _common(m)
+    m.set_defaults(handler=clean_model)
+
+    a = csub.add_parser("models", help="delete every repo in the Hugging Face cache (token and settings stay)")
+    a.add_argument("--all", action="store_true", required=True, help="required: yes, every cached repo")
+    _common(a)
+    a.set_defaults(handler=clean_model, repo_id=None)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask (required when there is no terminal)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def clean_videos(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services import storage
+    from vidtray.services.fsutil import human_size
+
+    cfg = ctx.cfg
+    to_trash = cfg.prune_to_trash and not args.permanent
+    kwargs = dict(older_than_days=args.older_than, now=time.time(), to_trash=to_trash)
+    plan = storage.delete_videos(cfg.videos_dir, dry_run=True, **kwargs)
+    result = plan
+    if plan.deleted and not args.dry_run:
+        where = "to the trash" if to_trash else "for good"
+        if not ctx.confirm(f"Delete {len(plan.deleted)} videos ({human_size(plan.freed_bytes)}) {where}?",
+                           args.yes):
+            raise UserError("nothing deleted (not confirmed)")
+        result = storage.delete_videos(cfg.videos_dir, dry_run=False, **kwargs)
+    if args.json:
+        ctx.print_json(result.as_dict())
+        return 0
+    verb = "Would delete" if result.dry_run else ("Moved to trash" if to_trash else "Deleted")
+    for item in result.deleted:
+        print(f"{verb}: {item['path']} ({human_size(item['size_bytes'])})")
+    for item in result.kept:
+        print(f"Kept: {item['path']} ({item['reason']})")
+    if not result.deleted:
+        print("Nothing to delete.")
+    else:
+        print(f"{verb} {len(result.deleted)} videos, {human_size(result.freed_bytes)}.")
+    return 0
+
+
+def clean_model(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services import storage
+    from vidtray.services.fsutil import human_size
+
+    plan = storage.plan_model_cleanup(args.repo_id)
+    doc = {"cache_dir": str(plan.cache_dir), "dry_run": args.dry_run,
+           "repos": [{"repo_id": t["repo_id"], "repo_type": t["repo_type"], "size_bytes": t["size_bytes"],
+                      "broken": t["broken"]} for t in plan.targets],
+           "expected_freed_bytes": plan.expected_freed_bytes, "freed_bytes": 0}
+    if plan.targets and not args.dry_run:
+        what = args.repo_id or f"all {len(plan.targets)} cached repos"
+        if not ctx.confirm(f"Delete {what} ({human_size(plan.expected_freed_bytes)}) from the model cache? "
+                           "It will download again when needed.", args.yes):
+            raise UserError("nothing deleted (not confirmed)")
+        doc["freed_bytes"] = storage.execute_model_cleanup(plan)
+    if args.json:
+        ctx.print_json(doc)
+        return 0
+    verb = "Would delete" if args.dry_run else "Deleted"
+    for t in plan.targets:
+        print(f"{verb}: {t['repo_id']}{' (broken)' if t['broken'] else ''} ({human_size(t['size_bytes'])})")
+    if not plan.targets:
+        print("The model cache is empty.")
+    elif args.dry_run:
+        print(f"Would free {human_size(plan.expected_freed_bytes)}.")
+    else:
+        print(f"Freed {human_size(doc['freed_bytes'])}.")
+    return 0

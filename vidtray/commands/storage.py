@@ -1,0 +1,71 @@
+"""``vidtray storage [--json]``: what uses space (videos, model cache, library) and how much is free."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("storage", help="show what uses space: videos, model cache, free disk")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=run)
+
+
+def build_report(cfg) -> dict[str, Any]:
+    from vidtray.services import storage
+
+    models = storage.models_report()
+    return {
+        "videos": storage.videos_report(cfg.videos_dir, cfg.partial_dir),
+        "models": models,
+        "disk": storage.disk_report({"videos": cfg.videos_dir, "models": storage.Path(models["cache_dir"])},
+                                    cfg.min_free_gb, cfg.warn_free_gb),
+    }
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    report = build_report(ctx.cfg)
+    if args.json:
+        ctx.print_json(report)
+    else:
+        print(render(report))
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    from vidtray.services.fsutil import human_size as hs
+
+    v, m, d = report["videos"], report["models"], report["disk"]
+    lines = [f"Videos   {v['dir']}",
+             f"  {v['count']} videos, {hs(v['size_bytes'])}"
+             + (f" (oldest {v['oldest'][:10]}, newest {v['newest'][:10]})" if v["count"] else "")]
+    if v["partial"]["count"]:
+        lines.append(f"  in progress (.partial/): {v['partial']['count']} files, {hs(v['partial']['size_bytes'])}")
+    lines += ["", f"Model cache   {m['cache_dir']}", f"  total {hs(m['size_bytes'])}"]
+    rows = [(r["repo_id"] if r["repo_type"] == "model" else f"{r['repo_type']}/{r['repo_id']}",
+             hs(r["size_bytes"]), str(r["files"]), str(len(r["revisions"])),
+             (r["last_accessed"] or "")[:10], (r["last_modified"] or "")[:10]) for r in m["repos"]]
+    rows += [(f"{b['repo_id']} (BROKEN)", hs(b["size_bytes"]), str(b["files"]), "-", "", "")
+             for b in m["broken"]]
+    if rows:
+        lines.append(_table(("REPO", "SIZE", "FILES", "REVS", "ACCESSED", "MODIFIED"), rows, indent=2))
+    for b in m["broken"]:
+        lines.append(f"  ! {b['repo_id']}: {b['reason']}")
+    if m["incomplete_bytes"]:
+        lines.append(f"  partial downloads (.incomplete): {hs(m['incomplete_bytes'])}")
+    lines += ["", f"Disk   (warn below {d['warn_free_gb']:g} GB, generation refused below {d['min_free_gb']:g} GB)"]
+    for vol in d["volumes"]:
+        free = "unknown" if vol["free_bytes"] is None else \
+            f"{hs(vol['free_bytes'])} free of {hs(vol['total_bytes'])}"
+        flag = {"ok": "", "warn": "  LOW: below warn_free_gb", "low": "  TOO LOW: below min_free_gb"}.get(
+            vol["status"], "  (unknown)")
+        lines.append(f"  {' + '.join(vol['roles']):<15} {free}{flag}   {vol['path']}")
+    return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: int = 0) -> str:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    pad = " " * indent
+    return "\n".join(pad + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in (header, *rows))
