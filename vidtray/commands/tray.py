@@ -29,11 +29,12 @@ def run(args: argparse.Namespace, ctx) -> int:
     from vidtray.tray.backend import choose_backend, load_pystray
     from vidtray.tray.instance import single_instance
 
-    choice = choose_backend()
-    if choice.name == "none":
-        raise OperationFailed(f"cannot show a tray icon: {choice.reason}; "
-                              "`vidtray watch` runs the same services without one")
+    # The lock first: a second tray says "already running" whatever else is wrong with this start.
     with single_instance():
+        choice = choose_backend()
+        if choice.name == "none":
+            raise OperationFailed(f"cannot show a tray icon: {choice.reason}; "
+                                  "`vidtray watch` runs the same services without one")
         try:
             pystray, choice = load_pystray(choice)
         except RuntimeError as exc:

@@ -118,6 +118,8 @@ def load_pystray(choice: BackendChoice | None = None) -> tuple[ModuleType, Backe
     if choice.name == "none":
         raise RuntimeError(f"cannot show a tray icon: {choice.reason}")
     prepare_env(choice)
+    if choice.name in ("gtk", "appindicator"):
+        _name_gtk_program()
     try:
         import pystray
     except Exception as exc:  # ImportError, ValueError (missing typelib), Xlib display errors
@@ -136,6 +138,17 @@ def load_pystray(choice: BackendChoice | None = None) -> tuple[ModuleType, Backe
     if not choice.has_menu:
         log.warning("tray: %s backend has no menu (a click opens the prompt popup): %s", choice.name, choice.reason)
     return pystray, choice
+
+
+def _name_gtk_program() -> None:
+    """WM_CLASS "vidtray" for our windows (tray hosts and tests find the icon by it), before GTK starts."""
+    try:
+        from gi.repository import GLib
+
+        GLib.set_prgname("vidtray")
+        GLib.set_application_name("vidtray")
+    except Exception as exc:  # cosmetic
+        log.debug("cannot set the GTK program name: %s", exc)
 
 
 def _forget_pystray() -> None:
