@@ -125,6 +125,7 @@ def test_describe_backend_reaches_dunst(desktop: Desktop) -> None:
     assert doc["daemon"]["reached"] is True
     assert doc["daemon"]["name"] == "dunst"
     assert doc["daemon"]["spec_version"]
+    assert notify.backend_summary(doc).startswith("notifications: notify-send -> dunst 1.")
 
 
 @pytest.mark.gui
@@ -132,6 +133,9 @@ def test_describe_backend_without_daemon(desktop_no_daemon: Desktop) -> None:
     doc = describe_backend()
     assert doc["daemon"]["reached"] is False
     assert "org.freedesktop.Notifications" in doc["daemon"]["detail"]
+    assert "no notification daemon answered" in notify.backend_summary(doc)
+    off = describe_backend(Config.from_mapping({"notifications": False}, "<test>"))
+    assert notify.backend_summary(off).startswith("notifications: off")
 
 
 def test_recording_notifier_renders_like_the_real_one() -> None:

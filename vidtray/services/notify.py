@@ -317,6 +317,21 @@ def describe_backend(cfg: Config | None = None) -> dict[str, Any]:
     return doc
 
 
+def backend_summary(doc: dict[str, Any]) -> str:
+    """One line for ``vidtray doctor`` from ``describe_backend()``'s document."""
+    if doc.get("enabled") is False:
+        return f"notifications: off (notifications = false; backend would be {doc['backend']})"
+    if doc.get("problem"):
+        return f"notifications: NONE ({doc['problem']})"
+    daemon = doc.get("daemon", {})
+    if daemon.get("reached") is True:
+        server = " ".join(str(daemon[k]) for k in ("name", "version") if daemon.get(k))
+        return f"notifications: {doc['backend']} -> {server or 'a notification daemon'}"
+    if daemon.get("reached") is False:
+        return f"notifications: {doc['backend']}, but no notification daemon answered ({daemon.get('detail')})"
+    return f"notifications: {doc['backend']} (delivery not checked on this platform)"
+
+
 def query_notification_daemon(timeout: float = 5.0) -> dict[str, Any]:
     """Ask the session bus's notification server who it is (gdbus, else dbus-send)."""
     dest, obj, method = ("org.freedesktop.Notifications", "/org/freedesktop/Notifications",

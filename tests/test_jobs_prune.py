@@ -1,0 +1,270 @@
+"""The prune job as a plain function of ``now``, on real files, the real library and the real trash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from media_helpers import write_mp4
+
+from vidtray.config import Config
+from vidtray.services.jobs import Jobs, JobScheduler
+from vidtray.services.library import open_library
+from vidtray.services.notify import RecordingNotifier
+
+DAY = 86400.0
+NOW = time.time()
+
+
+@pytest.fixture(scope="module")
+def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mp4(tmp_path_factory.mktemp("media") / "sample.mp4")
+
+
+@pytest.fixture(autouse=True)
+def trash_in_tmp(isolated_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The trash of this test's XDG_DATA_HOME, in this process.
+
+    send2trash uses GIO when PyGObject is importable (as with the ``linux`` extra), and GLib reads
+    XDG_DATA_HOME once per process; its own freedesktop code reads it once at import. Neither can
+    follow a second test's folder, so in-process tests use the freedesktop code with its folder
+    reset. The ``vidtray watch`` end-to-end test covers the default choice in a fresh process.
+    """
+    import send2trash
+    from send2trash import plat_other
+
+    monkeypatch.setattr(send2trash, "send2trash", plat_other.send2trash)
+    share = os.fsencode(isolated_env["XDG_DATA_HOME"])
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", share)
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.path.join(share, b"Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", os.fsdecode(os.path.join(share, b"Trash")))
+    return isolated_env["XDG_DATA_HOME"] / "Trash"
+
+
+def aged(path: Path, days: float, now: float = NOW) -> Path:
+    t = now - days * DAY
+    os.utime(path, (t, t))
+    return path
+
+
+class Scene:
+    """A videos folder with old, new, pinned, scheduled videos and things that are not ours."""
+
+    def __init__(self, cfg: Config, sample: Path, root: Path) -> None:
+        self.cfg = cfg
+        v = cfg.videos_dir
+        v.mkdir(parents=True, exist_ok=True)
+
+        def video(name: str, days: float, sidecar: bool = True) -> Path:
+            path = v / name
+            shutil.copyfile(sample, path)
+            if sidecar:
+                path.with_suffix(".json").write_text(json.dumps({"prompt": f"prompt of {name}", "seed": 1}))
+                aged(path.with_suffix(".json"), days)
+            return aged(path, days)
+
+        self.old = video("zeroscope_20240101-000000_aaaaaaaa.mp4", 40)
+        self.old2 = video("imported_old.mp4", 31, sidecar=False)
+        self.new = video("zeroscope_20240301-000000_bbbbbbbb.mp4", 2)
+        self.pinned = video("pinned_old.mp4", 90)
+        self.scheduled = video("scheduled_old.mp4", 90)
+        # Not ours to prune: in-progress files, a symlink to an old file outside, an old file outside.
+        cfg.partial_dir.mkdir(parents=True, exist_ok=True)
+        self.partial = aged(shutil.copyfile(sample, cfg.partial_dir / "job.mp4"), 60)
+        self.outside = aged(shutil.copyfile(sample, root / "outside_old.mp4"), 60)
+        self.link = v / "link_to_outside.mp4"
+        self.link.symlink_to(self.outside)
+        thumbs = cfg.thumbnails_dir
+        thumbs.mkdir(parents=True, exist_ok=True)
+        self.thumb = thumbs / "old.jpg"
+        self.thumb.write_bytes(b"\xff\xd8 jpeg")
+
+        lib = open_library(cfg)
+        items = {}
+        for path in (self.old, self.old2, self.new, self.pinned, self.scheduled):
+            items[path] = lib.add_video(path)
+        lib.update(lambda doc: _edit(doc, {
+            str(self.pinned): {"pinned": True},
+            str(self.scheduled): {"scheduled_at": "2030-01-01T09:00:00+00:00"},
+            str(self.old): {"thumbnail": str(self.thumb)},
+        }))
+        self.ids = {path: item["id"] for path, item in items.items()}
+
+    def status(self, path: Path) -> str:
+        return open_library(self.cfg).get(self.ids[path])["status"]
+
+
+def _edit(doc: dict, changes: dict[str, dict]) -> dict:
+    for item in doc["items"]:
+        item.update(changes.get(item["path"], {}))
+    return doc
+
+
+def make_scene(tmp_path: Path, sample: Path, **cfg_map: object) -> tuple[Scene, Jobs, RecordingNotifier]:
+    cfg = Config.from_mapping({"prune_after_days": 30, **cfg_map}, "<test>")
+    scene = Scene(cfg, sample, tmp_path)
+    rec = RecordingNotifier()
+    return scene, Jobs(cfg, rec), rec
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, float]]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            out[str(p)] = (st.st_size, st.st_mtime)
+    return out
+
+
+def test_prune_to_trash_keeps_pinned_scheduled_new_and_foreign(tmp_path: Path, sample_mp4: Path,
+                                                               isolated_env: dict[str, Path]) -> None:
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4)
+    videos = scene.cfg.videos_dir
+    before_outside = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(str(scene.cfg.data_dir))}
+    size = scene.old.stat().st_size
+
+    outcome = jobs.prune(NOW)
+
+    assert outcome.deleted == 2
+    for gone in (scene.old, scene.old.with_suffix(".json"), scene.old2, scene.thumb):
+        assert not gone.exists(), gone
+    for kept in (scene.new, scene.pinned, scene.scheduled, scene.partial, scene.outside,
+                 scene.new.with_suffix(".json"), scene.pinned.with_suffix(".json")):
+        assert kept.exists(), kept
+    assert scene.link.is_symlink()
+    # In the real trash (XDG_DATA_HOME points into tmp_path), sidecar and thumbnail with them.
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash"
+    trashed = sorted(p.name for p in (trash / "files").iterdir())
+    assert trashed == sorted([scene.old.name, scene.old.with_suffix(".json").name, scene.old2.name,
+                              scene.thumb.name])
+    info = (trash / "info" / f"{scene.old.name}.trashinfo").read_text()
+    assert f"Path={scene.old}" in info
+    # Library: deleted ones marked missing, the rest untouched.
+    assert scene.status(scene.old) == "missing" and scene.status(scene.old2) == "missing"
+    assert {scene.status(p) for p in (scene.new, scene.pinned, scene.scheduled)} == {"ready"}
+    # One summary notification.
+    [note] = rec.sent
+    assert note.kind == "prune_summary" and note.body.startswith("Pruned 2 videos, freed ")
+    assert outcome.freed_bytes >= 2 * size
+    # Nothing outside the data folder changed (the trash is where things went).
+    after_outside = {k: v for k, v in snapshot(tmp_path).items()
+                     if not k.startswith(str(scene.cfg.data_dir)) and not k.startswith(str(trash))}
+    assert after_outside == before_outside
+    assert videos.is_dir()
+
+    # A second run finds nothing and says nothing.
+    assert jobs.prune(NOW + 60).deleted == 0
+    assert len(rec.sent) == 1
+
+
+def test_prune_permanent_leaves_the_trash_empty(tmp_path: Path, sample_mp4: Path,
+                                                 isolated_env: dict[str, Path]) -> None:
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4, prune_to_trash=False)
+    assert jobs.prune(NOW).deleted == 2
+    assert not scene.old.exists() and not scene.old2.exists()
+    assert not (isolated_env["XDG_DATA_HOME"] / "Trash").exists()
+    assert scene.pinned.exists() and scene.new.exists()
+
+
+def test_trash_impossible_deletes_nothing_and_says_so(tmp_path: Path, sample_mp4: Path,
+                                                      isolated_env: dict[str, Path]) -> None:
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4)
+    # A file where the trash folder should be: send2trash cannot create Trash/files.
+    (isolated_env["XDG_DATA_HOME"] / "Trash").write_text("not a folder")
+    outcome = jobs.prune(NOW)
+    assert outcome.deleted == 0 and outcome.skipped
+    assert scene.old.exists() and scene.old2.exists()
+    assert rec.kinds() == ["prune_failed"]
+    assert jobs.last_prune() is None  # not recorded: the next start tries again
+
+
+def test_prune_after_days_zero_never_prunes(tmp_path: Path, sample_mp4: Path) -> None:
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4, prune_after_days=0)
+    assert jobs.prune(NOW).skipped == "prune_after_days = 0"
+    assert not jobs.prune_due(NOW)
+    assert scene.old.exists() and rec.sent == []
+
+
+def test_videos_folder_deleted_while_running(tmp_path: Path) -> None:
+    cfg = Config.from_mapping({"prune_after_days": 30}, "<test>")
+    rec = RecordingNotifier()
+    jobs = Jobs(cfg, rec)
+    assert not cfg.videos_dir.exists()
+    assert jobs.prune(NOW).skipped == "no videos folder"
+    assert rec.sent == []
+
+
+def test_overdue_logic_with_a_fake_clock(tmp_path: Path) -> None:
+    cfg = Config.from_mapping({"prune_after_days": 30, "prune_interval_s": DAY}, "<test>")
+    cfg.videos_dir.mkdir(parents=True)
+    jobs = Jobs(cfg, RecordingNotifier())
+    assert jobs.last_prune() is None and jobs.prune_due(NOW) and jobs.next_prune_at(NOW) == NOW
+    jobs.prune(NOW)
+    assert jobs.last_prune() == NOW
+    state = json.loads(jobs.state_file.read_text())
+    assert state["version"] == 1 and state["last_prune_ts"] == NOW
+    assert not jobs.prune_due(NOW + DAY - 1)
+    assert jobs.next_prune_at(NOW + 3600) == NOW + DAY
+    assert jobs.prune_due(NOW + DAY)  # the laptop slept through the night: due at start
+    assert jobs.prune_due(NOW - 2 * DAY)  # last run "in the future": the clock was wrong, run
+    jobs.state_file.write_text("{broken")
+    assert jobs.last_prune() is None and jobs.prune_due(NOW)
+
+
+def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+def test_scheduler_prunes_at_start_only_when_overdue(tmp_path: Path, sample_mp4: Path) -> None:
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4, prune_interval_s=DAY, disk_check_interval_s=0.2,
+                                  warn_free_gb=0, min_free_gb=0)
+    # Pruned an hour ago: not due; the start runs the disk check but leaves the videos alone.
+    jobs._record_prune(time.time() - 3600)
+    sched = JobScheduler(jobs)
+    sched.start()
+    try:
+        time.sleep(0.8)
+        assert scene.old.exists()
+    finally:
+        sched.stop()
+    # Pruned two days ago (the laptop was off): the start prunes at once.
+    jobs._record_prune(time.time() - 2 * DAY)
+    sched = JobScheduler(jobs)
+    sched.start()
+    try:
+        assert _wait(lambda: not scene.old.exists())
+        assert _wait(lambda: rec.kinds() == ["prune_summary"])
+        assert jobs.last_prune() == pytest.approx(time.time(), abs=10)
+    finally:
+        sched.stop()
+        sched.stop()  # idempotent
+
+
+def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = Config.from_mapping({"disk_check_interval_s": 0.1, "prune_after_days": 0}, "<test>")
+    calls: list[Path] = []
+
+    def flaky(path: Path) -> int:
+        calls.append(path)
+        if len(calls) < 3:
+            raise RuntimeError("volume vanished")
+        return 10**12
+
+    jobs = Jobs(cfg, RecordingNotifier(), free_bytes=flaky)
+    sched = JobScheduler(jobs)
+    sched.start()
+    try:
+        assert _wait(lambda: len(calls) >= 5)
+    finally:
+        sched.stop()
+    assert sum("disk_check job failed" in r.getMessage() for r in caplog.records) >= 1

@@ -1,0 +1,170 @@
+"""``vidtray watch`` end to end: the real CLI in its own process, the real scheduler with tiny
+intervals, the real disk (thresholds set above its real free space, so the real check fires),
+real videos, the real trash, and the notifications read back from dunst."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from desktop import Desktop
+from media_helpers import write_mp4
+
+from vidtray.config import Config
+from vidtray.services.jobs import GiB, pause_flag_path
+from vidtray.services.library import open_library
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+DAY = 86400.0
+
+
+def _aged(path: Path, days: float) -> Path:
+    t = time.time() - days * DAY
+    os.utime(path, (t, t))
+    return path
+
+
+def _start_watch(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidtray", "--config", str(config), "watch"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+
+
+def _stop_watch(proc: subprocess.Popen[bytes], log: Path) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"vidtray watch did not stop on SIGTERM:\n{log.read_text(errors='replace')}") from None
+
+
+def _wait(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
+                                            isolated_env: dict[str, Path]) -> None:
+    data = isolated_env["VIDTRAY_DATA_DIR"]
+    free_gib = shutil.disk_usage(data).free / GiB
+    # Above the real free space: the real check must fire (and pause the queue).
+    threshold = round(free_gib + 20, 1)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'data_dir = "{data}"\n'
+        f"warn_free_gb = {threshold}\nmin_free_gb = {threshold}\n"
+        "disk_check_interval_s = 0.3\nprune_after_days = 30\nprune_interval_s = 3600\n"
+        "prune_to_trash = true\nnotifications = true\n"
+    )
+    cfg = Config.from_path(config)
+    videos = cfg.videos_dir
+    sample = write_mp4(tmp_path / "sample.mp4")
+    videos.mkdir(parents=True)
+    old = _aged(shutil.copyfile(sample, videos / "zeroscope_20240101-000000_aaaaaaaa.mp4"), 45)
+    new = _aged(shutil.copyfile(sample, videos / "zeroscope_20240301-000000_bbbbbbbb.mp4"), 1)
+    pinned = _aged(shutil.copyfile(sample, videos / "keeper.mp4"), 400)
+    lib = open_library(cfg)
+    lib.add_video(old)
+    pinned_item = lib.add_video(pinned)
+    lib.update(lambda doc: _pin(doc, str(pinned)))
+
+    log = tmp_path / "watch.log"
+    proc = _start_watch(config, {**desktop.env, "VIDTRAY_CONFIG": str(config)}, log)
+    try:
+        low = desktop.dunst.wait_for("Low disk space", timeout=30)
+        assert f"free on {_mount(data)} (videos" in low.body
+        paused = desktop.dunst.wait_for("Video generation paused", timeout=10)
+        assert f"{threshold:g} GB" in paused.body
+        pruned = desktop.dunst.wait_for("Old videos pruned", timeout=20)
+        assert pruned.body.startswith("Pruned 1 video, freed ")
+        assert all(n.appname == "vidtray" for n in desktop.dunst.notifications)
+        # Many more checks run; still one warning and one pause.
+        time.sleep(2.0)
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert desktop.dunst.count("Low disk space") == 1
+        assert desktop.dunst.count("Video generation paused") == 1
+        assert desktop.dunst.count("Old videos pruned") == 1
+        flag = json.loads(pause_flag_path(cfg).read_text())
+        assert flag["reason"] == paused.body and flag["since"]
+    finally:
+        rc = _stop_watch(proc, log)
+    assert rc == 0, log.read_text(errors="replace")
+    assert not old.exists() and new.exists() and pinned.exists()
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+    assert (trash / old.name).exists()
+    lib = open_library(cfg)
+    assert {i["path"]: i["status"] for i in lib.items()}[str(old)] == "missing"
+    assert lib.get(pinned_item["id"])["pinned"] is True
+
+
+def _pin(doc: dict, path: str) -> dict:
+    for item in doc["items"]:
+        if item["path"] == path:
+            item["pinned"] = True
+    return doc
+
+
+def _mount(path: Path) -> str:
+    from vidtray.services.jobs import mount_point
+
+    return str(mount_point(path))
+
+
+def test_watch_prunes_after_a_suspend(desktop: Desktop, tmp_path: Path, isolated_env: dict[str, Path]) -> None:
+    """A prune that fell due while the process was frozen (SIGSTOP, like a laptop lid) runs on
+    wake-up, not one interval later: APScheduler's default misfire grace of 1 s would skip it."""
+    data = isolated_env["VIDTRAY_DATA_DIR"]
+    interval = 60
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'data_dir = "{data}"\nwarn_free_gb = 0\nmin_free_gb = 0\n'
+        f"disk_check_interval_s = 3600\nprune_after_days = 30\nprune_interval_s = {interval}\n"
+    )
+    cfg = Config.from_path(config)
+    cfg.videos_dir.mkdir(parents=True)
+    # Last prune almost one interval ago: the next one is due 2 s after start.
+    cfg.state_dir.mkdir(parents=True)
+    last = time.time() - interval + 2
+    (cfg.state_dir / "jobs.json").write_text(json.dumps({"version": 1, "last_prune_ts": last}))
+    log = tmp_path / "watch.log"
+    proc = _start_watch(config, {**desktop.env, "VIDTRAY_CONFIG": str(config)}, log)
+    try:
+        assert _wait(lambda: "scheduler started" in _read(log) or "scheduler started" in _logfile(isolated_env),
+                     timeout=20), _read(log)
+        old = _aged(write_mp4(cfg.videos_dir / "old.mp4"), 40)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(5)  # the due time passes while frozen
+        proc.send_signal(signal.SIGCONT)
+        woke = time.monotonic()
+        assert _wait(lambda: not old.exists(), timeout=15), _logfile(isolated_env)
+        # Well before the next interval: it ran because it was late, not on the next schedule.
+        assert time.monotonic() - woke < interval / 4
+        desktop.dunst.wait_for("Old videos pruned")
+    finally:
+        rc = _stop_watch(proc, log)
+    assert rc == 0
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _logfile(isolated_env: dict[str, Path]) -> str:
+    return _read(isolated_env["VIDTRAY_LOG_DIR"] / "vidtray.log")

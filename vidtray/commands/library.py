@@ -1,0 +1,176 @@
+"""``vidtray library list [--json] | show ID | pin ID | unpin ID | remove ID | rescan | edit ID ...``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from vidtray.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("library", help="list and edit the video library (library.json)")
+    lsub = p.add_subparsers(dest="library_command", metavar="ACTION", required=True)
+
+    ls = lsub.add_parser("list", help="list the videos in the library")
+    ls.add_argument("--json", action="store_true", help="print one JSON document")
+    ls.set_defaults(handler=_list)
+
+    show = lsub.add_parser("show", help="show one item")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print one JSON document")
+    show.set_defaults(handler=_show)
+
+    for name, value, text in (("pin", True, "never prune this video"),
+                              ("unpin", False, "allow pruning again")):
+        sp = lsub.add_parser(name, help=text)
+        sp.add_argument("id")
+        sp.add_argument("--json", action="store_true", help="print one JSON document")
+        sp.set_defaults(handler=_pin, pinned=value)
+
+    rm = lsub.add_parser("remove", help="remove an entry from the library (the video file stays)")
+    rm.add_argument("id")
+    rm.add_argument("--json", action="store_true", help="print one JSON document")
+    rm.set_defaults(handler=_remove)
+
+    rs = lsub.add_parser("rescan", help="import the videos on disk and mark vanished ones missing")
+    rs.add_argument("--json", action="store_true", help="print one JSON document")
+    rs.set_defaults(handler=_rescan)
+
+    ed = lsub.add_parser("edit", help="change an item's title, tags or schedule")
+    ed.add_argument("id")
+    ed.add_argument("--title", help="new title")
+    ed.add_argument("--tags", metavar="A,B", help="comma-separated tags (replaces them; '' clears)")
+    ed.add_argument("--schedule", metavar="ISO-8601|none",
+                    help="publish date-time, e.g. 2030-05-01T09:00 or 2030-05-01T09:00:00+02:00; none clears")
+    ed.add_argument("--json", action="store_true", help="print one JSON document")
+    ed.set_defaults(handler=_edit)
+
+
+def _library(ctx):  # -> Library
+    from vidtray.services.library import open_library
+
+    return open_library(ctx.cfg, on_corrupt=lambda moved: _corrupt_notice(ctx, moved))
+
+
+def _corrupt_notice(ctx, moved) -> None:
+    import sys
+
+    print(f"vidtray: warning: the library could not be read; it was moved to {moved} and rebuilt "
+          "from the videos folder", file=sys.stderr)
+
+
+def _list(args: argparse.Namespace, ctx) -> int:
+    lib = _library(ctx)
+    items = lib.items()
+    if args.json:
+        ctx.print_json({"library": str(lib.path), "items": items})
+        return 0
+    if not items:
+        print(f"no videos in {lib.path} (try `vidtray library rescan`)")
+        return 0
+    print(f"{'ID':<12}  {'STATUS':<7}  {'FLAGS':<5}  {'LENGTH':>6}  TITLE")
+    for item in items:
+        flags = ("P" if item.get("pinned") is True else "-") + ("S" if item.get("scheduled_at") else "-")
+        dur = item.get("duration_s")
+        length = f"{dur:.1f}s" if isinstance(dur, int | float) else "?"
+        print(f"{str(item.get('id')):<12}  {str(item.get('status', '?')):<7}  {flags:<5}  {length:>6}  "
+              f"{item.get('title') or item.get('path')}")
+    s = lib.summary()
+    print(f"{s['items']} items: {s['pinned']} pinned, {s['scheduled']} scheduled, {s['missing']} missing "
+          "(P = pinned, S = scheduled)")
+    return 0
+
+
+def _print_item(item: dict[str, Any], ctx, as_json: bool) -> None:
+    if as_json:
+        ctx.print_json(item)
+        return
+    width = max(len(str(k)) for k in item)
+    for key, value in item.items():
+        print(f"{key:<{width}}  {value if not isinstance(value, list) else ', '.join(map(str, value))}")
+
+
+def _show(args: argparse.Namespace, ctx) -> int:
+    _print_item(_library(ctx).get(args.id), ctx, args.json)
+    return 0
+
+
+def _pin(args: argparse.Namespace, ctx) -> int:
+    item = _library(ctx).edit(args.id, pinned=args.pinned)
+    if args.json:
+        ctx.print_json(item)
+    else:
+        print(f"{'pinned' if args.pinned else 'unpinned'} {item['id']} ({item.get('title')})")
+    return 0
+
+
+def _remove(args: argparse.Namespace, ctx) -> int:
+    item = _library(ctx).remove(args.id)
+    if args.json:
+        ctx.print_json({"removed": item})
+    else:
+        print(f"removed {item['id']} from the library; the file stays at {item.get('path')}")
+    return 0
+
+
+def parse_schedule(text: str) -> str | None:
+    """``--schedule``: an ISO-8601 date-time (-> normalised string with offset) or ``none``."""
+    if text.strip().lower() in ("none", "null", ""):
+        return None
+    value = text.strip()
+    # A date alone is not a moment to publish at; ask for the time too.
+    if len(value) <= 10 or value[10] not in "Tt ":
+        raise UserError(f"--schedule: {text!r} is not an ISO-8601 date-time (e.g. 2030-05-01T09:00 or none)")
+    try:
+        when = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise UserError(
+            f"--schedule: {text!r} is not an ISO-8601 date-time (e.g. 2030-05-01T09:00 or none)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # the user's local time, stored with its offset so other apps agree
+    return when.isoformat()
+
+
+def _edit(args: argparse.Namespace, ctx) -> int:
+    changes: dict[str, Any] = {}
+    if args.title is not None:
+        if not args.title.strip():
+            raise UserError("--title must not be empty")
+        changes["title"] = args.title
+    if args.tags is not None:
+        changes["tags"] = list(dict.fromkeys(t.strip() for t in args.tags.split(",") if t.strip()))
+    if args.schedule is not None:
+        changes["scheduled_at"] = parse_schedule(args.schedule)
+    if not changes:
+        raise UserError("library edit: nothing to change (give --title, --tags or --schedule)")
+    item = _library(ctx).edit(args.id, **changes)
+    if args.json:
+        ctx.print_json(item)
+    else:
+        print(f"updated {item['id']}: " + ", ".join(f"{k}={item.get(k)!r}" for k in changes))
+    return 0
+
+
+def _rescan(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services.watcher import Watcher, watch_folders
+
+    cfg = ctx.cfg
+    folders = watch_folders(cfg)
+    lib = _library(ctx)
+    lib.ensure_writable()
+    report = Watcher(lib, folders, thumbnails_dir=cfg.thumbnails_dir).reconcile()
+    if args.json:
+        ctx.print_json({"library": str(lib.path), "folders": [str(f) for f in folders], **report.as_dict()})
+        return 0
+    print(f"rescanned {', '.join(str(f) for f in folders)}")
+    print(f"  imported {len(report.imported)}, updated {len(report.updated)}, "
+          f"marked missing {len(report.missing)}, skipped {len(report.skipped)}")
+    for path in report.missing:
+        print(f"  missing: {path}")
+    for path, why in report.skipped:
+        print(f"  skipped: {path}: {why}")
+    for path in report.unavailable:
+        print(f"  not available: {path}")
+    return 0

@@ -1,0 +1,48 @@
+"""``vidtray watch``: the headless host in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("watch", help="headless: import finished videos into the library until stopped")
+    p.set_defaults(handler=_watch)
+
+
+def _watch(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services.daemon import Daemon
+
+    cfg = ctx.cfg
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    notifier = _notifier(cfg)
+    daemon = Daemon(cfg, notifier)
+    try:
+        daemon.start()
+        folders = ", ".join(str(f) for f in daemon.watcher.folders)
+        print(f"vidtray: watching {folders}; library {cfg.library_file} (Ctrl+C stops)", flush=True)
+        # A timed wait so the main thread runs the Python-level signal handler promptly.
+        while not stop.wait(0.5):
+            pass
+        print("vidtray: stopping", file=sys.stderr, flush=True)
+    finally:
+        daemon.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
+
+
+def _notifier(cfg):  # -> Notifier | None
+    try:
+        from vidtray.services.notify import make_notifier
+    except ImportError:  # notifications live on another branch until it is merged
+        return None
+    return make_notifier(cfg)

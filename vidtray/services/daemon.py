@@ -1,0 +1,80 @@
+"""The headless host: what ``vidtray watch`` runs in the foreground and the tray runs beside its icon.
+
+It owns the watcher (watch folders -> library.json); the scheduled jobs and the worker supervisor
+join it here. ``start()`` checks everything it can up front (a missing watch folder is a UserError,
+an unwritable library an OperationFailed) before any thread starts; ``stop()`` is idempotent and
+flushes what the watcher has already settled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from vidtray.config import Config
+
+log = logging.getLogger("vidtray.daemon")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, notifier: Any = None, *, settle_s: float | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier
+        self.settle_s = settle_s
+        self.library: Any = None
+        self.watcher: Any = None
+        self.scheduler: Any = None
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        from vidtray.services.library import open_library
+        from vidtray.services.watcher import watcher_for
+
+        with self._lock:
+            if self._started:
+                return
+            lib = open_library(self.cfg, on_corrupt=self._library_corrupt)
+            lib.ensure_writable()
+            watcher = watcher_for(self.cfg, lib, settle_s=self.settle_s)  # validates the watch folders
+            self.library, self.watcher = lib, watcher
+            watcher.start()
+            try:
+                self.scheduler = self._start_scheduler(lib)
+            except BaseException:
+                watcher.stop()
+                raise
+            self._started = True
+            log.info("daemon started")
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            if self.scheduler is not None:
+                self.scheduler.stop()  # waits for a running job (a prune) to finish
+            if self.watcher is not None:
+                self.watcher.stop()
+            log.info("daemon stopped")
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    def _start_scheduler(self, lib: Any) -> Any:
+        """Scheduled jobs (disk check, prune) on their own scheduler thread, sharing the library."""
+        from vidtray.services.jobs import Jobs, JobScheduler
+        from vidtray.services.notify import Notifier
+
+        notifier = self.notifier if self.notifier is not None else Notifier(enabled=False)
+        jobs = Jobs(self.cfg, notifier, open_library=lambda _cfg, _on_corrupt: lib)
+        scheduler = JobScheduler(jobs)
+        scheduler.start()
+        return scheduler
+
+    def _library_corrupt(self, moved_to: Path) -> None:
+        if self.notifier is not None:
+            self.notifier.library_corrupt(moved_to)

@@ -1,0 +1,448 @@
+"""Scheduled jobs: the disk check and the prune, as plain functions of ``now``.
+
+``Jobs`` holds the little state the jobs need (which volumes were already warned about, where
+the last prune time is kept) and has no scheduler inside, so tests call ``check_disk(now)`` and
+``prune(now)`` with a fake clock and a fake free-space function. ``JobScheduler`` wires them to an
+APScheduler 3.x ``BackgroundScheduler`` (the daemon owns one).
+
+Which thread calls it: the scheduler's single worker thread ("vidtray-jobs"); the two jobs never
+run at the same time. Notifications go through the Notifier, which is thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vidtray.errors import OperationFailed
+from vidtray.services.fsutil import atomic_write_text, human_size
+
+if TYPE_CHECKING:
+    from vidtray.config import Config
+    from vidtray.services.notify import Notifier
+
+log = logging.getLogger("vidtray.jobs")
+
+GiB = 1024**3
+# A warning (or a pause) is re-armed only once free space is this much above the threshold, so a
+# disk that hovers at the edge does not produce a notification at every check.
+REARM_FRACTION = 0.05
+STATE_VERSION = 1
+PAUSED_BY = "disk_check"
+
+
+class CleanResultLike(Protocol):
+    deleted: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+    freed_bytes: int
+
+
+class LibraryLike(Protocol):
+    def items(self) -> list[dict[str, Any]]: ...
+
+    def protected_paths(self) -> set[Path]: ...
+
+    def mark_missing(self, paths: Iterable[Path]) -> Any: ...
+
+
+FreeBytes = Callable[[Path], "int | None"]
+
+
+class DeleteVideos(Protocol):
+    def __call__(self, videos_dir: Path, *, older_than_days: float | None, now: float,
+                 protected: Collection[Path], to_trash: bool, dry_run: bool,
+                 thumbnails: Mapping[Path, Path] | None, thumbnails_dir: Path | None) -> CleanResultLike: ...
+
+
+# -- disk check ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Free space of one volume, and what vidtray keeps there."""
+
+    key: str  # the mount point: stable across checks, shared by paths on the same volume
+    where: str  # "/home (videos, model cache)"
+    free_bytes: int | None  # None: could not be measured (volume gone, permission)
+
+
+@dataclass
+class DiskReport:
+    readings: list[Reading]
+    warned: list[str] = field(default_factory=list)  # keys warned about in this check
+    paused: bool = False  # the queue pause flag exists (ours or someone else's) after this check
+    changed: str | None = None  # "paused" / "resumed" when this check changed it
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point holding ``path`` (its nearest existing parent): the volume's name for a person."""
+    path = nearest_existing(path)
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def model_cache_dir() -> Path:
+    """Hugging Face's hub cache folder, as huggingface_hub resolves it (HF_HUB_CACHE, HF_HOME, ...)."""
+    from vidtray.services.storage import hf_cache_dir
+
+    return hf_cache_dir()
+
+
+def pause_flag_path(cfg: Config) -> Path:
+    return cfg.queue_dir / "paused.json"
+
+
+def read_pause_flag(cfg: Config) -> dict[str, Any] | None:
+    """The queue pause flag's document, ``{}`` if it exists but does not parse, None if absent."""
+    try:
+        text = pause_flag_path(cfg).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read the queue pause flag: %s", exc)
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
+
+
+# -- prune state -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    deleted: int
+    freed_bytes: int
+    kept: int
+    skipped: str | None = None  # why nothing was attempted
+
+
+class Jobs:
+    """The scheduled work. Every public method takes ``now`` (seconds since the epoch)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        notifier: Notifier,
+        *,
+        free_bytes: FreeBytes | None = None,
+        cache_dir: Callable[[], Path] = model_cache_dir,
+        open_library: Callable[[Config, Callable[[Path], None]], LibraryLike] | None = None,
+        delete_videos: DeleteVideos | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.notifier = notifier
+        self._free_bytes = free_bytes
+        self._cache_dir = cache_dir
+        self._open_library = open_library
+        self._delete_videos = delete_videos
+        # Volumes (by mount point) already warned about and not yet back above the threshold.
+        self.low: set[str] = set()
+        # Places whose free space could not be read, so that is logged once, not every check.
+        self._unreadable: set[str] = set()
+
+    # -- disk ----------------------------------------------------------------------------------
+    def watched_places(self) -> list[tuple[str, Path]]:
+        places: list[tuple[str, Path]] = [("videos", self.cfg.videos_dir)]
+        try:
+            places.append(("model cache", self._cache_dir()))
+        except Exception as exc:  # a broken huggingface_hub install must not stop the videos check
+            log.warning("cannot locate the model cache: %s", exc)
+        return places
+
+    def measure(self) -> list[Reading]:
+        """One reading per volume; paths on the same volume are measured once."""
+        free_bytes = self._free_bytes or _storage_free_bytes
+        groups: dict[str, list[tuple[str, Path]]] = {}
+        for label, path in self.watched_places():
+            try:
+                key = str(mount_point(path))
+            except OSError as exc:
+                key = str(path)
+                log.debug("no mount point for %s: %s", path, exc)
+            groups.setdefault(key, []).append((label, path))
+        readings = []
+        for key, members in groups.items():
+            where = f"{key} ({', '.join(label for label, _ in members)})"
+            try:
+                free = free_bytes(members[0][1])
+            except OSError as exc:  # a volume that disappears between the two calls
+                log.debug("free space of %s: %s", key, exc)
+                free = None
+            if free is None:
+                if key not in self._unreadable:
+                    log.warning("cannot read the free space of %s; skipping it until it is back", where)
+                    self._unreadable.add(key)
+            elif key in self._unreadable:
+                log.info("free space of %s is readable again", where)
+                self._unreadable.discard(key)
+            readings.append(Reading(key, where, free))
+        return readings
+
+    def check_disk(self, now: float) -> DiskReport:
+        """Warn once per crossing below ``warn_free_gb``; pause the queue below ``min_free_gb``."""
+        report = DiskReport(self.measure())
+        warn = self.cfg.warn_free_gb * GiB
+        for r in report.readings:
+            if r.free_bytes is None:
+                continue  # unknown: neither a new warning nor a re-arm
+            if r.free_bytes < warn:
+                if r.key not in self.low:
+                    log.warning("low disk space: %s free on %s", human_size(r.free_bytes), r.where)
+                    self.notifier.low_disk(r.free_bytes, r.where)
+                    self.low.add(r.key)
+                    report.warned.append(r.key)
+            elif r.free_bytes >= warn * (1 + REARM_FRACTION):
+                self.low.discard(r.key)
+        self._update_pause(report, now)
+        return report
+
+    def _update_pause(self, report: DiskReport, now: float) -> None:
+        minimum = self.cfg.min_free_gb * GiB
+        known = [r for r in report.readings if r.free_bytes is not None]
+        short = [r for r in known if r.free_bytes is not None and r.free_bytes < minimum]
+        flag = read_pause_flag(self.cfg)
+        ours = flag is not None and flag.get("by") == PAUSED_BY
+        if short and flag is None:
+            worst = min(short, key=lambda r: r.free_bytes or 0)
+            reason = (f"Only {human_size(worst.free_bytes or 0)} free on {worst.where}; new generations "
+                      f"wait until {self.cfg.min_free_gb:g} GB is free (min_free_gb).")
+            doc = {"reason": reason, "since": _iso(now), "by": PAUSED_BY}
+            try:
+                pause_flag_path(self.cfg).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(pause_flag_path(self.cfg), json.dumps(doc, indent=2) + "\n")
+            except OSError as exc:
+                # The same full disk can make this write fail; say so, the check runs again.
+                log.error("cannot write the queue pause flag: %s", exc)
+                report.paused = False
+                return
+            log.warning("generation queue paused: %s", reason)
+            self.notifier.queue_paused(reason)
+            report.changed = "paused"
+            flag, ours = doc, True
+        elif ours and not short:
+            # Resume only once every readable volume is clearly above the minimum (hysteresis) and
+            # none is unreadable: an unknown volume may still be full.
+            clear = len(known) == len(report.readings) and all(
+                (r.free_bytes or 0) >= minimum * (1 + REARM_FRACTION) for r in known
+            )
+            if clear:
+                try:
+                    pause_flag_path(self.cfg).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.error("cannot remove the queue pause flag: %s", exc)
+                    report.paused = True
+                    return
+                free = ", ".join(f"{human_size(r.free_bytes or 0)} on {r.where}" for r in known)
+                log.info("generation queue resumed: %s free", free)
+                self.notifier.queue_resumed(f"Free space is back: {free}.")
+                report.changed = "resumed"
+                flag = None
+        report.paused = flag is not None
+
+    # -- prune ---------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.cfg.state_dir / "jobs.json"
+
+    def last_prune(self) -> float | None:
+        try:
+            doc = json.loads(self.state_file.read_text(encoding="utf-8"))
+            value = doc["last_prune_ts"]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            raise ValueError("last_prune_ts is not a number")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Our own small state, not user data: a damaged file means "never pruned".
+            log.warning("ignoring unreadable %s: %s", self.state_file, exc)
+            return None
+
+    def _record_prune(self, now: float) -> None:
+        doc = {"version": STATE_VERSION, "last_prune": _iso(now), "last_prune_ts": now}
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.state_file, json.dumps(doc, indent=2) + "\n")
+        except OSError as exc:
+            log.error("cannot record the prune time in %s: %s", self.state_file, exc)
+
+    def prune_due(self, now: float) -> bool:
+        if self.cfg.prune_after_days <= 0:
+            return False
+        last = self.last_prune()
+        interval = self.cfg.prune_interval_s
+        # A last run "in the future" beyond one interval means the clock was wrong then: run.
+        return last is None or now - last >= interval or last - now > interval
+
+    def next_prune_at(self, now: float) -> float:
+        """When the prune should run next: now if overdue, else one interval after the last run."""
+        last = self.last_prune()
+        if self.prune_due(now) or last is None:
+            return now
+        return last + self.cfg.prune_interval_s
+
+    def prune(self, now: float) -> PruneOutcome:
+        """Delete finished videos older than ``prune_after_days`` (never pinned or scheduled)."""
+        if self.cfg.prune_after_days <= 0:
+            return PruneOutcome(0, 0, 0, skipped="prune_after_days = 0")
+        videos = self.cfg.videos_dir
+        if not videos.is_dir():
+            log.info("prune: %s does not exist; nothing to prune", videos)
+            self._record_prune(now)
+            return PruneOutcome(0, 0, 0, skipped="no videos folder")
+        lib = self._library()
+        protected = lib.protected_paths()
+        # Thumbnails go with their videos; storage deletes one only inside the thumbnails folder.
+        thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in lib.items()
+                      if i.get("path") and i.get("thumbnail")}
+        delete = self._delete_videos or _storage_delete_videos
+        try:
+            result = delete(videos, older_than_days=self.cfg.prune_after_days, now=now,
+                            protected=protected, to_trash=self.cfg.prune_to_trash, dry_run=False,
+                            thumbnails=thumbnails, thumbnails_dir=self.cfg.thumbnails_dir)
+        except OperationFailed as exc:
+            log.error("prune failed: %s", exc)
+            self.notifier.prune_failed(str(exc))
+            return PruneOutcome(0, 0, 0, skipped=str(exc))
+        deleted = [Path(d["path"]) for d in result.deleted]
+        if deleted:
+            lib.mark_missing(deleted)
+            log.info("pruned %d video(s) older than %g days, freed %s (%s)", len(deleted),
+                     self.cfg.prune_after_days, human_size(result.freed_bytes),
+                     "to the trash" if self.cfg.prune_to_trash else "permanently")
+            self.notifier.prune_summary(len(deleted), result.freed_bytes)
+        else:
+            log.info("prune: nothing older than %g days", self.cfg.prune_after_days)
+        self._record_prune(now)
+        return PruneOutcome(len(deleted), result.freed_bytes, len(result.kept))
+
+    def _library(self) -> LibraryLike:
+        opener = self._open_library
+        if opener is None:
+            from vidtray.services.library import open_library
+
+            def opener(cfg: Config, on_corrupt: Callable[[Path], None]) -> LibraryLike:
+                return open_library(cfg, on_corrupt=on_corrupt)
+
+        return opener(self.cfg, self._library_corrupt)
+
+    def _library_corrupt(self, moved_to: Path) -> None:
+        self.notifier.library_corrupt(moved_to)
+
+
+def _storage_free_bytes(path: Path) -> int | None:
+    from vidtray.services.storage import free_bytes
+
+    return free_bytes(path)
+
+
+def _storage_delete_videos(videos_dir: Path, **kwargs: Any) -> CleanResultLike:
+    from vidtray.services.storage import delete_videos
+
+    return delete_videos(videos_dir, **kwargs)
+
+
+# -- scheduler wiring -----------------------------------------------------------------------------------
+
+
+class JobScheduler:
+    """Runs ``Jobs`` on an APScheduler 3.x ``BackgroundScheduler``. ``start``/``stop`` are idempotent.
+
+    Settings chosen for a laptop that sleeps: ``misfire_grace_time=None`` runs a job however late
+    it is (the default of one second would skip the prune that was due while the lid was shut),
+    ``coalesce=True`` makes several missed runs one run, and the prune's first run is "now" when
+    the persisted last run is older than ``prune_interval_s``. The frequent disk check also wakes
+    the scheduler's loop, so a run that fell due during a suspend starts within one check interval.
+    """
+
+    def __init__(self, jobs: Jobs, clock: Callable[[], float] = time.time) -> None:
+        self.jobs = jobs
+        self.clock = clock
+        self._scheduler: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None
+
+    def start(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            cfg = self.jobs.cfg
+            scheduler = BackgroundScheduler(
+                timezone=UTC,
+                # One worker: the jobs never overlap, and a slow prune only delays a disk check.
+                executors={"default": ThreadPoolExecutor(max_workers=1)},
+                job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            )
+            now = self.clock()
+            scheduler.add_job(
+                self._guarded, IntervalTrigger(seconds=cfg.disk_check_interval_s, timezone=UTC),
+                args=("disk_check", self.jobs.check_disk), id="disk_check", name="disk check",
+                next_run_time=_dt(now),
+            )
+            if cfg.prune_after_days > 0:
+                first = self.jobs.next_prune_at(now)
+                scheduler.add_job(
+                    self._guarded,
+                    IntervalTrigger(seconds=cfg.prune_interval_s, start_date=_dt(first), timezone=UTC),
+                    args=("prune", self.jobs.prune), id="prune", name="prune", next_run_time=_dt(first),
+                )
+                log.info("prune scheduled every %gs, next at %s", cfg.prune_interval_s, _iso(first))
+            else:
+                log.info("prune off (prune_after_days = 0)")
+            scheduler.start()
+            self._scheduler = scheduler
+            log.info("scheduler started (disk check every %gs)", cfg.disk_check_interval_s)
+
+    def stop(self, wait: bool = True) -> None:
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
+        with contextlib.suppress(Exception):  # already shut down by someone else
+            scheduler.shutdown(wait=wait)
+        log.info("scheduler stopped")
+
+    def _guarded(self, name: str, job: Callable[[float], Any]) -> None:
+        """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on."""
+        threading.current_thread().name = "vidtray-jobs"
+        try:
+            job(self.clock())
+        except Exception:
+            log.exception("%s job failed; it runs again at its next time", name)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
