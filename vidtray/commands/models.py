@@ -1,0 +1,128 @@
+"""``vidtray models list [--json]`` and ``vidtray models pull REPO_ID``: the Hugging Face cache, read
+through huggingface_hub (never by guessing paths), plus a short list of models known to work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from vidtray.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list cached and known-good models, or download one")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ls = msub.add_parser("list", help="models in the Hugging Face cache, and known-good ones")
+    ls.add_argument("--json", action="store_true", help="print one JSON document")
+    ls.set_defaults(handler=_list)
+    pull = msub.add_parser("pull", help="download a model into the Hugging Face cache (checks disk space first)")
+    pull.add_argument("repo_id", metavar="REPO_ID", help="e.g. cerspense/zeroscope_v2_576w")
+    pull.add_argument("--json", action="store_true", help="print one JSON document when done")
+    pull.set_defaults(handler=_pull)
+
+
+def cached_models(cache_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Model repos in the hub cache (size, revisions, pipeline class) and the scan's warnings."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return [], []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
+        if repo.repo_type != "model":
+            continue
+        pipeline = None
+        for rev in repo.revisions:
+            index = next((f for f in rev.files if f.file_name == "model_index.json"), None)
+            if index is not None:
+                try:
+                    pipeline = json.loads(Path(index.file_path).read_text(encoding="utf-8")).get("_class_name")
+                except (OSError, ValueError, AttributeError):
+                    pass
+                break
+        out.append({
+            "repo_id": repo.repo_id,
+            "size_bytes": repo.size_on_disk,
+            "files": repo.nb_files,
+            "revisions": sorted(r.commit_hash for r in repo.revisions),
+            "refs": sorted(ref for r in repo.revisions for ref in r.refs),
+            "last_modified": repo.last_modified,
+            "pipeline": pipeline,
+            "path": str(repo.repo_path),
+        })
+    return out, [str(w) for w in info.warnings]
+
+
+def _list(args: argparse.Namespace, ctx: Any) -> int:
+    from vidtray.services.fsutil import human_size
+    from vidtray.services.generation import KNOWN_MODELS, hf_cache_dir
+
+    cache = hf_cache_dir()
+    cached, warnings = cached_models(cache)
+    have = {m["repo_id"] for m in cached}
+    known = [{"repo_id": k.repo_id, "pipeline": k.pipeline, "download": k.download, "gpu_memory": k.gpu_memory,
+              "licence": k.licence, "note": k.note, "cached": k.repo_id in have} for k in KNOWN_MODELS]
+    if args.json:
+        ctx.print_json({"cache_dir": str(cache), "cached": cached, "warnings": warnings, "known": known,
+                        "default": ctx.cfg.model})
+        return 0
+    print(f"Cached models ({cache}):")
+    if not cached:
+        print("  (none)")
+    for m in cached:
+        pipe = m["pipeline"] or "not a diffusers pipeline"
+        print(f"  {m['repo_id']:<44} {human_size(m['size_bytes']):>9}  {pipe}")
+    for w in warnings:
+        print(f"  warning: {w}")
+    print("\nKnown-good text-to-video models (sizes approximate):")
+    for k in known:
+        mark = "cached" if k["cached"] else ""
+        print(f"  {k['repo_id']:<44} download {k['download']:<8} GPU {k['gpu_memory']}")
+        print(f"  {'':<44} licence {k['licence']}" + (f" ({k['note']})" if k["note"] else "") +
+              (f"  [{mark}]" if mark else ""))
+    print(f"\nDefault model: {ctx.cfg.model}")
+    return 0
+
+
+def _pull(args: argparse.Namespace, ctx: Any) -> int:
+    from vidtray.services import generation as gen
+    from vidtray.services.fsutil import human_size
+
+    repo_id = args.repo_id.strip()
+    if gen.looks_like_path(repo_id) or Path(repo_id).expanduser().exists():
+        raise UserError(f"{repo_id} is a folder: models pull takes a Hugging Face repo id (owner/name)")
+    if not gen._REPO_ID.match(repo_id):
+        raise UserError(f"{repo_id!r} is not a Hugging Face repo id (owner/name)")
+    if gen.hf_offline():
+        raise UserError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set (unset it to allow downloads)")
+    cache = gen.hf_cache_dir()
+    plan = gen.plan_download(repo_id, cache_dir=cache)
+    gen.check_download_space(plan, cache_dir=cache)
+    tty = sys.stderr.isatty()
+    if not args.json:
+        print(f"{repo_id} @ {plan.revision[:12]}: {len(plan.files)} files, {human_size(plan.total_bytes)}; "
+              f"{human_size(plan.missing_bytes)} to download into {cache}", file=sys.stderr)
+    tqdm_class = None
+    if not tty:
+        from tqdm.auto import tqdm
+
+        class _Silent(tqdm):  # type: ignore[misc,valid-type]
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                kw["disable"] = True
+                super().__init__(*a, **kw)
+
+        tqdm_class = _Silent
+    folder = gen.pull_model(plan, cache_dir=cache, tqdm_class=tqdm_class)
+    doc = {"repo_id": repo_id, "revision": plan.revision, "path": str(folder), "size_bytes": plan.total_bytes,
+           "downloaded_bytes": plan.missing_bytes}
+    if args.json:
+        ctx.print_json(doc)
+    else:
+        print(folder)
+    return 0

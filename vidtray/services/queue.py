@@ -1,0 +1,244 @@
+"""The persistent queue of generation jobs: one JSON file per job under ``<data_dir>/queue/``.
+
+Every change is a read-modify-write under one file lock (``queue/.lock``) and lands by atomic replace,
+so the tray, ``vidtray watch`` and ``vidtray queue`` can all use it at once and a crash never leaves a
+torn file. States: queued -> running -> done | failed | cancelled. A job whose owner process died while
+running goes back to queued on the next start (a bounded number of times), so jobs survive restarts.
+The pause flag ``paused.json`` (written by the disk-space job) stops new jobs from being claimed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from vidtray.errors import OperationFailed, UserError
+from vidtray.services.fsutil import atomic_write_text
+
+log = logging.getLogger("vidtray.queue")
+
+FORMAT_VERSION = 1
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+PAUSE_FILE = "paused.json"
+MAX_ATTEMPTS = 3  # a job interrupted by a dying owner is retried at most this often
+KEEP_FINISHED = 200  # finished jobs kept for `queue list`; older ones are pruned
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    import psutil
+
+    return bool(psutil.pid_exists(pid))
+
+
+class JobQueue:
+    def __init__(self, queue_dir: Path, *, lock_timeout: float = 30.0) -> None:
+        self.dir = Path(queue_dir)
+        self._lock = FileLock(str(self.dir / ".lock"), timeout=lock_timeout)
+
+    # -- locking and files
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._lock:
+                yield
+        except TimeoutError as exc:  # filelock.Timeout subclasses TimeoutError
+            raise OperationFailed(f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
+
+    def _path(self, job_id: str) -> Path:
+        return self.dir / f"{job_id}.json"
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            # A job file another program mangled: set it aside instead of failing the whole queue.
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.warning("job file %s is unreadable (%s); moved to %s", path, exc, aside)
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            return None
+        if not isinstance(doc, dict) or doc.get("state") not in STATES or "id" not in doc:
+            return None
+        return doc
+
+    def _write(self, job: dict[str, Any]) -> None:
+        job["updated"] = now_iso()
+        atomic_write_text(self._path(job["id"]), json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+
+    def _all(self) -> list[dict[str, Any]]:
+        if not self.dir.is_dir():
+            return []
+        jobs = [j for p in self.dir.glob("*.json") if p.name != PAUSE_FILE and (j := self._read(p))]
+        return sorted(jobs, key=lambda j: (j.get("seq", 0), j.get("created", ""), j["id"]))
+
+    # -- reading
+    def list(self) -> list[dict[str, Any]]:
+        """All jobs, oldest first."""
+        return self._all()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job by id or unique id prefix (UserError if none or several match)."""
+        job_id = job_id.strip()
+        if not job_id:
+            raise UserError("a job id is needed (see `vidtray queue list`)")
+        exact = self._read(self._path(job_id)) if "/" not in job_id and "\\" not in job_id else None
+        if exact is not None:
+            return exact
+        matches = [j for j in self._all() if j["id"].startswith(job_id)]
+        if not matches:
+            raise UserError(f"no job {job_id!r} in the queue (see `vidtray queue list`)")
+        if len(matches) > 1:
+            raise UserError(f"job id {job_id!r} is ambiguous: {', '.join(j['id'] for j in matches[:5])}")
+        return matches[0]
+
+    def paused(self) -> dict[str, Any] | None:
+        """The pause flag's content while it exists (``{"reason", "since"}``), else None."""
+        path = self.dir / PAUSE_FILE
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"reason": "paused (unreadable pause flag)", "since": None}
+        return doc if isinstance(doc, dict) else {"reason": "paused", "since": None}
+
+    # -- changing
+    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Add a job (the request is a ``generation.Request`` as a dict) and return it."""
+        with self.locked():
+            seq = max((j.get("seq", 0) for j in self._all()), default=0) + 1
+            job = {
+                "version": FORMAT_VERSION,
+                "id": uuid.uuid4().hex[:12],
+                "seq": seq,
+                "state": "queued",
+                "request": request,
+                "created": now_iso(),
+                "started": None,
+                "finished": None,
+                "owner_pid": None,
+                "attempts": 0,
+                "cancel_requested": False,
+                "progress": None,
+                "result": None,
+                "error": None,
+            }
+            self._write(job)
+            self._prune()
+        log.info("queued job %s", job["id"])
+        return job
+
+    def claim_next(self, owner_pid: int | None = None) -> dict[str, Any] | None:
+        """Take the oldest queued job (state -> running, owned by ``owner_pid``), unless paused."""
+        with self.locked():
+            if self.paused() is not None:
+                return None
+            for job in self._all():
+                if job["state"] == "queued":
+                    job.update(state="running", owner_pid=owner_pid or os.getpid(), started=now_iso(),
+                               attempts=int(job.get("attempts") or 0) + 1, progress=None, error=None)
+                    self._write(job)
+                    return job
+        return None
+
+    def update(self, job_id: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read-modify-write one job under the lock."""
+        with self.locked():
+            job = self._read(self._path(job_id))
+            if job is None:
+                raise UserError(f"no job {job_id!r} in the queue")
+            fn(job)
+            self._write(job)
+            return job
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        def apply(job: dict[str, Any]) -> None:
+            job["progress"] = progress
+
+        with contextlib.suppress(UserError):
+            self.update(job_id, apply)
+
+    def finish(self, job_id: str, state: str, *, result: dict[str, Any] | None = None,
+               error: str | None = None) -> dict[str, Any]:
+        if state not in FINISHED:
+            raise ValueError(f"not a final state: {state}")
+
+        def apply(job: dict[str, Any]) -> None:
+            job.update(state=state, finished=now_iso(), result=result, error=error, owner_pid=None)
+
+        return self.update(job_id, apply)
+
+    def requeue(self, job_id: str, reason: str) -> dict[str, Any]:
+        """Put a running job back (its owner stopped before finishing it)."""
+
+        def apply(job: dict[str, Any]) -> None:
+            job.update(state="queued", owner_pid=None, started=None, progress=None, cancel_requested=False,
+                       error=None)
+            job.setdefault("history", []).append({"at": now_iso(), "requeued": reason})
+
+        return self.update(job_id, apply)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job now; ask a running one to stop (its owner sees ``cancel_requested``)."""
+        with self.locked():
+            job = self.get(job_id)
+            if job["state"] in FINISHED:
+                raise UserError(f"job {job['id']} is already {job['state']}")
+            if job["state"] == "queued":
+                job.update(state="cancelled", finished=now_iso(), error="cancelled before it started")
+            else:
+                job["cancel_requested"] = True
+            self._write(job)
+            return job
+
+    def recover_stale(self, alive: Callable[[int | None], bool] = pid_alive) -> list[dict[str, Any]]:
+        """Running jobs whose owner is gone: back to queued, or failed after MAX_ATTEMPTS tries."""
+        changed = []
+        with self.locked():
+            for job in self._all():
+                if job["state"] != "running" or alive(job.get("owner_pid")):
+                    continue
+                if job.get("cancel_requested"):
+                    job.update(state="cancelled", finished=now_iso(), owner_pid=None,
+                               error="cancelled (its worker had stopped)")
+                elif int(job.get("attempts") or 0) >= MAX_ATTEMPTS:
+                    job.update(state="failed", finished=now_iso(), owner_pid=None,
+                               error=f"interrupted {job['attempts']} times (vidtray stopped or crashed)")
+                else:
+                    job.update(state="queued", owner_pid=None, started=None, progress=None)
+                    job.setdefault("history", []).append({"at": now_iso(), "requeued": "owner process gone"})
+                self._write(job)
+                changed.append(job)
+        for job in changed:
+            log.info("recovered job %s -> %s", job["id"], job["state"])
+        return changed
+
+    def _prune(self) -> None:
+        finished = [j for j in self._all() if j["state"] in FINISHED]
+        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(job["id"]).unlink()
+
+
+def open_queue(cfg: Any) -> JobQueue:
+    return JobQueue(cfg.queue_dir)
