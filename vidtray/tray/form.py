@@ -9,38 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vidtray.config import DEFAULT_MODEL, Config
+from vidtray.errors import UserError
+from vidtray.services import generation as gen
 from vidtray.services.fsutil import human_size
 
 log = logging.getLogger("vidtray.popup")
 
-# Bounds for one job. Wide enough for every text-to-video model we know of, narrow enough that
-# a typo (an extra 0) is caught before it takes the GPU for an hour or runs out of memory.
+# The generation service's own bounds, so the popup and `vidtray generate` agree on what is valid.
 LIMITS: dict[str, tuple[int, int]] = {
-    "frames": (1, 512),
-    "steps": (1, 500),
-    "width": (64, 2048),
-    "height": (64, 2048),
+    "frames": (1, gen.MAX_FRAMES),
+    "steps": (1, gen.MAX_STEPS),
+    "width": (gen.MIN_SIDE, gen.MAX_SIDE),
+    "height": (gen.MIN_SIDE, gen.MAX_SIDE),
 }
-SEED_MAX = 2**32 - 1  # numpy's seed range, which some pipelines pass the seed through
-PROMPT_MAX = 2000
-
-# Known defaults (native size, frame count) per model; anything else gets the config's [generation].
-MODEL_DEFAULTS: dict[str, dict[str, int]] = {
-    "cerspense/zeroscope_v2_576w": {"width": 576, "height": 320, "frames": 24},
-    "cerspense/zeroscope_v2_xl": {"width": 1024, "height": 576, "frames": 24},
-    "cerspense/zeroscope_v2_dark_30x448x256": {"width": 448, "height": 256, "frames": 30},
-    "damo-vilab/text-to-video-ms-1.7b": {"width": 256, "height": 256, "frames": 16},
-    "ali-vilab/text-to-video-ms-1.7b": {"width": 256, "height": 256, "frames": 16},
-}
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+SEED_MAX = gen.MAX_SEED
+PROMPT_MAX = gen.MAX_PROMPT_CHARS
 
 FIELDS = ("prompt", "negative_prompt", "model", "frames", "steps", "seed", "width", "height")
 
@@ -93,23 +82,20 @@ def check_seed(text: str) -> str | None:
 
 
 def check_model(text: str) -> str | None:
+    """The generation service's own check: a pipeline folder, or a repo id that is cached or can be
+    downloaded (not while HF_HUB_OFFLINE is set)."""
     text = text.strip()
     if not text:
         return "Choose a model"
-    if looks_like_path(text):
-        path = Path(text).expanduser()
-        if not path.is_dir():
-            return "No such folder"
-        if not (path / "model_index.json").is_file():
-            return "Not a diffusers pipeline folder (no model_index.json)"
-        return None
-    if not _REPO_ID.match(text):
-        return "Not a Hugging Face repo id (owner/name) or a folder"
+    try:
+        gen.resolve_model(text)
+    except UserError as exc:
+        return str(exc)
     return None
 
 
 def looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "~", ".", "\\")) or (len(text) > 1 and text[1] == ":") or os.sep + os.sep in text
+    return gen.looks_like_path(text) or Path(text).expanduser().exists()
 
 
 def check_field(name: str, text: str) -> str | None:
@@ -136,13 +122,15 @@ class JobSpec:
     width: int
     height: int
     seed: int | None
-    fps: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+    def request(self) -> gen.Request:
+        """The generation request (fps is left to the model family / config, as the CLI does)."""
+        return gen.Request(prompt=self.prompt, negative_prompt=self.negative_prompt or None, model=self.model,
+                           frames=self.frames, steps=self.steps, height=self.height, width=self.width,
+                           seed=self.seed)
 
 
-def validate(values: Mapping[str, str], fps: int) -> tuple[JobSpec | None, dict[str, str]]:
+def validate(values: Mapping[str, str]) -> tuple[JobSpec | None, dict[str, str]]:
     """(spec, {}) when every field is fine, else (None, {field: message})."""
     errors = {name: msg for name in FIELDS if (msg := check_field(name, values.get(name, ""))) is not None}
     if errors:
@@ -160,7 +148,6 @@ def validate(values: Mapping[str, str], fps: int) -> tuple[JobSpec | None, dict[
         width=int(values["width"]),
         height=int(values["height"]),
         seed=int(seed) if seed else None,
-        fps=fps,
     )
     return spec, {}
 
@@ -206,58 +193,51 @@ def model_choices(cfg: Config, cached: Iterable[CachedModel]) -> list[str]:
     return out
 
 
+def model_family(model: str) -> gen.Family:
+    """The pipeline family of ``model``: from its model_index.json when it is here, else from the list of
+    known models, else the generic defaults."""
+    class_name = None
+    try:
+        class_name = gen.resolve_model(model).class_name()
+    except UserError:
+        pass
+    if class_name is None:
+        class_name = next((k.pipeline for k in gen.KNOWN_MODELS if k.repo_id.lower() == model.strip().lower()), None)
+    return gen.family_for(class_name)
+
+
 def model_defaults(model: str, cfg: Config) -> dict[str, int]:
-    """Frames/steps/size to prefill for ``model``: the config's for the configured model, a known
-    model's native size otherwise (steps from the config)."""
-    gen = cfg.generation
-    base = {"frames": gen.frames, "steps": gen.steps, "width": gen.width, "height": gen.height}
-    if model == cfg.model:
-        return base
-    known = MODEL_DEFAULTS.get(model.lower())
-    return {**base, **known} if known else base
+    """Frames, steps and size to prefill for ``model``, resolved exactly as a job without them would be."""
+    family = model_family(model)
+    try:
+        p = gen.resolve_params(gen.Request(prompt="-", model=model), cfg, family)
+    except UserError:  # the config's [generation] does not fit this family: the family's own defaults
+        return {"frames": family.frames, "steps": cfg.generation.steps, "width": family.width,
+                "height": family.height}
+    return {"frames": p.frames, "steps": p.steps, "width": p.width, "height": p.height}
 
 
-_SKIP_EXT = (".msgpack", ".h5", ".onnx", ".onnx_data", ".ot", ".tflite", ".mlmodel")
-_PT_EXT = (".bin", ".pt", ".pth", ".ckpt")
-_WEIGHT_EXT = _PT_EXT + (".safetensors",) + _SKIP_EXT
 _CONFIGS = ("config.json", "scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json")
 
 
 def estimate_download(files: Mapping[str, int]) -> int:
-    """Bytes a diffusers pipeline download fetches, from the repo's ``{path: size}``.
+    """Bytes a pipeline download fetches, from the repo's ``{path: size}``, without fetching anything.
 
-    Approximates diffusers' own choice: the root's small files plus the component folders
-    (those with a config file); safetensors over PyTorch pickles; no Flax/ONNX/TF weights;
-    no ``.fp16.`` variant when the plain file exists. Original (non-diffusers) checkpoints in
-    other folders, as zeroscope ships, are not fetched.
+    The component folders are guessed (top-level folders with a config file: model_index.json would
+    name them, but reading it writes to the cache) and the files chosen as the generation service
+    chooses them (``generation.select_pipeline_files``). Original checkpoints in other folders, as
+    zeroscope ships, are not counted.
     """
-    folders: dict[str, dict[str, int]] = {}
-    total = 0
-    for path, size in files.items():
-        folder, _, name = path.rpartition("/")
-        if not folder:
-            if not name.endswith(_WEIGHT_EXT):
-                total += size
-            continue
-        folders.setdefault(folder, {})[name] = size
-    for folder, names in folders.items():
-        if "/" in folder or not any(n in names for n in _CONFIGS):
-            continue
-        has_safetensors = any(n.endswith(".safetensors") for n in names)
-        for name, size in names.items():
-            if name.endswith(_SKIP_EXT) or (has_safetensors and name.endswith(_PT_EXT)):
-                continue
-            if ".fp16." in name and name.replace(".fp16.", ".") in names:
-                continue
-            total += size
-    return total
+    components = sorted({path.split("/", 1)[0] for path in files
+                         if path.count("/") == 1 and path.split("/", 1)[1] in _CONFIGS})
+    return sum(size for _name, size in gen.select_pipeline_files(list(files.items()), components))
 
 
 def download_size(repo_id: str, timeout: float = 10.0) -> tuple[int | None, str]:
     """(bytes, text) for the model info line; (None, why) when offline or the Hub is unreachable."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
-    if constants.HF_HUB_OFFLINE:
+    if gen.hf_offline():
         return None, "not downloaded yet; download size unknown (offline)"
     try:
         info = HfApi().model_info(repo_id, files_metadata=True, timeout=timeout)
@@ -282,9 +262,7 @@ def free_bytes(path: Path) -> int | None:
 
 
 def hf_cache_dir() -> Path:
-    from vidtray.services.storage import hf_cache_dir as storage_hf_cache_dir
-
-    return storage_hf_cache_dir()
+    return gen.hf_cache_dir()
 
 
 # -- submission -----------------------------------------------------------------------------
@@ -297,8 +275,12 @@ class Submitted:
 
 
 def submit_job(cfg: Config, spec: JobSpec) -> Submitted:
-    """Queue ``spec`` for the worker (the one place the popup talks to the queue)."""
-    from vidtray.services import queue
+    """Queue ``spec`` for the worker (the one place the popup talks to the queue), checked exactly as
+    ``vidtray queue add`` checks a job."""
+    from vidtray.services.queue import open_queue
 
-    job = queue.submit(cfg, spec.as_dict())  # wired to the generation issue's queue
-    return Submitted(str(job["id"]) if isinstance(job, dict) else str(job))
+    req = spec.request()
+    req.validate()
+    gen.resolve_model(req.model or cfg.model)
+    job = open_queue(cfg).submit(req.as_dict())
+    return Submitted(str(job["id"]), job)

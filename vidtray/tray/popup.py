@@ -58,6 +58,7 @@ class PopupWindow:
         free_space: Callable[[Path], int | None] = form.free_bytes,
         cache_dir: Path | None = None,
         prefill: str = "",
+        initial_model: str | None = None,
     ) -> None:
         self.master = master
         self.cfg = cfg
@@ -96,7 +97,8 @@ class PopupWindow:
         self.vars["prompt"].set(prefill)
 
         ttk.Label(frame, text=LABELS["model"]).grid(row=row, column=0, sticky="w", padx=(0, 8))
-        self.vars["model"] = tk.StringVar(master, value=cfg.model if cfg.model in models else models[0])
+        first = initial_model or (cfg.model if cfg.model in models else models[0])
+        self.vars["model"] = tk.StringVar(master, value=first)
         combo = ttk.Combobox(frame, textvariable=self.vars["model"], values=list(models), width=58)
         combo.grid(row=row, column=1, sticky="ew")
         combo.bind("<<ComboboxSelected>>", lambda _e: self._model_chosen())
@@ -159,7 +161,7 @@ class PopupWindow:
 
     @staticmethod
     def _error_label(frame: ttk.Frame, row: int, column: int) -> ttk.Label:
-        label = ttk.Label(frame, text="", style="Error.TLabel")
+        label = ttk.Label(frame, text="", style="Error.TLabel", wraplength=480)
         label.grid(row=row, column=column, sticky="w")
         return label
 
@@ -251,7 +253,7 @@ class PopupWindow:
         self.touched.update(self.vars)
         for name in self.vars:
             self._check(name)
-        spec, errors = form.validate(self.values(), fps=self.cfg.generation.fps)
+        spec, errors = form.validate(self.values())
         if spec is None:
             first = next(n for n in form.FIELDS if n in errors)
             self.entries[first].focus_set()
@@ -311,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.master.attributes("-topmost", True)
     window.master.after(300, lambda: window.master.attributes("-topmost", False))
     window.master.focus_force()
+    # Once mapped, put the keyboard in the prompt field (the tray click left it with the panel).
+    window.master.after(150, window.entries["prompt"].focus_force)
     window.master.mainloop()
     if window.submitted is None:
         return 1
