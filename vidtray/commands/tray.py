@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 log = logging.getLogger("vidtray.tray")
 
@@ -43,9 +44,10 @@ def run(args: argparse.Namespace, ctx) -> int:
         from vidtray.tray.app import TrayApp
         from vidtray.tray.link import ServiceLink
 
+        config_arg = str(Path(ctx.config_arg).expanduser().absolute()) if ctx.config_arg else None
         notifier = make_notifier(cfg)
-        app = TrayApp(cfg, pystray=pystray, choice=choice, link=ServiceLink(cfg, notifier), notifier=notifier,
-                      config_arg=ctx.config_arg)
+        link = ServiceLink(cfg, notifier, config_path=config_arg)
+        app = TrayApp(cfg, pystray=pystray, choice=choice, link=link, notifier=notifier, config_arg=config_arg)
         app.run()
     return 0
 

@@ -24,7 +24,7 @@ class JobView:
     prompt: str
     step: int | None = None
     total: int | None = None
-    phase: str = "running"  # queued | loading | running | saving
+    phase: str = "running"  # queued (claimed, no step yet) | loading | running | saving | cancelling
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ def job_line(job: JobView) -> str:
         return "Loading model"
     if job.phase == "saving":
         return "Saving video"
+    if job.phase == "cancelling":
+        return "Cancelling"
     if job.phase == "queued" or job.step is None or not job.total:
         return "Starting generation"
     return f"Generating {job.step}/{job.total}"
