@@ -107,6 +107,7 @@ class TrayApp:
         self._popup: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
+        self._reports: set[subprocess.Popen[str]] = set()  # running read-only children
         self._service_problems: tuple[str, ...] = ()  # set once at start; the monitor adds live ones
         self.images = self._load_images()
         self.icon = self._make_icon()
@@ -299,25 +300,40 @@ class TrayApp:
 
     def _read_storage(self) -> StorageView:
         try:
-            out = self.run_cli(["storage", "--json"], timeout=300)
+            out = self.run_cli(["storage", "--json"], timeout=300, read_only=True)
         except Exception as exc:
-            log.warning("storage report failed: %s", exc)
+            (log.debug if self._stop.is_set() else log.warning)("storage report failed: %s", exc)
             return StorageView(error=str(exc))
         return parse_storage_report(json.loads(out))
 
-    def run_cli(self, args: Sequence[str], timeout: float = CHILD_TIMEOUT_S) -> str:
-        """Run ``vidtray ARGS`` (this vidtray, this config) in a child; its stdout, or RuntimeError."""
+    def run_cli(self, args: Sequence[str], timeout: float = CHILD_TIMEOUT_S, *, read_only: bool = False) -> str:
+        """Run ``vidtray ARGS`` (this vidtray, this config) in a child; its stdout, or RuntimeError.
+
+        A ``read_only`` child (a report) is stopped when the tray quits; one that deletes is left to finish.
+        """
         argv = [sys.executable, "-m", "vidtray"]
         if self.config_arg:
             argv += ["--config", str(Path(self.config_arg).expanduser().absolute())]
         argv += list(args)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env(),
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                stdin=subprocess.DEVNULL)
+        if read_only:
+            self._reports.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"`vidtray {' '.join(args)}` took longer than {timeout:.0f} s") from None
+        finally:
+            self._reports.discard(proc)
         if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
+            if self._stop.is_set():
+                raise RuntimeError("stopped: the tray is quitting")
+            lines = err.strip().splitlines()
             message = lines[-1] if lines else f"exit status {proc.returncode}"
             raise RuntimeError(message.removeprefix("vidtray: error: "))
-        return proc.stdout
+        return out
 
     def _dialog(self, kind: str, message: str, ok: str, default: float | None = None) -> str | None:
         """A Tk dialog child; its stdout when confirmed, None when cancelled (or it could not open)."""
@@ -478,6 +494,8 @@ class TrayApp:
 
     def _stop_all(self) -> None:
         started = time.monotonic()
+        for proc in list(self._reports):
+            proc.terminate()
         stopper = threading.Thread(target=self._stop_services, name="tray-stop-services", daemon=True)
         stopper.start()
         stopper.join(QUIT_TIMEOUT_S)
@@ -526,14 +544,26 @@ def _dump_modules() -> None:
             log.warning("cannot write the module list to %s: %s", target, exc)
 
 
-class _NoNotifier:
-    """Stands in for pystray's own D-Bus notifier when no notification daemon answers."""
+class _SafeNotifier:
+    """pystray's own D-Bus notifier, made harmless: vidtray does not use it, but pystray's GTK base
+    creates it at start and hides it at exit, and both raise when no notification daemon answers."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
 
     def notify(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        if self.inner is not None:
+            try:
+                self.inner.notify(*args, **kwargs)
+            except Exception as exc:
+                log.debug("pystray notification failed: %s", exc)
 
     def hide(self) -> None:
-        pass
+        if self.inner is not None:
+            try:
+                self.inner.hide()
+            except Exception as exc:
+                log.debug("pystray notification hide failed: %s", exc)
 
 
 def _icon_class(pystray: ModuleType, backend: str) -> type:
@@ -550,8 +580,10 @@ def _icon_class(pystray: ModuleType, backend: str) -> type:
                 super()._initialize()
             except Exception as exc:
                 log.warning("tray: no notification daemon for pystray (%s); the icon works without it", exc)
-                self._notifier = _NoNotifier()
+                self._notifier = _SafeNotifier()
                 self._mark_ready()
+            else:
+                self._notifier = _SafeNotifier(self._notifier)
 
         if backend == "gtk":
             def _update_title(self) -> None:
