@@ -5,10 +5,13 @@ start, a bad config is one notification and exit 2, and Quit stops everything.""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
+from hf_cache import make_repo
+from media_helpers import write_mp4
 from tray_desktop import TrayProcess, docked_icons, start_trayer, wait_until
 
 from vidtray.config import Config
@@ -125,3 +128,60 @@ def test_tray_runs_without_a_notification_daemon(desktop_no_daemon, isolated_env
     assert tray.stop() == 0, tray.output + _log(isolated_env)
     log = _log(isolated_env)
     assert "tray stopped" in log and "unexpected error" not in log and "Traceback" not in log
+
+
+def _dialog(desk, timeout: float = 30.0) -> str:  # type: ignore[no-untyped-def]
+    return wait_until(lambda: desk.run(["xdotool", "search", "--onlyvisible", "--class", "VidtrayDialog"]).stdout,
+                      timeout, "the confirmation dialog")
+
+
+def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, isolated_env,  # type: ignore[no-untyped-def]
+                                                       tmp_path: Path) -> None:
+    old = write_mp4(cfg.videos_dir / "old_20240101-000000_aaaaaaaa.mp4")
+    new = write_mp4(cfg.videos_dir / "new_20240101-000000_bbbbbbbb.mp4")
+    month_ago = time.time() - 40 * 86400
+    os.utime(old, (month_ago, month_ago))
+    config = tmp_path / "config.toml"
+    config.write_text("prune_after_days = 0\n")  # the scheduled prune would otherwise beat the menu to it
+    tray = TrayProcess(tray_host, ["--config", str(config)])
+    icon = tray.wait_icon()
+    wait_until(lambda: "Idle - 2 videos" in tray.title(icon), 20, "the watcher to import both videos")
+
+    tray.pick_in_storage(icon, 1)  # "Delete videos older than N days..."
+    _dialog(tray_host)  # how many days? (30 is filled in)
+    time.sleep(0.5)
+    tray.xdotool("key", "Return")
+    wait_until(lambda: not tray_host.run(["xdotool", "search", "--onlyvisible", "--class", "VidtrayDialog"]).stdout,
+               15, "the days dialog to close")
+    _dialog(tray_host)  # "Delete 1 generated video older than 30 days (...) to the trash?"
+    time.sleep(0.5)
+    tray.xdotool("key", "Return")
+    note = tray_host.dunst.wait_for("Videos deleted", timeout=30)
+    assert note.body.startswith("1 video, ")
+    assert not old.exists() and new.exists()
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+    assert (trash / old.name).exists()  # to the trash, not for good
+    assert tray.stop() == 0
+
+
+def test_storage_menu_deletes_a_cached_model_after_asking(tray_host, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    cache = isolated_env["HF_HOME"] / "hub"
+    repo = make_repo(cache, "org/tiny-video", {"model_index.json": b"{}", "unet/weights.bin": b"x" * 4096})
+    tray = TrayProcess(tray_host)
+    icon = tray.wait_icon()
+    # The sizes arrive from a `vidtray storage --json` child a moment after start.
+    time.sleep(4)
+    tray.pick_in_storage(icon, 2)  # the first "Delete <model>..." after the two video actions
+    _dialog(tray_host)
+    time.sleep(0.5)
+    tray.xdotool("key", "Escape")  # changed my mind: nothing is deleted
+    time.sleep(1.0)
+    assert repo.exists()
+    tray.pick_in_storage(icon, 2)
+    _dialog(tray_host)
+    time.sleep(0.5)
+    tray.xdotool("key", "Return")
+    note = tray_host.dunst.wait_for("Model deleted", timeout=30)
+    assert note.body.startswith("org/tiny-video: ")
+    assert not repo.exists()
+    assert tray.stop() == 0

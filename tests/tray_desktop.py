@@ -149,6 +149,19 @@ class TrayProcess:
         self.xdotool("key", "Return")
         wait_until(lambda: not open_menus(self.display), timeout, "the tray menu to close")
 
+    def pick_in_storage(self, icon: XWin, position: int, timeout: float = 10.0) -> None:
+        """Open Storage and press Enter on its ``position``-th action (0 = the first enabled item)."""
+        self.click(icon, 3)
+        wait_until(lambda: open_menus(self.display), timeout, "the tray menu to open")
+        for _ in range(MENU.index("Storage") + 1):
+            self.xdotool("key", "Down")
+        self.xdotool("key", "Right")  # opens the submenu on its first enabled item
+        wait_until(lambda: len(open_menus(self.display)) >= 2, timeout, "the Storage submenu")
+        for _ in range(position):
+            self.xdotool("key", "Down")
+        self.xdotool("key", "Return")
+        wait_until(lambda: not open_menus(self.display), timeout, "the tray menu to close")
+
     def title(self, icon: XWin) -> str:
         """The icon's title as the tray host sees it (GTK sets it with the tooltip)."""
         for w in windows(self.display):
