@@ -124,8 +124,9 @@ class _Progress:
         if self.bar is None or self.kind != kind:
             self.close()
             self.kind = kind
-            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else
-                            1000, file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=scale,
+                            unit_divisor=1024 if scale else 1000, file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
         elif total and self.bar.total != total:
             self.bar.total = total
 
@@ -190,14 +191,15 @@ def run_in_worker(req: Any, cfg: Any, ctx: Any, *, as_json: bool) -> int:
         result = dict(outcome["result"])  # type: ignore[index]
         result["seconds"] = round(time.perf_counter() - started, 3)
         if as_json:
-            ctx.print_json({k: result.get(k) for k in ("path", "sidecar", "seed", "seconds", "model", "device",
-                                                        "dtype", "revision", "frames", "width", "height", "fps",
-                                                        "steps", "library_id")})
+            keys = ("path", "sidecar", "seed", "seconds", "model", "device", "dtype", "revision", "frames",
+                    "width", "height", "fps", "steps", "library_id")
+            ctx.print_json({k: result.get(k) for k in keys})
         else:
             print(result["path"])
             if sys.stderr.isatty():
-                print(f"seed {result['seed']}, {result['frames']} frames {result['width']}x{result['height']} "
-                      f"on {result['device']} in {result['seconds']:.1f}s", file=sys.stderr)
+                size = f"{result['width']}x{result['height']}"
+                print(f"seed {result['seed']}, {result['frames']} frames {size} on {result['device']} "
+                      f"in {result['seconds']:.1f}s", file=sys.stderr)
         return 0
     if kind == "cancelled" or cancelling:
         print("vidtray: generation cancelled; nothing was written", file=sys.stderr)

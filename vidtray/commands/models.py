@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = msub.add_parser("list", help="models in the Hugging Face cache, and known-good ones")
     ls.add_argument("--json", action="store_true", help="print one JSON document")
     ls.set_defaults(handler=_list)
-    pull = msub.add_parser("pull", help="download a model into the Hugging Face cache (checks disk space first)")
+    pull = msub.add_parser("pull", help="download a model into the Hugging Face cache (checks disk first)")
     pull.add_argument("repo_id", metavar="REPO_ID", help="e.g. cerspense/zeroscope_v2_576w")
     pull.add_argument("--json", action="store_true", help="print one JSON document when done")
     pull.set_defaults(handler=_pull)
@@ -42,7 +42,8 @@ def cached_models(cache_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
             index = next((f for f in rev.files if f.file_name == "model_index.json"), None)
             if index is not None:
                 try:
-                    pipeline = json.loads(Path(index.file_path).read_text(encoding="utf-8")).get("_class_name")
+                    doc = json.loads(Path(index.file_path).read_text(encoding="utf-8"))
+                    pipeline = doc.get("_class_name")
                 except (OSError, ValueError, AttributeError):
                     pass
                 break
@@ -66,8 +67,9 @@ def _list(args: argparse.Namespace, ctx: Any) -> int:
     cache = hf_cache_dir()
     cached, warnings = cached_models(cache)
     have = {m["repo_id"] for m in cached}
-    known = [{"repo_id": k.repo_id, "pipeline": k.pipeline, "download": k.download, "gpu_memory": k.gpu_memory,
-              "licence": k.licence, "note": k.note, "cached": k.repo_id in have} for k in KNOWN_MODELS]
+    known = [{"repo_id": k.repo_id, "pipeline": k.pipeline, "download": k.download,
+              "gpu_memory": k.gpu_memory, "licence": k.licence, "note": k.note, "cached": k.repo_id in have}
+             for k in KNOWN_MODELS]
     if args.json:
         ctx.print_json({"cache_dir": str(cache), "cached": cached, "warnings": warnings, "known": known,
                         "default": ctx.cfg.model})

@@ -137,7 +137,8 @@ class Request:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise UserError("the prompt is empty: describe the video to generate")
         if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise UserError(f"the prompt is {len(self.prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+            raise UserError(f"the prompt is {len(self.prompt)} characters long; "
+                            f"the limit is {MAX_PROMPT_CHARS}")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise UserError("the negative prompt must be text")
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
@@ -379,7 +380,8 @@ def cached_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path | No
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(cache_dir or hf_cache_dir()))
+        found = try_to_load_from_cache(repo_id, "model_index.json",
+                                       cache_dir=str(cache_dir or hf_cache_dir()))
     except Exception as exc:  # a malformed id or cache: treat as not cached, the load says why
         log.debug("cache lookup for %s failed: %s", repo_id, exc)
         return None
@@ -489,7 +491,8 @@ def _hub_error(repo_id: str, exc: Exception) -> Exception:
     if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
         return UserError(f"no model {repo_id} on the Hugging Face hub (or it is private)")
     if name == "GatedRepoError":
-        return OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)")
+        return OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in "
+                               "(hf auth login)")
     if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
         return UserError(f"model {repo_id} is not cached and HF_HUB_OFFLINE is set")
     log.info("hub request for %s failed", repo_id, exc_info=exc)

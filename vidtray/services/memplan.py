@@ -8,9 +8,11 @@ weights in the target dtype, the bytes of the largest component) plus the activa
 Cheapest first, because every step down costs speed:
 
 1. everything resident (``none``), VAE slicing on (it only lowers the decode peak);
-2. the same plus feed-forward chunking of the denoiser, where the model supports it;
-3. model CPU offload: one component at a time on the GPU (diffusers moves them), with chunking if needed;
-4. sequential CPU offload: weights streamed layer by layer (slowest, smallest).
+2. model CPU offload: one component at a time on the GPU (diffusers moves them). It costs one transfer of
+   each component per run (well under a second), so it comes before chunking;
+3. model CPU offload plus feed-forward chunking of the denoiser, where the model supports it. Chunking
+   (diffusers' recipe: ``chunk_size=1, dim=1``) runs the MLPs slice by slice and costs time on every step;
+4. sequential CPU offload: weights streamed layer by layer (slowest, smallest), chunking too.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def choose_plan(
         why = "CPU run: everything in RAM" + (f" (offload = {offload} ignored)" if offload != "auto" else "")
         return MemoryPlan("none", True, False, why, **figures)
     if offload != "auto":
-        chunk = can_chunk and offload != "none"
+        # Sequential offload is the "smallest at any cost" choice, so it chunks too; "model" and "none"
+        # leave chunking off (it costs time on every step).
+        chunk = can_chunk and offload == "sequential"
         return MemoryPlan(offload, True, chunk, f"offload = {offload} from the settings", **figures)
     if free_bytes is None:
         return MemoryPlan("none", True, can_chunk, f"{device_type}: free memory unknown, nothing offloaded",
@@ -100,11 +104,43 @@ def choose_plan(
     free_gib = f"{free_bytes / GIB:.1f} GiB free"
     if fits(weights_bytes, act):
         return MemoryPlan("none", True, False, f"{free_gib}: whole pipeline fits", **figures)
-    if can_chunk and fits(weights_bytes, chunked):
-        return MemoryPlan("none", True, True, f"{free_gib}: fits with forward chunking", **figures)
     if fits(largest_bytes, act):
         return MemoryPlan("model", True, False, f"{free_gib}: model CPU offload", **figures)
     if can_chunk and fits(largest_bytes, chunked):
         return MemoryPlan("model", True, True, f"{free_gib}: model CPU offload with forward chunking",
                           **figures)
     return MemoryPlan("sequential", True, can_chunk, f"{free_gib}: sequential CPU offload (slow)", **figures)
+
+
+# -- applying a plan (duck-typed on the diffusers pipeline: no torch import here) -----------------------
+
+
+def denoiser_of(pipe: Any) -> Any:
+    """The denoising model: ``unet`` (UNet3D, zeroscope) or ``transformer`` (Wan, LTX, CogVideoX)."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+
+
+def apply_plan(pipe: Any, plan: MemoryPlan, device: str) -> None:
+    """Put ``pipe`` (loaded on the CPU) on ``device`` the way ``plan`` says."""
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    set_runtime_options(pipe, plan)
+
+
+def set_runtime_options(pipe: Any, plan: MemoryPlan) -> None:
+    """VAE slicing and feed-forward chunking; cheap to change between jobs."""
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "enable_slicing"):
+        # pipe.enable_vae_slicing() is gone from diffusers; the VAE's own switch remains
+        (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
+    denoiser = denoiser_of(pipe)
+    if denoiser is not None and hasattr(denoiser, "enable_forward_chunking"):
+        if plan.forward_chunking:
+            # diffusers' recipe for zeroscope on small cards: the feed-forward one sequence slice at a time
+            denoiser.enable_forward_chunking(chunk_size=1, dim=1)
+        elif hasattr(denoiser, "disable_forward_chunking"):
+            denoiser.disable_forward_chunking()

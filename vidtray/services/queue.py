@@ -60,7 +60,8 @@ class JobQueue:
             with self._lock:
                 yield
         except TimeoutError as exc:  # filelock.Timeout subclasses TimeoutError
-            raise OperationFailed(f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
+            raise OperationFailed(
+                f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
 
     def _path(self, job_id: str) -> Path:
         return self.dir / f"{job_id}.json"
@@ -200,6 +201,7 @@ class JobQueue:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now; ask a running one to stop (its owner sees ``cancel_requested``)."""
+        job_id = self.get(job_id)["id"]  # an unknown id fails before anything is created or locked
         with self.locked():
             job = self.get(job_id)
             if job["state"] in FINISHED:

@@ -49,9 +49,9 @@ class WorkerProcess:
 
     def __init__(self, on_event: EventSink, *, config_path: str | None = None,
                  keep_alive_s: float | None = None, env: dict[str, str] | None = None,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, cmd: list[str] | None = None) -> None:
         self.on_event = on_event
-        self.cmd = worker_command(config_path, keep_alive_s)
+        self.cmd = cmd or worker_command(config_path, keep_alive_s)
         self.env = env
         # new_session: keep terminal Ctrl-C away from the child (the supervisor decides); the CLI wants the
         # opposite (its child is cancelled by the same Ctrl-C, within a step).
@@ -191,8 +191,11 @@ class Supervisor:
 
     def __init__(self, cfg: Config, *, on_event: EventSink | None = None, config_path: str | None = None,
                  notifier: Any = None, max_restarts: int = 3, poll_s: float = 0.5,
-                 keep_alive_s: float | None = None, progress_write_s: float = 1.0) -> None:
+                 keep_alive_s: float | None = None, progress_write_s: float = 1.0,
+                 worker_cmd: list[str] | None = None) -> None:
         self.cfg = cfg
+        # Another worker program (tests use a fake that speaks the same JSON lines); default: the real one.
+        self.worker_cmd = worker_cmd
         self.queue = JobQueue(cfg.queue_dir)
         self.on_event = on_event or (lambda event: None)
         self.config_path = config_path
@@ -297,7 +300,7 @@ class Supervisor:
                 self._events.put((holder[0] if holder else None, event))
 
             worker = WorkerProcess(sink, config_path=self.config_path, keep_alive_s=self.keep_alive_s,
-                                   new_session=True)
+                                   new_session=True, cmd=self.worker_cmd)
             holder.append(worker)
             worker.start()
             self.worker = worker
@@ -322,7 +325,8 @@ class Supervisor:
         if kind == "progress" and job_id:
             now = time.monotonic()
             # Progress lands in the job file for `vidtray queue list`, at most once a second.
-            if now - self._last_progress_write >= self.progress_write_s or event.get("step") == event.get("steps"):
+            last = event.get("step") == event.get("steps")
+            if last or now - self._last_progress_write >= self.progress_write_s:
                 self._last_progress_write = now
                 self.queue.set_progress(job_id, {k: event.get(k) for k in ("step", "steps", "eta")})
         elif kind == "done" and job_id:
@@ -350,7 +354,8 @@ class Supervisor:
     def _prompt_of(self, result: dict[str, Any]) -> str:
         sidecar = result.get("sidecar")
         try:
-            return str(json.loads(Path(sidecar).read_text(encoding="utf-8")).get("prompt", "")) if sidecar else ""
+            doc = json.loads(Path(sidecar).read_text(encoding="utf-8")) if sidecar else {}
+            return str(doc.get("prompt", ""))
         except (OSError, ValueError):
             return ""
 

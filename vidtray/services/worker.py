@@ -43,7 +43,7 @@ from vidtray.config import Config, load_config
 from vidtray.errors import OperationFailed, UserError, VidtrayError
 from vidtray.services import generation as gen
 from vidtray.services.fsutil import atomic_write_text
-from vidtray.services.memplan import MemoryPlan, choose_plan
+from vidtray.services.memplan import MemoryPlan, apply_plan, choose_plan, denoiser_of, set_runtime_options
 
 log = logging.getLogger("vidtray.worker")
 
@@ -100,10 +100,6 @@ def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> i
     return total
 
 
-def denoiser_of(pipe: Any) -> torch.nn.Module | None:
-    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-
-
 def plan_for(pipe: Any, device: str, offload: str, frames: int, height: int, width: int) -> MemoryPlan:
     """The worker's memory decision for ``pipe`` (loaded on the CPU) running one job on ``device``."""
     sizes = [module_bytes(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
@@ -115,31 +111,6 @@ def plan_for(pipe: Any, device: str, offload: str, frames: int, height: int, wid
         can_chunk=denoiser is not None and hasattr(denoiser, "enable_forward_chunking"),
         bytes_per_element=element,
     )
-
-
-def apply_plan(pipe: Any, plan: MemoryPlan, device: str) -> None:
-    """Put ``pipe`` on ``device`` the way ``plan`` says (offload hooks, VAE slicing, chunking)."""
-    if plan.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif plan.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    set_runtime_options(pipe, plan)
-
-
-def set_runtime_options(pipe: Any, plan: MemoryPlan) -> None:
-    vae = getattr(pipe, "vae", None)
-    if vae is not None and hasattr(vae, "enable_slicing"):
-        (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
-    denoiser = denoiser_of(pipe)
-    if denoiser is not None and hasattr(denoiser, "enable_forward_chunking"):
-        if plan.forward_chunking:
-            # chunk the feed-forward over the sequence dimension one slice at a time (diffusers' recipe
-            # for zeroscope on small cards)
-            denoiser.enable_forward_chunking(chunk_size=1, dim=1)
-        elif hasattr(denoiser, "disable_forward_chunking"):
-            denoiser.disable_forward_chunking()
 
 
 def dtype_kwargs(dtype: torch.dtype, family: gen.Family, device: str) -> dict[str, Any]:
@@ -190,10 +161,11 @@ def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: in
             kwargs["local_files_only"] = True
     try:
         pipe = DiffusionPipeline.from_pretrained(str(where), **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         log.info("loading %s failed", where, exc_info=True)
         if source.local_dir is not None:
-            raise UserError(f"{source.model} is not a loadable diffusers pipeline: {_first_line(exc)}") from None
+            raise UserError(
+                f"{source.model} is not a loadable diffusers pipeline: {_first_line(exc)}") from None
         raise OperationFailed(f"cannot load {source.model}: {_first_line(exc)}") from None
     class_name = type(pipe).__name__
     family = gen.family_for(class_name)
@@ -249,7 +221,8 @@ def to_uint8(frames: Any) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def encode_mp4(frames: np.ndarray, path: Path, fps: float, should_stop: Callable[[], bool] | None = None) -> None:
+def encode_mp4(frames: np.ndarray, path: Path, fps: float,
+               should_stop: Callable[[], bool] | None = None) -> None:
     """Write an H.264 mp4 (yuv420p, plays everywhere) with imageio-ffmpeg's bundled ffmpeg."""
     import imageio_ffmpeg
 
@@ -315,7 +288,8 @@ class Worker:
         self.phase = "idle"
 
     # -- public
-    def run_job(self, job_id: str, request: gen.Request, cancel: threading.Event | None = None) -> dict[str, Any]:
+    def run_job(self, job_id: str, request: gen.Request,
+                cancel: threading.Event | None = None) -> dict[str, Any]:
         """Run one job to a finished video; raises UserError, OperationFailed or Cancelled."""
         cancel = cancel or threading.Event()
         t_start = time.perf_counter()
@@ -394,7 +368,8 @@ class Worker:
             return loaded.plan
         free = free_accelerator_bytes(loaded.device)
         weights = loaded.plan.weights_bytes or 0
-        return choose_plan(self.cfg.offload, loaded.device, free_bytes=None if free is None else free + weights,
+        return choose_plan(self.cfg.offload, loaded.device,
+                           free_bytes=None if free is None else free + weights,
                            weights_bytes=weights, largest_bytes=loaded.largest_bytes, frames=params.frames,
                            height=params.height, width=params.width, can_chunk=_can_chunk(loaded.pipe),
                            bytes_per_element=loaded.dtype.itemsize)
@@ -451,8 +426,8 @@ class Worker:
         except torch.cuda.OutOfMemoryError:
             raise OperationFailed(
                 f"out of GPU memory at {params.width}x{params.height}, {params.frames} frames "
-                f"(memory plan: {loaded.plan.reason}); set offload = \"model\" or \"sequential\" in the config, "
-                "or ask for fewer frames or a smaller size") from None
+                f"(memory plan: {loaded.plan.reason}); set offload = \"model\" or \"sequential\" in the "
+                "config, or ask for fewer frames or a smaller size") from None
         if cancel.is_set():
             raise Cancelled()
         t_denoised = last_step[0]
@@ -468,7 +443,8 @@ class Worker:
         }, t_start, cfg)
 
     def _write(self, job_id: str, loaded: Loaded, reused: bool, params: gen.Params, frames: np.ndarray,
-               cancel: threading.Event, timings: dict[str, float], t_start: float, cfg: Config) -> dict[str, Any]:
+               cancel: threading.Event, timings: dict[str, float], t_start: float,
+               cfg: Config) -> dict[str, Any]:
         self.phase = "encode"
         videos, partial_dir = cfg.videos_dir, cfg.partial_dir
         partial_dir.mkdir(parents=True, exist_ok=True)
@@ -509,7 +485,7 @@ class Worker:
                 with contextlib.suppress(FileNotFoundError):
                     sidecar.unlink()
             raise
-        library_id = self._add_to_library(final, params, doc, frames.shape)
+        library_id = self._add_to_library(final, params, doc, frames)
         result = {
             "path": str(final), "sidecar": str(sidecar), "seed": params.seed,
             "seconds": round(time.perf_counter() - t_start, 3), "model": params.model,
@@ -522,22 +498,46 @@ class Worker:
         return result
 
     def _add_to_library(self, path: Path, params: gen.Params, doc: dict[str, Any],
-                        shape: tuple[int, ...]) -> str | None:
-        """Add the video to library.json now (the watcher would too; the upsert is idempotent).
-        A failure here is logged, not fatal: the video and sidecar are in place for the watcher."""
+                        frames: np.ndarray) -> str | None:
+        """Add the video to library.json now (the watcher would too; the upsert is idempotent), with a
+        thumbnail made from the frames in memory (no second decode). A failure here is logged, not fatal:
+        the video and its sidecar are in place for the watcher."""
         try:
             from vidtray.services.library import open_library
+            from vidtray.services.media import thumbnail_path
 
+            thumb = thumbnail_path(self.cfg.thumbnails_dir, path)
+            write_thumbnail(frames, params.fps, thumb)
             item = open_library(self.cfg).add_video(
                 path, prompt=params.prompt, model=params.model, seed=params.seed, created=doc["created"],
-                source="generated", fps=params.fps, width=int(shape[2]), height=int(shape[1]),
-                duration_s=round(shape[0] / params.fps, 3), size_bytes=path.stat().st_size,
+                source="generated", fps=params.fps, width=int(frames.shape[2]), height=int(frames.shape[1]),
+                duration_s=round(frames.shape[0] / params.fps, 3), size_bytes=path.stat().st_size,
+                codec="h264", thumbnail=str(thumb), status="ready",
             )
             return item.get("id") if isinstance(item, dict) else None
         except Exception as exc:
             log.warning("could not add %s to the library: %s", path, exc, exc_info=True)
-            self.emit({"event": "warning", "message": f"video saved, but library.json was not updated: {exc}"})
+            self.emit({"event": "warning",
+                       "message": f"video saved, but library.json was not updated: {_first_line(exc)}"})
             return None
+
+
+def write_thumbnail(frames: np.ndarray, fps: float, dest: Path) -> None:
+    """JPEG of an early frame (10% in, at most 1 s, like the watcher's), written atomically."""
+    import io
+
+    from PIL import Image
+
+    from vidtray.services.fsutil import atomic_write_bytes
+    from vidtray.services.media import THUMB_MAX
+
+    index = min(len(frames) - 1, int(min(1.0, len(frames) / fps * 0.1) * fps))
+    image = Image.fromarray(frames[index])
+    image.thumbnail(THUMB_MAX)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest, buf.getvalue())
 
 
 def _can_chunk(pipe: Any) -> bool:
@@ -667,7 +667,8 @@ class WorkerLoop:
             raise KeyboardInterrupt
 
     def run(self) -> int:
-        threading.Thread(target=self.read_commands, args=(sys.stdin,), name="worker-stdin", daemon=True).start()
+        threading.Thread(target=self.read_commands, args=(sys.stdin,), name="worker-stdin",
+                         daemon=True).start()
         threading.Thread(target=self.watch_parent, name="worker-parent-watch", daemon=True).start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.on_signal)

@@ -1,0 +1,168 @@
+"""Generation logic that needs no torch: validation, defaults per family, names, disk checks, model lookup,
+download selection and the memory planner."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from vidtray.config import Config
+from vidtray.errors import OperationFailed, UserError
+from vidtray.services import generation as gen
+from vidtray.services.memplan import GIB, choose_plan
+
+
+def test_request_validation_refuses_bad_values() -> None:
+    ok = gen.Request(prompt="a cat", frames=8, steps=4, height=320, width=576, fps=7.5, seed=0, device="cpu")
+    ok.validate()
+    bad = [
+        (dict(prompt="   \n"), "prompt is empty"),
+        (dict(prompt=""), "prompt is empty"),
+        (dict(prompt="x", frames=0), "--frames"),
+        (dict(prompt="x", steps=-1), "--steps"),
+        (dict(prompt="x", height=321), "multiple of 8"),
+        (dict(prompt="x", width=4096), "--width must be between"),
+        (dict(prompt="x", height=8), "--height must be between"),
+        (dict(prompt="x", seed=-5), "--seed"),
+        (dict(prompt="x", seed="12"), "whole number"),
+        (dict(prompt="x", fps=0), "--fps"),
+        (dict(prompt="x", device="tpu"), "--device must be one of"),
+        (dict(prompt="x", model=" "), "--model"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(UserError, match=re.escape(message)):
+            gen.Request(**kwargs).validate()
+    with pytest.raises(UserError, match="unknown job field"):
+        gen.Request.from_dict({"prompt": "x", "strength": 1})
+
+
+def test_defaults_come_from_request_then_config_then_family(isolated_env: dict[str, Path]) -> None:
+    cfg = Config.from_mapping({}, "<test>")
+    wan = gen.FAMILIES["WanPipeline"]
+    zero = gen.FAMILIES["TextToVideoSDPipeline"]
+    p = gen.resolve_params(gen.Request(prompt=" a cat "), cfg, zero)
+    assert (p.prompt, p.frames, p.height, p.width, p.fps, p.steps) == ("a cat", 24, 320, 576, 8, 40)
+    assert 0 <= p.seed < 2**32 and p.model == cfg.model
+    p = gen.resolve_params(gen.Request(prompt="a cat", model="Wan-AI/x"), cfg, wan)
+    assert (p.frames, p.height, p.width, p.fps) == (81, 480, 832, 16)  # the family's own defaults
+    custom = Config.from_mapping({"generation": {"frames": 33, "fps": 12}}, "<test>")
+    p = gen.resolve_params(gen.Request(prompt="a cat", width=640), custom, wan)
+    assert (p.frames, p.fps, p.width, p.height) == (33, 12, 640, 480)  # user's settings win
+    with pytest.raises(UserError, match=r"frames = 4k\+1 \(try 29 or 33\)"):
+        gen.resolve_params(gen.Request(prompt="a cat", frames=30), cfg, wan)
+    with pytest.raises(UserError, match="multiples of 16"):
+        gen.resolve_params(gen.Request(prompt="a cat", height=488), cfg, wan)
+    with pytest.raises(UserError, match="at most 49 frames"):
+        gen.resolve_params(gen.Request(prompt="a cat", frames=81), cfg, gen.FAMILIES["CogVideoXPipeline"])
+
+
+def test_slug_hash_and_names() -> None:
+    assert gen.model_slug("cerspense/zeroscope_v2_576w") == "zeroscope"
+    assert gen.model_slug("cerspense/zeroscope_v2_XL") == "zeroscope"
+    assert gen.model_slug("Wan-AI/Wan2.1-T2V-1.3B-Diffusers") == "wan2-1-t2v-1-3b-diffusers"
+    assert gen.model_slug("/models/My Model!/") == "my-model"
+    assert gen.model_slug("___") == "video"
+    p = gen.Params("a cat", None, "cerspense/zeroscope_v2_576w", 24, 40, 320, 576, 8, 7)
+    h = gen.params_hash(p)
+    assert re.fullmatch(r"[0-9a-f]{8}", h)
+    assert gen.params_hash(p) == h
+    assert gen.params_hash(gen.Params("a cat", None, p.model, 24, 40, 320, 576, 8, 8)) != h
+    assert gen.params_hash(gen.Params("a dog", None, p.model, 24, 40, 320, 576, 8, 7)) != h
+
+
+def test_video_stem_is_unique_in_the_folder(tmp_path: Path) -> None:
+    p = gen.Params("a cat", None, "cerspense/zeroscope_v2_576w", 24, 40, 320, 576, 8, 7)
+    stem = gen.video_stem(p, 1_700_000_000.0, tmp_path)
+    assert re.fullmatch(r"zeroscope_\d{8}-\d{6}_[0-9a-f]{8}", stem)
+    (tmp_path / f"{stem}.mp4").write_bytes(b"")
+    assert gen.video_stem(p, 1_700_000_000.0, tmp_path) == f"{stem}-2"
+
+
+def test_low_disk_refusal_names_need_and_free(isolated_env: dict[str, Path]) -> None:
+    cfg = Config.from_mapping({"min_free_gb": 1e7, "warn_free_gb": 1e7}, "<test>")
+    with pytest.raises(OperationFailed, match=r"not enough disk space for a new video: .* free .* needed"):
+        gen.check_output_space(cfg)
+    gen.check_output_space(Config.from_mapping({"min_free_gb": 0.0}, "<test>"))
+
+
+def test_download_space_check(tmp_path: Path) -> None:
+    plan = gen.DownloadPlan("o/m", "abc", (("unet/w.safetensors", 10**18),), 10**18)
+    with pytest.raises(OperationFailed, match=r"not enough disk space to download o/m: it needs .* free"):
+        gen.check_download_space(plan, cache_dir=tmp_path)
+    gen.check_download_space(gen.DownloadPlan("o/m", "abc", (("a", 10**18),), 0), cache_dir=tmp_path)
+    gen.check_download_space(gen.DownloadPlan("o/m", "abc", (("a", 1000),), 1000), cache_dir=tmp_path)
+
+
+def test_model_lookup_errors(tmp_path: Path) -> None:
+    (tmp_path / "file.bin").write_bytes(b"")
+    with pytest.raises(UserError, match="is a file"):
+        gen.resolve_model(str(tmp_path / "file.bin"))
+    with pytest.raises(UserError, match="no model_index.json"):
+        gen.resolve_model(str(tmp_path))
+    with pytest.raises(UserError, match="model folder not found"):
+        gen.resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="neither a folder nor a Hugging Face repo id"):
+        gen.resolve_model("bad id with spaces")
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
+        gen.resolve_model("cerspense/zeroscope_v2_576w")
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    src = gen.resolve_model(str(folder))
+    assert src.local_dir == folder and src.class_name() == "WanPipeline" and src.revision is None
+
+
+def test_hf_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert gen.hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert gen.hf_cache_dir() == tmp_path / "cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert not gen.hf_offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")
+    assert gen.hf_offline()
+
+
+def test_download_selection_is_like_diffusers() -> None:
+    siblings = [
+        ("model_index.json", 1), ("README.md", 5), ("zs2_576w/text2video_pytorch_model.pth", 3000),
+        ("unet/config.json", 1), ("unet/diffusion_pytorch_model.bin", 2800),
+        ("unet/diffusion_pytorch_model.safetensors", 2800),
+        ("unet/diffusion_pytorch_model.fp16.safetensors", 1400),
+        ("vae/config.json", 1), ("vae/diffusion_pytorch_model.safetensors", 160),
+        ("text_encoder/config.json", 1), ("text_encoder/model.safetensors", 680),
+        ("tokenizer/vocab.json", 1), ("tokenizer/merges.txt", 1), ("scheduler/scheduler_config.json", 1),
+    ]
+    components = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+    names = {n for n, _ in gen.select_pipeline_files(siblings, components)}
+    assert names == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+                     "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+                     "scheduler/scheduler_config.json"}
+    # an older repo with pickles only (zeroscope's unet has no safetensors in some revisions)
+    pickles = [s for s in siblings if s[0] != "unet/diffusion_pytorch_model.safetensors"]
+    names = {n for n, _ in gen.select_pipeline_files(pickles, components)}
+    assert "unet/diffusion_pytorch_model.bin" in names
+    assert "vae/diffusion_pytorch_model.safetensors" not in names
+
+
+def test_memory_plan_steps_down_as_memory_shrinks() -> None:
+    # zeroscope-like: ~3.7 GB fp16 weights, UNet ~2.8 GB, 24 frames of 576x320
+    args = dict(weights_bytes=int(3.7 * GIB), largest_bytes=int(2.8 * GIB), frames=24, height=320, width=576)
+    plans = {gb: choose_plan("auto", "cuda", free_bytes=int(gb * GIB), **args) for gb in (79, 10, 7.5, 5, 2)}
+    assert (plans[79].offload, plans[79].forward_chunking) == ("none", False)
+    assert (plans[7.5].offload, plans[7.5].forward_chunking) == ("model", False)  # an 8 GB card
+    assert plans[2].offload == "sequential"
+    order = ["none", "model", "sequential"]
+    ranks = [order.index(plans[gb].offload) for gb in (79, 10, 7.5, 5, 2)]
+    assert ranks == sorted(ranks)
+    assert all(p.vae_slicing for p in plans.values())
+    cpu = choose_plan("model", "cpu", free_bytes=None, **args)
+    assert cpu.offload == "none" and "ignored" in cpu.reason  # diffusers' offload raises without a GPU
+    assert choose_plan("sequential", "cuda", free_bytes=int(79 * GIB), **args).offload == "sequential"
+    assert choose_plan("auto", "mps", free_bytes=None, **args).offload == "none"
+    with pytest.raises(ValueError):
+        choose_plan("lots", "cuda", free_bytes=0, **args)

@@ -1,0 +1,273 @@
+"""The persistent job queue and the supervisor's bookkeeping (with a fake worker: no torch, fast)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vidtray.config import Config
+from vidtray.errors import UserError
+from vidtray.services.queue import MAX_ATTEMPTS, JobQueue
+from vidtray.services.supervisor import Supervisor, crash_reason
+
+FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
+
+
+def req(prompt: str = "a cat") -> dict[str, Any]:
+    return {"prompt": prompt}
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+# -- JobQueue -----------------------------------------------------------------------------------------
+
+
+def test_jobs_go_through_their_states_in_order(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    a, b = q.submit(req("first")), q.submit(req("second"))
+    assert [j["id"] for j in q.list()] == [a["id"], b["id"]]
+    claimed = q.claim_next(owner_pid=1234)
+    assert claimed is not None and claimed["id"] == a["id"] and claimed["state"] == "running"
+    assert claimed["owner_pid"] == 1234 and claimed["attempts"] == 1
+    q.set_progress(a["id"], {"step": 3, "steps": 10})
+    assert q.get(a["id"])["progress"] == {"step": 3, "steps": 10}
+    done = q.finish(a["id"], "done", result={"path": "/x.mp4"})
+    assert done["state"] == "done" and done["result"] == {"path": "/x.mp4"} and done["owner_pid"] is None
+    assert q.claim_next()["id"] == b["id"]
+    assert q.claim_next() is None
+    # every job is one JSON file, written whole
+    files = sorted(p.name for p in (tmp_path / "queue").glob("*.json"))
+    assert files == sorted(f"{j}.json" for j in (a["id"], b["id"]))
+    assert json.loads((tmp_path / "queue" / f"{a['id']}.json").read_text())["state"] == "done"
+
+
+def test_queue_survives_a_restart_and_requeues_jobs_of_dead_owners(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    waiting = q.submit(req("waiting"))
+    interrupted = q.submit(req("interrupted"))
+    q.claim_next(owner_pid=dead_pid())  # the oldest first; its owner then dies
+    # a new process opens the same folder
+    q2 = JobQueue(tmp_path / "queue")
+    states = {j["id"]: j["state"] for j in q2.list()}
+    assert states == {waiting["id"]: "running", interrupted["id"]: "queued"}
+    recovered = q2.recover_stale()
+    assert [j["id"] for j in recovered] == [waiting["id"]]
+    assert q2.get(waiting["id"])["state"] == "queued"
+    assert q2.get(waiting["id"])["history"][0]["requeued"] == "owner process gone"
+    # a job interrupted MAX_ATTEMPTS times is given up instead of retried forever
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        assert q2.claim_next(owner_pid=dead_pid())["id"] == waiting["id"]
+        (job,) = q2.recover_stale()
+        assert job["attempts"] == attempt
+        assert job["state"] == ("queued" if attempt < MAX_ATTEMPTS else "failed")
+    assert f"interrupted {MAX_ATTEMPTS} times" in q2.get(waiting["id"])["error"]
+    assert q2.get(interrupted["id"])["state"] == "queued"
+
+
+def test_running_job_of_a_live_owner_is_left_alone(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    q.submit(req())
+    q.claim_next()  # owned by this (live) process
+    assert q.recover_stale() == []
+
+
+def test_cancel_queued_running_and_finished_jobs(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    a, b = q.submit(req("a")), q.submit(req("b"))
+    q.claim_next()
+    running = q.cancel(a["id"][:6])  # a unique prefix is enough
+    assert running["state"] == "running" and running["cancel_requested"] is True
+    cancelled = q.cancel(b["id"])
+    assert cancelled["state"] == "cancelled"
+    with pytest.raises(UserError, match="already cancelled"):
+        q.cancel(b["id"])
+    with pytest.raises(UserError, match="no job"):
+        q.cancel("zzzz")
+
+
+def test_ambiguous_prefix_is_refused(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    ids = [q.submit(req())["id"] for _ in range(40)]
+    first = ids[0][0]
+    if sum(i.startswith(first) for i in ids) > 1:
+        with pytest.raises(UserError, match="ambiguous"):
+            q.get(first)
+    with pytest.raises(UserError):
+        q.get("")
+
+
+def test_pause_flag_stops_claiming(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    q.submit(req())
+    flag = tmp_path / "queue" / "paused.json"
+    flag.write_text(json.dumps({"reason": "low disk: 0.4 GB free", "since": "2025-01-01T00:00:00+00:00"}))
+    assert q.paused()["reason"].startswith("low disk")
+    assert q.claim_next() is None
+    flag.unlink()
+    assert q.paused() is None
+    assert q.claim_next() is not None
+
+
+def test_a_mangled_job_file_is_set_aside(tmp_path: Path) -> None:
+    q = JobQueue(tmp_path / "queue")
+    good = q.submit(req())
+    (tmp_path / "queue" / "broken.json").write_text("{not json")
+    assert [j["id"] for j in q.list()] == [good["id"]]
+    assert list((tmp_path / "queue").glob("broken.json.corrupt-*"))
+
+
+def test_crash_reason_names_the_signal_and_last_words() -> None:
+    assert crash_reason(-9, ["loading", "Killed"]).startswith("the worker process killed by SIGKILL")
+    reason = crash_reason(1, ["Traceback (most recent call last):", '  File "x"', "RuntimeError: boom"])
+    assert reason == "the worker process exited with code 1: RuntimeError: boom"
+
+
+# -- Supervisor with a fake worker ----------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for e in self.events:
+                    if pred(e):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"event not seen; got {[e.get('event') for e in self.events]}")
+                self.cond.wait(left)
+
+    def kinds(self) -> list[str]:
+        return [e.get("event", "") for e in self.events]
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def video_ready(self, path: Path, prompt: str) -> None:
+        self.calls.append(("video_ready", (str(path), prompt)))
+
+    def generation_failed(self, reason: str) -> None:
+        self.calls.append(("generation_failed", (reason,)))
+
+
+def supervisor(cfg: Config, rec: Recorder, **kw: Any) -> Supervisor:
+    keep = kw.pop("keep_alive", 2.0)
+    return Supervisor(cfg, on_event=rec, poll_s=0.05, worker_cmd=[sys.executable, str(FAKE_WORKER),
+                                                                  "--keep-alive", str(keep)], **kw)
+
+
+def test_supervisor_runs_jobs_in_order_and_the_worker_exits_when_idle(cfg: Config) -> None:
+    rec, notifier = Recorder(), RecordingNotifier()
+    sup = supervisor(cfg, rec, keep_alive=0.5, notifier=notifier)
+    sup.start()
+    try:
+        a, b = sup.submit(req("one")), sup.submit(req("two"))
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == b["id"])
+        rec.wait_for(lambda e: e.get("event") == "worker_exit")
+        assert rec.kinds().count("worker_started") == 1  # one worker took both jobs
+        assert sup.queue.get(a["id"])["state"] == "done" and sup.queue.get(b["id"])["state"] == "done"
+        assert [c[0] for c in notifier.calls] == ["video_ready", "video_ready"]
+        # a job after the idle exit starts a new worker on demand
+        c = sup.submit(req("three"))
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == c["id"])
+        assert rec.kinds().count("worker_started") == 2
+    finally:
+        sup.stop()
+
+
+def test_crashed_worker_fails_its_job_restarts_and_gives_up_after_the_bound(cfg: Config) -> None:
+    rec, notifier = Recorder(), RecordingNotifier()
+    sup = supervisor(cfg, rec, max_restarts=1, notifier=notifier)
+    sup._next_start = 0
+    sup.start()
+    try:
+        crash1 = sup.submit(req("crash one"))
+        rec.wait_for(lambda e: e.get("event") == "failed" and e.get("job") == crash1["id"])
+        job = sup.queue.get(crash1["id"])
+        assert job["state"] == "failed"
+        assert "exited with code 3: RuntimeError: CUDA error" in job["error"]
+        ok = sup.submit(req("fine"))  # the restarted worker takes it (after a 1 s backoff)
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == ok["id"])
+        crash2, crash3 = sup.submit(req("crash two")), sup.submit(req("crash three"))
+        rec.wait_for(lambda e: e.get("event") == "supervisor_gave_up", timeout=30)
+        assert sup.queue.get(crash2["id"])["state"] == "failed"
+        assert sup.queue.get(crash3["id"])["state"] == "failed"
+        later = sup.submit(req("never"))
+        time.sleep(0.5)
+        assert sup.queue.get(later["id"])["state"] == "queued"  # stays for the next start
+        assert [c[0] for c in notifier.calls].count("generation_failed") == 3
+    finally:
+        sup.stop()
+
+
+def test_cancel_a_running_job_and_stop_requeues_the_current_one(cfg: Config) -> None:
+    rec = Recorder()
+    sup = supervisor(cfg, rec)
+    sup.start()
+    try:
+        slow = sup.submit(req("slow one"))
+        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == slow["id"])
+        sup.cancel(slow["id"][:8])
+        rec.wait_for(lambda e: e.get("event") == "cancelled" and e.get("job") == slow["id"])
+        assert sup.queue.get(slow["id"])["state"] == "cancelled"
+        slow2 = sup.submit(req("slow two"))
+        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == slow2["id"])
+    finally:
+        sup.stop()
+    # vidtray quit while it ran: it is queued again for the next start
+    assert JobQueue(cfg.queue_dir).get(slow2["id"])["state"] == "queued"
+
+
+def test_paused_queue_waits_for_the_flag_to_go(cfg: Config) -> None:
+    rec = Recorder()
+    cfg.queue_dir.mkdir(parents=True)
+    flag = cfg.queue_dir / "paused.json"
+    flag.write_text(json.dumps({"reason": "low disk", "since": "2025-01-01T00:00:00+00:00"}))
+    sup = supervisor(cfg, rec)
+    sup.start()
+    try:
+        job = sup.submit(req("waits"))
+        rec.wait_for(lambda e: e.get("event") == "queue_paused")
+        time.sleep(0.3)
+        assert sup.queue.get(job["id"])["state"] == "queued"
+        assert "worker_started" not in rec.kinds()
+        flag.unlink()
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == job["id"])
+    finally:
+        sup.stop()
+
+
+def test_supervisor_start_recovers_jobs_of_a_previous_run(cfg: Config) -> None:
+    q = JobQueue(cfg.queue_dir)
+    job = q.submit(req("left running"))
+    q.claim_next(owner_pid=dead_pid())
+    rec = Recorder()
+    sup = supervisor(cfg, rec)
+    sup.start()
+    try:
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == job["id"])
+        assert rec.kinds()[0] == "job_recovered"
+    finally:
+        sup.stop()
