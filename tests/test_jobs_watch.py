@@ -22,8 +22,6 @@ from vidtray.config import Config
 from vidtray.services.jobs import GiB, pause_flag_path
 from vidtray.services.library import open_library
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
-
 DAY = 86400.0
 
 
@@ -60,6 +58,8 @@ def _wait(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
     return bool(cond())
 
 
+@pytest.mark.gui
+@pytest.mark.slow
 def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
                                             isolated_env: dict[str, Path]) -> None:
     data = isolated_env["VIDTRAY_DATA_DIR"]
@@ -127,6 +127,8 @@ def _mount(path: Path) -> str:
     return str(mount_point(path))
 
 
+@pytest.mark.gui
+@pytest.mark.slow
 def test_watch_prunes_after_a_suspend(desktop: Desktop, tmp_path: Path, isolated_env: dict[str, Path]) -> None:
     """A prune that fell due while the process was frozen (SIGSTOP, like a laptop lid) runs on
     wake-up, not one interval later: APScheduler's default misfire grace of 1 s would skip it."""
@@ -168,3 +170,49 @@ def _read(path: Path) -> str:
 
 def _logfile(isolated_env: dict[str, Path]) -> str:
     return _read(isolated_env["VIDTRAY_LOG_DIR"] / "vidtray.log")
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_watch_without_a_notification_daemon_keeps_working(desktop_no_daemon: Desktop, tmp_path: Path,
+                                                          isolated_env: dict[str, Path]) -> None:
+    """No daemon on the bus, then the videos folder deleted under it: logged, nothing stops."""
+    data = isolated_env["VIDTRAY_DATA_DIR"]
+    threshold = round(shutil.disk_usage(data).free / GiB + 20, 1)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'data_dir = "{data}"\nwarn_free_gb = {threshold}\nmin_free_gb = 0\n'
+        "disk_check_interval_s = 0.3\nprune_after_days = 30\nprune_interval_s = 3600\n"
+    )
+    cfg = Config.from_path(config)
+    old = _aged(write_mp4(cfg.videos_dir / "old.mp4"), 40)
+    log = tmp_path / "watch.log"
+    proc = _start_watch(config, {**desktop_no_daemon.env, "VIDTRAY_CONFIG": str(config)}, log)
+    try:
+        assert _wait(lambda: not old.exists()), _logfile(isolated_env)
+        assert _wait(lambda: "not getting through" in _logfile(isolated_env))
+        shutil.rmtree(cfg.videos_dir)
+        time.sleep(1.5)  # several disk checks with the folder gone
+        assert proc.poll() is None, _read(log)
+    finally:
+        rc = _stop_watch(proc, log)
+    assert rc == 0, _read(log)
+    text = _logfile(isolated_env)
+    assert text.count("not getting through") == 1
+    assert text.count("low disk space:") == 1
+    assert "Traceback" not in text and "job failed" not in text
+
+
+@pytest.mark.parametrize("line, key", [("disk_check_interval_s = 0", "disk_check_interval_s"),
+                                       ("prune_interval_s = -1", "prune_interval_s"),
+                                       ("prune_after_days = -2", "prune_after_days"),
+                                       ("warn_free_gb = -1", "warn_free_gb")])
+def test_watch_refuses_bad_job_settings(cli, tmp_path: Path, isolated_env: dict[str, Path],  # type: ignore[no-untyped-def]
+                                        line: str, key: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(line + "\n")
+    out = cli("--config", str(config), "watch", timeout=30)
+    assert out.returncode == 2
+    [err] = out.stderr.strip().splitlines()
+    assert err.startswith("vidtray: error:") and key in err and str(config) in err
+    assert not any(isolated_env["VIDTRAY_DATA_DIR"].iterdir())

@@ -309,8 +309,9 @@ def describe_backend(cfg: Config | None = None) -> dict[str, Any]:
     }
     if isinstance(backend, NullBackend):
         doc["problem"] = backend.reason
-    if backend.name in ("dbus-python", "notify-send", "none") and sys.platform != "win32" \
-            and sys.platform != "darwin":
+    # Only freedesktop backends talk to org.freedesktop.Notifications (the "none" case still asks,
+    # so doctor can say whether a daemon would be there once libnotify-bin is installed).
+    if backend.name in ("dbus-python", "notify-send", "none") and sys.platform not in ("win32", "darwin"):
         doc["daemon"] = query_notification_daemon()
     else:
         doc["daemon"] = {"reached": None, "detail": "not checked for this backend"}

@@ -1,0 +1,330 @@
+"""The watcher on real folders with real videos: only finished files get in, whatever the writer does."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from media_helpers import write_mp4
+
+from vidtray.services import media
+from vidtray.services.library import Library
+from vidtray.services.watcher import Watcher, ignore_reason
+
+SETTLE = 0.3
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Bytes of a real mp4 (index at the end, as ffmpeg writes it)."""
+    path = write_mp4(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=16, width=96, height=64)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def faststart_clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Bytes of a real mp4 with its index first (as web downloads usually are)."""
+    d = tmp_path_factory.mktemp("fs")
+    src = write_mp4(d / "src.mp4", frames=16, width=96, height=64)
+    import subprocess
+
+    subprocess.run([media.ffmpeg_exe(), "-y", "-v", "error", "-i", str(src), "-c", "copy", "-movflags",
+                    "+faststart", str(d / "fs.mp4")], check=True)
+    return (d / "fs.mp4").read_bytes()
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.folder = tmp_path / "watched"
+        self.folder.mkdir()
+        self.lib = Library(tmp_path / "library.json")
+        self.thumbs = tmp_path / "thumbs"
+        self.watchers: list[Watcher] = []
+
+    def start(self, *folders: Path, settle_s: float = SETTLE) -> Watcher:
+        w = Watcher(self.lib, list(folders) or [self.folder], thumbnails_dir=self.thumbs, settle_s=settle_s,
+                    retry_s=0.2)
+        w.start()
+        self.watchers.append(w)
+        return w
+
+    def by_name(self) -> dict[str, dict]:
+        return {Path(i["path"]).name: i for i in self.lib.items()}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    for w in e.watchers:
+        w.stop()
+
+
+def test_a_finished_video_is_imported_with_metadata_then_a_thumbnail(env: Env, clip: bytes) -> None:
+    w = env.start()
+    (env.folder / "new.mp4").write_bytes(clip)
+    assert wait_for(lambda: "new.mp4" in env.by_name())
+    assert w.wait_idle()
+    item = env.by_name()["new.mp4"]
+    assert item["status"] == "ready" and item["source"] == "imported"
+    assert (item["duration_s"], item["fps"], item["width"], item["height"]) == (2.0, 8.0, 96, 64)
+    assert item["size_bytes"] == len(clip)
+    assert wait_for(lambda: env.by_name()["new.mp4"]["thumbnail"])
+    assert Path(env.by_name()["new.mp4"]["thumbnail"]).is_file()
+
+
+@pytest.mark.parametrize("layout", ["index-last", "index-first"])
+def test_a_slow_writer_is_never_imported_early(env: Env, clip: bytes, faststart_clip: bytes,
+                                               layout: str) -> None:
+    data = clip if layout == "index-last" else faststart_clip
+    w = env.start()
+    target = env.folder / "slow.mp4"
+    chunks = 5
+    step = len(data) // chunks + 1
+    with open(target, "wb") as fh:
+        for n in range(chunks):
+            fh.write(data[n * step:(n + 1) * step])
+            fh.flush()
+            os.fsync(fh.fileno())
+            if n < chunks - 1:
+                # Pause well past the settle time: the watcher looks, probes, and must say no.
+                time.sleep(SETTLE * 2.5)
+                assert "slow.mp4" not in env.by_name(), f"imported after {n + 1} of {chunks} chunks"
+    assert w.stats["skipped"] >= 1  # it did look at the partial file
+    assert wait_for(lambda: "slow.mp4" in env.by_name())
+    item = env.by_name()["slow.mp4"]
+    assert item["status"] == "ready" and item["size_bytes"] == len(data) and item["duration_s"] == 2.0
+
+
+def test_a_truncated_file_is_never_ready(env: Env, clip: bytes, faststart_clip: bytes,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vidtray")
+    w = env.start()
+    (env.folder / "cut.mp4").write_bytes(clip[: len(clip) // 2])
+    (env.folder / "cut_fs.mp4").write_bytes(faststart_clip[: int(len(faststart_clip) * 0.7)])
+    (env.folder / "ok.mp4").write_bytes(clip)
+    assert wait_for(lambda: "ok.mp4" in env.by_name())
+    assert wait_for(lambda: w.stats["skipped"] >= 2)
+    assert w.wait_idle()
+    assert set(env.by_name()) == {"ok.mp4"}
+    assert "not importing" in caplog.text and "cut.mp4" in caplog.text and "cut_fs.mp4" in caplog.text
+    # the download finishes later: now it gets in
+    (env.folder / "cut.mp4").write_bytes(clip)
+    assert wait_for(lambda: "cut.mp4" in env.by_name())
+
+
+def test_rename_into_place_imports_the_destination_only(env: Env, clip: bytes) -> None:
+    w = env.start()
+    part = env.folder / "movie.mp4.part"
+    part.write_bytes(clip)
+    for name in ("dl.mp4.crdownload", "x.mp4.tmp", "~lock.mp4", ".hidden.mp4"):
+        (env.folder / name).write_bytes(clip)
+    (env.folder / ".partial").mkdir()
+    (env.folder / ".partial" / "gen.mp4").write_bytes(clip)
+    time.sleep(SETTLE * 3)
+    assert w.wait_idle()
+    assert env.by_name() == {}
+    os.rename(part, env.folder / "movie.mp4")
+    t0 = time.monotonic()
+    assert wait_for(lambda: "movie.mp4" in env.by_name())
+    # a rename is a completion signal: the short settle applies, not the full one
+    assert time.monotonic() - t0 < 5
+    assert w.wait_idle()
+    assert set(env.by_name()) == {"movie.mp4"}
+
+
+def test_a_deleted_video_is_missing_and_keeps_user_edits(env: Env, clip: bytes) -> None:
+    w = env.start()
+    video = env.folder / "keep.mp4"
+    video.write_bytes(clip)
+    assert wait_for(lambda: "keep.mp4" in env.by_name())
+    item = env.by_name()["keep.mp4"]
+    env.lib.edit(item["id"], title="Favourite", pinned=True, tags=["best"])
+    video.unlink()
+    assert wait_for(lambda: env.by_name()["keep.mp4"]["status"] == "missing")
+    after = env.lib.get(item["id"])
+    assert after["title"] == "Favourite" and after["pinned"] is True and after["tags"] == ["best"]
+    # it comes back: ready again, edits still there
+    video.write_bytes(clip)
+    assert wait_for(lambda: env.lib.get(item["id"])["status"] == "ready")
+    assert env.lib.get(item["id"])["title"] == "Favourite"
+    assert w.wait_idle()
+
+
+def test_renaming_an_imported_video_keeps_its_entry(env: Env, clip: bytes) -> None:
+    env.start()
+    (env.folder / "a.mp4").write_bytes(clip)
+    assert wait_for(lambda: "a.mp4" in env.by_name())
+    item = env.by_name()["a.mp4"]
+    env.lib.edit(item["id"], pinned=True)
+    (env.folder / "sub").mkdir()
+    os.rename(env.folder / "a.mp4", env.folder / "sub" / "b.mp4")
+    assert wait_for(lambda: "b.mp4" in env.by_name())
+    moved = env.lib.get(item["id"])
+    assert moved["path"] == str(env.folder / "sub" / "b.mp4") and moved["pinned"] is True
+    assert moved["title"] == "b" and len(env.lib.items()) == 1
+
+
+def test_reconcile_after_downtime(env: Env, clip: bytes) -> None:
+    w = env.start()
+    (env.folder / "a.mp4").write_bytes(clip)
+    (env.folder / "b.mp4").write_bytes(clip)
+    assert wait_for(lambda: {"a.mp4", "b.mp4"} <= set(env.by_name()))
+    assert w.wait_idle()
+    w.stop()
+    # while it was down: one new, one deleted, one replaced by a longer clip, one in a new subfolder
+    (env.folder / "a.mp4").unlink()
+    (env.folder / "c.mp4").write_bytes(clip)
+    write_mp4(env.folder / "b.mp4", frames=32, width=96, height=64)
+    write_mp4(env.folder / "deep" / "er" / "d.mp4")
+    old = time.time() - 60
+    for p in env.folder.rglob("*.mp4"):
+        os.utime(p, (old, old))
+    w2 = env.start()
+    assert wait_for(lambda: {"c.mp4", "d.mp4"} <= set(env.by_name()))
+    assert w2.wait_idle()
+    items = env.by_name()
+    assert items["a.mp4"]["status"] == "missing"
+    assert items["b.mp4"]["status"] == "ready" and items["b.mp4"]["duration_s"] == 4.0
+    assert items["c.mp4"]["status"] == "ready"
+    assert items["d.mp4"]["path"] == str(env.folder / "deep" / "er" / "d.mp4")
+
+
+def test_sidecar_fills_generation_fields_before_or_after_the_video(env: Env, clip: bytes) -> None:
+    env.start()
+    side = {"prompt": "a red fox in snow", "model": "cerspense/zeroscope_v2_576w", "seed": 42,
+            "created": "2024-05-01T10:00:00+00:00", "steps": 4, "timings": {"total_s": 1.0}}
+    # sidecar first (as vidtray's generator writes it), then the video renamed into place
+    (env.folder / "gen.json").write_text(json.dumps(side))
+    (env.folder / "gen.mp4.part").write_bytes(clip)
+    os.rename(env.folder / "gen.mp4.part", env.folder / "gen.mp4")
+    # video first, sidecar later
+    (env.folder / "late.mp4").write_bytes(clip)
+    assert wait_for(lambda: {"gen.mp4", "late.mp4"} <= set(env.by_name()))
+    gen = env.by_name()["gen.mp4"]
+    assert gen["source"] == "generated" and gen["prompt"] == side["prompt"] and gen["seed"] == 42
+    assert gen["model"] == side["model"] and gen["created"] == side["created"]
+    assert env.by_name()["late.mp4"]["source"] == "imported"
+    (env.folder / "late.json").write_text(json.dumps({**side, "prompt": "later"}))
+    assert wait_for(lambda: env.by_name()["late.mp4"]["source"] == "generated")
+    assert env.by_name()["late.mp4"]["prompt"] == "later"
+    assert "gen.json" not in env.by_name()
+
+
+def test_a_burst_is_written_in_batches(env: Env, clip: bytes) -> None:
+    staging = env.tmp / "staging"
+    staging.mkdir()
+    for i in range(60):
+        (staging / f"v{i:02d}.mp4").write_bytes(clip)
+    w = env.start()
+    assert w.wait_idle()
+    for p in sorted(staging.iterdir()):
+        os.rename(p, env.folder / p.name)
+    assert wait_for(lambda: len(env.lib.items()) == 60, timeout=60)
+    assert w.wait_idle(timeout=60)
+    # 60 imports + 60 thumbnails; one write per tick, not per file
+    assert w.stats["imported"] == 60
+    assert w.stats["writes"] <= 10, w.stats
+    assert all(i["thumbnail"] for i in env.lib.items())
+
+
+def test_a_vanished_watch_folder_is_retried_and_the_watcher_keeps_running(
+        env: Env, clip: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vidtray")
+    drive = env.tmp / "drive"
+    folder = drive / "videos"
+    folder.mkdir(parents=True)
+    other = env.folder
+    w = env.start(folder, other)
+    (folder / "a.mp4").write_bytes(clip)
+    assert wait_for(lambda: "a.mp4" in env.by_name())
+    # "unplug": the whole folder goes away at once (entries stay as they are, not "missing")
+    os.rename(drive, env.tmp / "unplugged")
+    assert wait_for(lambda: "vanished" in caplog.text)
+    (other / "meanwhile.mp4").write_bytes(clip)
+    assert wait_for(lambda: "meanwhile.mp4" in env.by_name())
+    assert env.by_name()["a.mp4"]["status"] == "ready"
+    # "plug back in", then a new file arrives there
+    os.rename(env.tmp / "unplugged", drive)
+    assert wait_for(lambda: "is back" in caplog.text)
+    (folder / "b.mp4").write_bytes(clip)
+    assert wait_for(lambda: "b.mp4" in env.by_name())
+    # deleted outright and created again
+    shutil.rmtree(drive)
+    assert wait_for(lambda: env.by_name()["a.mp4"]["status"] == "missing")
+    folder.mkdir(parents=True)
+    time.sleep(0.5)
+    (folder / "c.mp4").write_bytes(clip)
+    assert wait_for(lambda: "c.mp4" in env.by_name())
+    assert w._thread is not None and w._thread.is_alive()
+
+
+def test_odd_files_are_ignored_and_logged(env: Env, clip: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vidtray")
+    f = env.folder
+    (f / "notes.txt").write_text("hello")
+    (f / "empty.mp4").write_bytes(b"")
+    (f / "garbage.mkv").write_bytes(os.urandom(4096))
+    (f / "line\nbreak.mp4").write_bytes(clip)
+    fd = os.open(os.fsencode(f) + b"/latin1-\xe9.mp4", os.O_WRONLY | os.O_CREAT)
+    os.write(fd, clip)
+    os.close(fd)
+    (f / "loop").symlink_to(f)  # a symlink loop
+    (f / "real").mkdir()
+    (f / "real" / "target.mp4").write_bytes(clip)
+    (f / "link.mp4").symlink_to(f / "real" / "target.mp4")
+    long_name = "é" * 100 + ".mp4"
+    (f / long_name).write_bytes(clip)
+    (f / "spaces & 'quotes'.mp4").write_bytes(clip)
+    w = env.start()
+    assert wait_for(lambda: {"target.mp4", long_name, "spaces & 'quotes'.mp4"} <= set(env.by_name()))
+    (f / "later.txt").write_text("x")
+    (f / "later-empty.webm").write_bytes(b"")
+    (f / "after.mp4").write_bytes(clip)
+    assert wait_for(lambda: "after.mp4" in env.by_name())
+    time.sleep(SETTLE * 2)
+    assert w.wait_idle()
+    assert set(env.by_name()) == {"target.mp4", long_name, "spaces & 'quotes'.mp4", "after.mp4"}
+    log = caplog.text
+    for expected in ("notes.txt: not a video", "empty.mp4: empty file", "garbage.mkv", "control characters",
+                     "not valid UTF-8", "link.mp4: symlink", "later-empty.webm: empty file"):
+        assert expected in log, expected
+
+
+def test_foreign_edits_made_while_watching_survive(env: Env, clip: bytes) -> None:
+    env.lib.path.write_text(json.dumps({"version": 1, "items": [], "editorState": {"zoom": 2}}))
+    w = env.start()
+    other_app = Library(env.lib.path)
+    for i in range(5):
+        (env.folder / f"v{i}.mp4").write_bytes(clip)
+        other_app.update(lambda doc, i=i: doc.setdefault("edits", []).append(i))
+        time.sleep(0.05)
+    assert wait_for(lambda: len(env.lib.items()) == 5)
+    assert w.wait_idle()
+    doc = json.loads(env.lib.path.read_bytes())
+    assert doc["editorState"] == {"zoom": 2} and doc["edits"] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("rel,why", [
+    ("a.mp4", None), ("sub/b.MKV", None), ("c.mp4.part", "temporary name"), ("~c.mp4", "temporary name"),
+    (".partial/x.mp4", "hidden or in-progress (dot-name or .partial/)"), ("x.jpg", "not a video (extension)"),
+    ("d.crdownload", "temporary name"), ("e.MOV", None),
+])
+def test_ignore_reason(tmp_path: Path, rel: str, why: str | None) -> None:
+    assert ignore_reason(tmp_path / rel, tmp_path) == why
