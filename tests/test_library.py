@@ -260,11 +260,23 @@ def test_library_path_in_unwritable_folder_is_operation_failed(tmp_path: Path) -
         lib.add_video(tmp_path / "a.mp4")
 
 
-def test_dumps_is_valid_json_one_item_per_line() -> None:
+def test_dumps_is_indented_json_and_falls_back_for_what_orjson_refuses() -> None:
     doc = {"version": 1, "items": [{"a": 1}, {"b": "é"}], "x": [1, 2]}
     text = dumps(doc).decode("utf-8")
-    assert json.loads(text) == doc
-    assert text.splitlines()[3] == '    {"a": 1},'
+    assert json.loads(text) == doc and '\n  "version": 1,' in text and "é" in text
+    for odd in (2**70, "\ud800", float("inf")):
+        doc = {"version": 1, "items": [{"v": odd}]}
+        nonfinite = odd == float("inf")
+        assert json.loads(dumps(doc, nonfinite=nonfinite)) == doc
+
+
+def test_nan_and_infinity_in_foreign_data_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "library.json"
+    path.write_text('{"version": 1, "items": [], "stats": [NaN, Infinity, -Infinity]}')
+    Library(path).add_video(tmp_path / "a.mp4")
+    text = path.read_text()
+    assert "NaN" in text and "-Infinity" in text
+    assert json.loads(text)["stats"][1:] == [float("inf"), float("-inf")]
 
 
 def test_open_library_uses_config_paths(cfg) -> None:

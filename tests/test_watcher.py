@@ -181,6 +181,29 @@ def test_renaming_an_imported_video_keeps_its_entry(env: Env, clip: bytes) -> No
     assert moved["title"] == "b" and len(env.lib.items()) == 1
 
 
+def test_moving_a_video_between_watch_folders_keeps_its_entry(env: Env, clip: bytes) -> None:
+    # Two watch folders have separate inotify watches, so the move arrives as "gone here" and
+    # "new there"; the file's identity (inode, size, mtime) ties them together.
+    downloads = env.tmp / "downloads"
+    downloads.mkdir()
+    env.start(env.folder, downloads)
+    (downloads / "dl.mp4").write_bytes(clip)
+    assert wait_for(lambda: "dl.mp4" in env.by_name())
+    item = env.by_name()["dl.mp4"]
+    env.lib.edit(item["id"], tags=["keep"], title="Downloaded")
+    os.rename(downloads / "dl.mp4", env.folder / "kept.mp4")
+    assert wait_for(lambda: env.lib.get(item["id"])["path"] == str(env.folder / "kept.mp4"))
+    moved = env.lib.get(item["id"])
+    assert moved["status"] == "ready" and moved["tags"] == ["keep"] and moved["title"] == "Downloaded"
+    assert len(env.lib.items()) == 1
+    # a new file that happens to reuse a deleted file's inode is NOT taken for it
+    (env.folder / "kept.mp4").unlink()
+    assert wait_for(lambda: env.lib.get(item["id"])["status"] == "missing")
+    (env.folder / "fresh.mp4").write_bytes(clip)
+    assert wait_for(lambda: "fresh.mp4" in env.by_name())
+    assert env.lib.get(item["id"])["status"] == "missing" and len(env.lib.items()) == 2
+
+
 def test_reconcile_after_downtime(env: Env, clip: bytes) -> None:
     w = env.start()
     (env.folder / "a.mp4").write_bytes(clip)

@@ -24,11 +24,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import filelock
+
+try:  # fast JSON writer; the stdlib takes over where it is missing or refuses a value
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _orjson = None  # type: ignore[assignment]
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.fsutil import atomic_write_bytes
@@ -204,8 +210,18 @@ _MISSING = object()
 # -- (de)serialisation -----------------------------------------------------------------------------------
 
 
-def dumps(doc: Doc) -> bytes:
-    """One item per line: readable and diffable, yet each item goes through the C encoder (fast)."""
+def dumps(doc: Doc, *, nonfinite: bool = False) -> bytes:
+    """The document as UTF-8 JSON, indented by 2 (as ``JSON.stringify(doc, null, 2)`` writes it).
+
+    orjson writes a 50,000-item library in ~0.1 s (the stdlib needs ~1 s with an indent). It refuses
+    what JSON text can hold but it cannot (integers beyond 64 bits, lone surrogates) and would turn
+    NaN/Infinity (``nonfinite``: the file had them) into null; those documents take the stdlib path.
+    """
+    if _orjson is not None and not nonfinite:
+        try:
+            return _orjson.dumps(doc, option=_orjson.OPT_INDENT_2) + b"\n"
+        except (_orjson.JSONEncodeError, TypeError):
+            pass
     try:
         return _dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -214,6 +230,7 @@ def dumps(doc: Doc) -> bytes:
 
 
 def _dumps(doc: Doc, *, ensure_ascii: bool) -> str:
+    """Stdlib fallback: one item per line, so each item goes through the C encoder (no indent)."""
     encode = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=True).encode
     parts = []
     for key, value in doc.items():
@@ -229,13 +246,22 @@ class _Corrupt(Exception):
     """The bytes are not a library document."""
 
 
-def parse(data: bytes) -> tuple[Doc, bool]:
-    """Bytes -> (version-1 document, upgraded?). Raises _Corrupt if it is not a library at all."""
+def parse(data: bytes) -> tuple[Doc, bool, bool]:
+    """Bytes -> (version-1 document, upgraded?, has NaN/Infinity?). _Corrupt if it is not a library."""
+    nonfinite = False
+
+    def constant(name: str) -> float:
+        nonlocal nonfinite
+        nonfinite = True
+        return float(name.replace("Infinity", "inf"))
+
+    # The stdlib reader, not orjson's: orjson turns integers beyond 64 bits into floats.
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_constant=constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _Corrupt(f"not valid JSON: {exc}") from None
-    return upgrade(raw)
+    doc, upgraded = upgrade(raw)
+    return doc, upgraded, nonfinite
 
 
 def upgrade(raw: Any) -> tuple[Doc, bool]:
@@ -291,9 +317,9 @@ class Library:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.on_corrupt = on_corrupt
         self._lock = filelock.FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
-        # The last document this object wrote or read under the lock, with its exact bytes: if the file
-        # still holds those bytes, the next update skips json.loads (a 50,000-item library parses in ~0.3 s).
-        self._cache: tuple[bytes, Doc] | None = None
+        # The last document this object wrote or read under the lock, with the digest of its bytes: if
+        # the file still holds those bytes, the next update skips json.loads (50,000 items: ~0.3 s).
+        self._cache: _Cached | None = None
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r})"
@@ -465,11 +491,12 @@ class Library:
         if data is None:
             self._cache = None
             return empty_document()
-        if self._cache is not None and self._cache[0] == data:
-            return self._cache[1]
+        digest = _digest(data)
+        if self._cache is not None and self._cache.digest == digest:
+            return self._cache.doc
         self._cache = None
         try:
-            doc, _ = parse(data)
+            doc, _, nonfinite = parse(data)
         except _Corrupt as exc:
             # Another program may be writing it in place without our lock: give it a moment first.
             for _ in range(3):
@@ -478,16 +505,14 @@ class Library:
                 if again is None:
                     return empty_document()
                 try:
-                    doc, _ = parse(again)
+                    doc, _, nonfinite = parse(again)
                     break
                 except _Corrupt:
-                    if again == data:
-                        continue
                     data = again
             else:
                 return self._set_aside_and_rebuild(data, str(exc))
-            data = again
-        self._cache = (data, doc)
+            digest = _digest(again)
+        self._cache = _Cached(digest, doc, nonfinite)
         return doc
 
     def _set_aside_and_rebuild(self, data: bytes, why: str) -> Doc:
@@ -560,14 +585,26 @@ class Library:
             raise OperationFailed(
                 f"the library {self.path} has schema version {version}, newer than this vidtray "
                 f"understands ({SCHEMA_VERSION}); not changing it")
-        data = dumps(doc)
+        nonfinite = self._cache.nonfinite if self._cache is not None and self._cache.doc is doc else False
+        data = dumps(doc, nonfinite=nonfinite)
         self._remove_stale_temps()
         try:
             atomic_write_bytes(self.path, data)
         except OSError as exc:
             self._cache = None
             raise OperationFailed(f"cannot write the library {self.path}: {exc.strerror or exc}") from None
-        self._cache = (data, doc)
+        self._cache = _Cached(_digest(data), doc, nonfinite)
+
+
+@dataclass
+class _Cached:
+    digest: bytes
+    doc: Doc
+    nonfinite: bool
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha1(data, usedforsecurity=False).digest()
 
 
 class _Unchanged:

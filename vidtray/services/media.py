@@ -30,8 +30,8 @@ log = logging.getLogger("vidtray.media")
 
 #: Files per ffmpeg process when probing or thumbnailing many at once.
 BATCH = 32
-#: Two ffmpeg processes at a time keep both cores of a small machine busy without thrashing.
-PARALLEL = 2
+#: ffmpeg processes at a time: one more than the cores, since part of each run waits on the disk.
+PARALLEL = min(4, (os.cpu_count() or 1) + 1)
 THUMB_MAX = (320, 320)
 PROBE_TIMEOUT_S = 120.0
 
@@ -320,7 +320,19 @@ def _run_ffmpeg_frames(chunk: list[tuple[Path, float | None]], pngs: list[Path])
     for k, png in enumerate(pngs):
         cmd += ["-map", f"{k}:V:0", "-frames:v", "1", "-update", "1", "-c:v", "png", os.fspath(png)]
     try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=PROBE_TIMEOUT_S).returncode
-    except (subprocess.TimeoutExpired, OSError):
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:
+        return -1
+    if hasattr(os, "setpriority"):
+        # Thumbnails are background work: let imports (probes) have the CPU first.
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+        except OSError:
+            pass
+    try:
+        return proc.wait(PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return -1

@@ -130,6 +130,10 @@ class Watcher:
         self._moves: list[tuple[str, str]] = []
         self._sidecars: set[str] = set()
         self._broken: dict[str, tuple[int, int]] = {}
+        # (dev, inode, size, mtime_ns) -> path of every video this watcher has seen: a file that left
+        # one path and turns up at another with the same identity was moved (the inotify pair can be
+        # lost, e.g. into a folder created a moment before, or between two watch folders).
+        self._identities: dict[tuple[int, int, int, int], str] = {}
         self._logged: set[tuple[str, str]] = set()
         self._observer: Any = None
         self._watches: dict[Path, tuple[Any, tuple[int, int]]] = {}
@@ -146,10 +150,7 @@ class Watcher:
         if self._started:
             return
         self._started = True
-        from watchdog.observers import Observer
-
-        self._observer = Observer()
-        self._observer.name = "vidtray-observer"
+        self._observer = _make_observer()
         for folder in self.folders:
             self._arm(folder)
         self._observer.start()
@@ -385,6 +386,7 @@ class Watcher:
         if final:
             log.info("flushing before stop")
         entries: list[tuple[Path, dict[str, Any]]] = []
+        idents: dict[str, tuple[int, int, int, int]] = {}
         if ready:
             keys = [k for k, _ in ready]
             results = media.probe_many([Path(k) for k in keys])
@@ -406,18 +408,26 @@ class Watcher:
                     continue
                 self._broken.pop(key, None)
                 entries.append((Path(key), media.import_fields(Path(key), result)))
+                idents[key] = _identity(st)
         missing_keys = {k for k in deleted if not os.path.lexists(k)}
         sidecar_fields_by_path = {k: sidecar_fields(Path(k)) for k in sidecars}
-        summary = self._write(entries, moves, missing_keys, gone_dirs, sidecar_fields_by_path)
+        summary = self._write(entries, moves, missing_keys, gone_dirs, sidecar_fields_by_path, idents)
         if summary and self._thumbs is not None:
             self._thumbs.put([(p, f.get("duration_s")) for p, f in entries])
 
     def _write(self, entries: list[tuple[Path, dict[str, Any]]], moves: list[tuple[str, str]],
-               missing: set[str], gone_dirs: set[str], sidecars: dict[str, dict[str, Any]]) -> bool:
+               missing: set[str], gone_dirs: set[str], sidecars: dict[str, dict[str, Any]],
+               idents: dict[str, tuple[int, int, int, int]] | None = None) -> bool:
         """One read-modify-write of the library for everything one tick learned."""
         if not (entries or moves or missing or gone_dirs or sidecars):
             return False
         counts = {"imported": 0, "updated": 0, "missing": 0}
+        idents = idents or {}
+        # A new path whose file was last seen at a path that is gone now: a move inotify did not pair.
+        for key, ident in idents.items():
+            old = self._identities.get(ident)
+            if old is not None and old != key and not os.path.lexists(old):
+                moves.append((old, key))
 
         def apply(doc: Doc) -> Any:
             index = video_index(doc)
@@ -425,7 +435,7 @@ class Watcher:
             for src, dest in moves:
                 item = index.get(src)
                 if item is not None and dest not in index:
-                    # A rename keeps the entry (id, tags, pins, an edited title) under its new path.
+                    # A move keeps the entry (id, tags, pins, an edited title) under its new path.
                     item["path"] = dest
                     if item.get("title") == Path(src).stem:
                         item["title"] = Path(dest).stem
@@ -452,6 +462,8 @@ class Watcher:
             return None if changed else UNCHANGED
 
         result = self.lib.update(apply)
+        for key, ident in idents.items():
+            self._identities[ident] = key
         if result is not UNCHANGED:
             self.stats["writes"] += 1
         for k in ("imported", "updated", "missing"):
@@ -479,6 +491,7 @@ class Watcher:
         for root in available:
             for path, st in self._walk(root, report):
                 found[os.fspath(path)] = (root, st)
+                self._identities[_identity(st)] = os.fspath(path)
         doc = self.lib.document()
         index = video_index(doc)
         prefixes = tuple(os.fspath(r).rstrip(os.sep) + os.sep for r in available)
@@ -606,6 +619,27 @@ class _Handler:
                 self.watcher._note_deleted(src)
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Same inode, size and mtime (to the nanosecond): the same file, even under another name.
+    Size and mtime guard against a new file that reuses a deleted file's inode."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _make_observer() -> Any:
+    """inotify with full move events where there is one: a file moved in from outside the watched
+    folders then arrives as a move (a completion signal, short settle) instead of a plain create."""
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+
+        observer = InotifyObserver(generate_full_events=True)
+    except (ImportError, OSError):
+        from watchdog.observers import Observer
+
+        observer = Observer()
+    observer.name = "vidtray-observer"
+    return observer
+
+
 def _emitter_alive(observer: Any, watch: Any) -> bool:
     """watchdog stops a folder's emitter when the folder itself is deleted; notice that."""
     try:
@@ -630,6 +664,7 @@ class _ThumbnailWorker:
         self._busy = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self.writes = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="vidtray-thumbs", daemon=True)
@@ -692,7 +727,8 @@ class _ThumbnailWorker:
                         changed = True
             return None if changed else UNCHANGED
 
-        self.lib.update(apply)
+        if self.lib.update(apply) is not UNCHANGED:
+            self.writes += 1
 
 
 def watch_folders(cfg: Any) -> list[Path]:

@@ -1,0 +1,203 @@
+"""Ingest benchmark: how fast the watcher gets finished videos into library.json.
+
+1. 1,000 small real videos (1 s, 64x48 H.264, distinct content, made by one ffmpeg run) are generated
+   outside the watched folder, then moved in with ``os.rename``; timed until all 1,000 are in the
+   library as ``ready`` (and, separately, until all have thumbnails).
+   Baseline in the same run: probing the same files one ffmpeg process each, sequentially (the naive
+   import path). Goal: >= 100 files/s.
+2. Adding one batch (100 videos) to a library that already holds 50,000 items, in a fresh Library
+   (a new process has to parse the file) and again (parsed copy reused). Baseline: a bare
+   ``json.loads`` + ``json.dumps`` + write of the same file. Goal: < 1 s.
+3. Resident memory of a ``vidtray watch`` process whose library holds 50,000 items, next to one whose
+   library is empty.
+
+Run: ``python benchmarks/ingest.py`` (add ``--files 200 --items 5000`` for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vidtray.services import media  # noqa: E402
+from vidtray.services.library import Library, dumps  # noqa: E402
+from vidtray.services.watcher import Watcher  # noqa: E402
+
+
+def make_videos(folder: Path, count: int) -> list[Path]:
+    """``count`` distinct 1-second clips from one ffmpeg process (the segment muxer)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=8",
+         "-t", str(count), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "8",
+         "-f", "segment", "-segment_time", "1", "-segment_format", "mp4",
+         "-reset_timestamps", "1", str(folder / "clip_%05d.mp4")],
+        check=True)
+    files = sorted(folder.glob("clip_*.mp4"))
+    assert len(files) == count, len(files)
+    return files
+
+
+def bench_ingest(work: Path, count: int) -> dict[str, float]:
+    staging = work / "staging"
+    watched = work / "watched"
+    watched.mkdir()
+    t0 = time.perf_counter()
+    files = make_videos(staging, count)
+    print(f"generated {count} videos in {time.perf_counter() - t0:.1f} s")
+
+    # Baseline: the naive path, one ffmpeg process per file, one after the other.
+    t0 = time.perf_counter()
+    for f in files:
+        assert media.probe_many([f], batch=1, parallel=1)[0].ok
+    naive_s = time.perf_counter() - t0
+
+    lib = Library(work / "library.json")
+    watcher = Watcher(lib, [watched], thumbnails_dir=work / "thumbs")
+    watcher.start()
+    assert watcher.wait_idle(30)
+    t0 = time.perf_counter()
+    for f in files:
+        os.rename(f, watched / f.name)
+    rename_s = time.perf_counter() - t0
+    ready_s = thumbs_s = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        items = lib.items()
+        if ready_s is None and sum(1 for i in items if i.get("status") == "ready") == count:
+            ready_s = time.perf_counter() - t0
+        if ready_s is not None and sum(1 for i in items if i.get("thumbnail")) == count:
+            thumbs_s = time.perf_counter() - t0
+            break
+        time.sleep(0.05)
+    stats = dict(watcher.stats)
+    thumb_writes = watcher._thumbs.writes if watcher._thumbs is not None else 0
+    watcher.stop()
+    if ready_s is None or thumbs_s is None:
+        raise SystemExit(f"not all videos arrived: {stats}")
+    return {"naive_s": naive_s, "rename_s": rename_s, "ready_s": ready_s, "thumbs_s": thumbs_s,
+            "writes": stats["writes"], "thumb_writes": thumb_writes}
+
+
+def big_library(path: Path, items: int) -> None:
+    """A library.json with ``items`` realistic entries (paths outside any watched folder)."""
+    doc = {"version": 1, "items": [
+        {"id": f"{k:012x}", "type": "video", "path": f"/archive/2024/zeroscope_20240101-120000_{k:08x}.mp4",
+         "title": f"clip {k}", "prompt": "a corgi surfing a wave at sunset, cinematic",
+         "model": "cerspense/zeroscope_v2_576w", "seed": k, "created": "2024-01-01T12:00:00+00:00",
+         "added": "2024-01-01T12:00:05+00:00", "size_bytes": 184_321, "duration_s": 3.0, "fps": 8.0,
+         "width": 576, "height": 320, "codec": "h264", "thumbnail": f"/archive/thumbs/{k:012x}.jpg",
+         "source": "generated", "pinned": False, "scheduled_at": None, "tags": ["archive"], "status": "ready"}
+        for k in range(items)]}
+    path.write_bytes(dumps(doc))
+
+
+def bench_batch(work: Path, items: int) -> dict[str, float]:
+    path = work / "big" / "library.json"
+    path.parent.mkdir()
+    big_library(path, items)
+    size_mb = path.stat().st_size / 1e6
+    t0 = time.perf_counter()
+    doc = json.loads(path.read_bytes())
+    tmp = path.with_name("baseline.json")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(doc))
+        fh.flush()
+        os.fsync(fh.fileno())
+    baseline_s = time.perf_counter() - t0
+    lib = Library(path)
+    batch = [(Path(f"/new/clip_{k}.mp4"), {"duration_s": 1.0, "fps": 8.0, "width": 64, "height": 48})
+             for k in range(100)]
+    t0 = time.perf_counter()
+    lib.add_videos(batch)
+    cold_s = time.perf_counter() - t0
+    batch2 = [(Path(f"/new/more_{k}.mp4"), {"duration_s": 1.0}) for k in range(100)]
+    t0 = time.perf_counter()
+    lib.add_videos(batch2)
+    warm_s = time.perf_counter() - t0
+    assert len(lib.items()) == items + 200
+    return {"size_mb": size_mb, "baseline_s": baseline_s, "cold_s": cold_s, "warm_s": warm_s}
+
+
+def watch_rss(work: Path, items: int, clip: Path) -> int:
+    """RSS (bytes) of ``vidtray watch`` once it has reconciled and imported one file."""
+    import psutil
+
+    data = work / f"data-{items}"
+    videos = data / "generated" / "videos"
+    videos.mkdir(parents=True)
+    if items:
+        big_library(data / "library.json", items)
+    env = {**os.environ, "VIDTRAY_DATA_DIR": str(data), "VIDTRAY_LOG_DIR": str(work / "logs"),
+           "VIDTRAY_CONFIG": str(work / "empty.toml"), "VIDTRAY_WATCH_SETTLE_S": "0.3"}
+    (work / "empty.toml").write_text("notifications = false\n")
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray", "watch"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        shutil.copyfile(clip, videos / "one.mp4.part")
+        os.rename(videos / "one.mp4.part", videos / "one.mp4")
+        lib = Library(data / "library.json")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(i["path"].endswith("one.mp4") and i.get("thumbnail") for i in lib.items()):
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit("watch did not import the file")
+        time.sleep(0.5)
+        return psutil.Process(proc.pid).memory_info().rss
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--items", type=int, default=50_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vidtray-bench-") as tmp:
+        work = Path(tmp)
+        print(f"ingest: {args.files} videos moved into a watched folder (cpus: {os.cpu_count()})")
+        r = bench_ingest(work, args.files)
+        naive_rate = args.files / r["naive_s"]
+        rate = args.files / r["ready_s"]
+        verdict = "PASS" if rate >= 100 else "FAIL"
+        print(f"  baseline, one ffmpeg probe per file, sequential: {r['naive_s']:.2f} s "
+              f"= {naive_rate:.0f} files/s")
+        print(f"  os.rename of all files into the folder:          {r['rename_s'] * 1000:.0f} ms")
+        print(f"  watcher, all in library.json as ready:           {r['ready_s']:.2f} s = {rate:.0f} files/s "
+              f"({r['writes']} library writes)  goal >= 100 files/s: {verdict}")
+        print(f"  ... and all thumbnails recorded:                 {r['thumbs_s']:.2f} s "
+              f"({r['thumb_writes']} library writes)")
+        print(f"  ratio watcher / naive sequential probe: {rate / naive_rate:.1f}x")
+
+        b = bench_batch(work, args.items)
+        print(f"batch: add 100 videos to a library of {args.items} items ({b['size_mb']:.1f} MB)")
+        print(f"  baseline json.loads + json.dumps + fsync'd write: {b['baseline_s']:.2f} s")
+        for label, key in (("fresh Library (parses the file):   ", "cold_s"),
+                           ("same Library again (parse reused):", "warm_s")):
+            print(f"  {label} {b[key]:.2f} s  ratio to baseline {b[key] / b['baseline_s']:.2f}x  "
+                  f"goal < 1 s: {'PASS' if b[key] < 1 else 'FAIL'}")
+
+        clip = next((work / "watched").glob("*.mp4"))
+        empty = watch_rss(work, 0, clip)
+        full = watch_rss(work, args.items, clip)
+        print(f"rss of `vidtray watch`: empty library {empty / 2**20:.0f} MiB, "
+              f"{args.items} items {full / 2**20:.0f} MiB (ratio {full / empty:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
