@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import gen_fixtures
 import pytest
 from hf_cache import make_repo
 from media_helpers import write_mp4
@@ -18,6 +19,7 @@ from vidtray.config import Config
 from vidtray.services.queue import open_queue
 
 pytestmark = pytest.mark.gui
+tiny_pipeline = gen_fixtures.tiny_pipeline  # the generation tests' session-scoped tiny pipeline
 
 
 @pytest.fixture
@@ -184,4 +186,36 @@ def test_storage_menu_deletes_a_cached_model_after_asking(tray_host, isolated_en
     note = tray_host.dunst.wait_for("Model deleted", timeout=30)
     assert note.body.startswith("org/tiny-video: ")
     assert not repo.exists()
+    assert tray.stop() == 0
+
+
+@pytest.mark.gen
+@pytest.mark.slow
+def test_a_job_from_the_popup_ends_in_a_video_ready_notification(  # type: ignore[no-untyped-def]
+        tray_host, tiny_pipeline: Path, tmp_path: Path, isolated_env) -> None:
+    config = tmp_path / "config.toml"
+    gen = gen_fixtures.SMALL
+    config.write_text(f'model = "{tiny_pipeline}"\ndevice = "cpu"\nkeep_alive_s = 5\n[generation]\n'
+                      + "".join(f"{k} = {v}\n" for k, v in gen.items()))
+    tray = TrayProcess(tray_host, ["--config", str(config)])
+    icon = tray.wait_icon()
+
+    tray.click(icon, 1)
+    wait_until(lambda: tray_host.run(["xdotool", "search", "--onlyvisible", "--class", "VidtrayPopup"]).stdout,
+               30, "the prompt popup")
+    time.sleep(1.0)
+    tray.xdotool("type", "--delay", "20", "a tiny red fox")
+    tray.xdotool("key", "Return")
+
+    # The tray shows the job while the worker (its own process, with torch) runs it...
+    wait_until(lambda: tray.title(icon).startswith(("Starting generation", "Generating", "Saving")), 60,
+               "the busy tooltip")
+    note = tray_host.dunst.wait_for("Video ready", timeout=120)
+    assert note.body.startswith("a tiny red fox\n") and note.body.endswith(".mp4")
+    video = Config.from_path(config).videos_dir / note.body.splitlines()[1]
+    assert video.is_file() and video.stat().st_size > 0
+    # ...and goes back to idle with the new video counted once the watcher imported it.
+    wait_until(lambda: tray.title(icon) == "Idle - 1 video", 30, "the idle tooltip with the new video")
+    maps = Path(f"/proc/{tray.proc.pid}/maps").read_text()
+    assert "torch" not in maps  # generation ran in the worker, never in the tray
     assert tray.stop() == 0
