@@ -95,6 +95,27 @@ def test_left_click_opens_the_popup_and_its_job_is_queued(tray_host, tmp_path: P
     assert tray.stop() == 0
 
 
+def test_tooltip_shows_low_disk_paused_queue_and_a_deleted_videos_folder(  # type: ignore[no-untyped-def]
+        tray_host, tmp_path: Path, isolated_env) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("warn_free_gb = 1000000\nmin_free_gb = 0\n")  # any real disk is "low" against this
+    cfg = Config.from_path(config)
+    tray = TrayProcess(tray_host, ["--config", str(config)])
+    icon = tray.wait_icon()
+    wait_until(lambda: tray.title(icon).startswith("Low disk: "), 15, "the low-disk tooltip")
+    assert tray.title(icon).endswith(" GB free\nIdle - 0 videos")
+
+    (cfg.queue_dir / "paused.json").write_text(json.dumps({"reason": "only 0.4 GB free", "since": "now"}))
+    wait_until(lambda: "Queue paused: only 0.4 GB free" in tray.title(icon), 15, "the paused-queue tooltip")
+
+    for path in sorted(cfg.videos_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    cfg.videos_dir.rmdir()
+    wait_until(lambda: "Videos folder missing" in tray.title(icon), 15, "the missing-folder tooltip")
+    assert tray.proc.poll() is None
+    assert tray.stop() == 0
+
+
 def test_quit_from_the_menu_stops_services_then_the_icon(tray_host, isolated_env) -> None:  # type: ignore[no-untyped-def]
     tray = TrayProcess(tray_host)
     icon = tray.wait_icon()
