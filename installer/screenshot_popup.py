@@ -1,9 +1,9 @@
 """Screenshot of the prompt popup for the README: ``python installer/screenshot_popup.py [OUT.png]``.
 
 Starts its own Xvfb, opens the real popup (``python -m vidtray.tray.popup``) with a sample
-prompt, in a throw-away data folder and offline (so it shows exactly what a fresh install
-shows), and saves the window with ImageMagick's ``import`` (Debian: imagemagick) to
-``docs/popup.png``. Needs Xvfb and xdotool.
+prompt, in a throw-away data folder and model cache (so it shows what a fresh install shows),
+and saves the window with ImageMagick's ``import`` (Debian: imagemagick) to ``docs/popup.png``.
+Needs Xvfb and xdotool.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="vidtray-shot-") as tmp:
             env = {**os.environ, "DISPLAY": display, "VIDTRAY_DATA_DIR": str(Path(tmp) / "data"),
                    "VIDTRAY_LOG_DIR": str(Path(tmp) / "logs"), "HF_HOME": str(Path(tmp) / "hf"),
-                   "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+                   "PYTHONPATH": str(ROOT)}
             env.pop("VIDTRAY_CONFIG", None)
             popup = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--prompt", PROMPT], env=env,
                                      cwd=ROOT)

@@ -193,7 +193,7 @@ def test_storage_menu_deletes_a_cached_model_after_asking(tray_host, isolated_en
     tray = TrayProcess(tray_host)
     icon = tray.wait_icon()
     # The sizes arrive from a `vidtray storage --json` child a moment after start.
-    time.sleep(4)
+    wait_until(lambda: "(1 models)" in _log(isolated_env), 60, "the storage sizes")
     tray.pick_in_storage(icon, 2)  # the first "Delete <model>..." after the two video actions
     _dialog(tray_host)
     time.sleep(0.5)

@@ -128,7 +128,8 @@ class TrayProcess:
         def found() -> XWin | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"tray exited with {self.proc.returncode}: {self.output[-2000:]}")
-            icons = docked_icons(self.display)
+            # Docked at its final size (trayer maps it 1 px wide first, then sizes it).
+            icons = [i for i in docked_icons(self.display) if i.width >= 16 and i.height >= 16]
             return icons[0] if icons else None
 
         return wait_until(found, timeout, "the tray icon to dock in trayer")

@@ -304,7 +304,10 @@ class TrayApp:
         except Exception as exc:
             (log.debug if self._stop.is_set() else log.warning)("storage report failed: %s", exc)
             return StorageView(error=str(exc))
-        return parse_storage_report(json.loads(out))
+        view = parse_storage_report(json.loads(out))
+        log.info("storage sizes: %d videos (%s), model cache %s (%d models)", view.videos_count,
+                 human_size(view.videos_bytes), human_size(view.models_bytes), len(view.models))
+        return view
 
     def run_cli(self, args: Sequence[str], timeout: float = CHILD_TIMEOUT_S, *, read_only: bool = False) -> str:
         """Run ``vidtray ARGS`` (this vidtray, this config) in a child; its stdout, or RuntimeError.
