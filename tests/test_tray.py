@@ -243,3 +243,58 @@ def test_lock_wait_is_instant(tmp_path: Path) -> None:
             with single_instance(tmp_path):
                 pass
         assert time.monotonic() - start < 1.0
+
+
+# -- the link to the services ------------------------------------------------------------------------
+
+
+def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.services.queue import open_queue
+    from vidtray.tray.link import ServiceLink
+
+    link = ServiceLink(cfg, RecordingNotifier())
+    assert link.jobs() == {"job": None, "queued": 0}
+    queue = open_queue(cfg)
+    first = queue.submit({"prompt": "a  red\nfox"})
+    queue.submit({"prompt": "second"})
+    assert link.jobs() == {"job": None, "queued": 2}
+
+    queue.claim_next(owner_pid=os.getpid())
+    assert link.jobs()["job"] == JobView(first["id"], "a red fox", None, None, "queued")
+    queue.set_progress(first["id"], {"step": 12, "steps": 40, "eta": 3.0})
+    snap = link.snapshot()
+    assert snap["job"] == JobView(first["id"], "a red fox", 12, 40, "running") and snap["queued"] == 1
+    assert tooltip(TrayState(**{k: snap[k] for k in ("job", "queued", "videos")})) == "Generating 12/40 (+1 queued)"
+
+    link.cancel(first["id"])
+    assert queue.get(first["id"])["cancel_requested"] is True
+    assert link.jobs()["job"].phase == "cancelling"
+
+    (cfg.queue_dir / "paused.json").write_text('{"reason": "only 0.5 GB free", "since": "x"}')
+    assert link.queue_paused() == "only 0.5 GB free"
+
+
+def test_daemon_pause_watching_imports_what_arrived_on_resume(cfg: Config) -> None:
+    from media_helpers import write_mp4
+
+    from vidtray.services.daemon import Daemon
+    from vidtray.services.library import Library
+    from vidtray.services.notify import RecordingNotifier
+
+    daemon = Daemon(cfg, RecordingNotifier(), settle_s=0.2)
+    daemon.start()
+    try:
+        assert daemon.watching_paused is False
+        daemon.pause_watching()
+        assert daemon.watching_paused is True
+        video = write_mp4(cfg.videos_dir / "while_paused_20240101-000000_cccccccc.mp4")
+        time.sleep(1.0)
+        assert Library(cfg.library_file).find_by_path(video) is None  # nobody watching
+        daemon.resume_watching()
+        assert daemon.watching_paused is False
+        assert daemon.watcher.wait_idle(30)
+        assert Library(cfg.library_file).find_by_path(video) is not None
+    finally:
+        daemon.stop()
+    assert daemon.watching_paused is False and not daemon.running
