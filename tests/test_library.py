@@ -337,8 +337,10 @@ def test_writer_killed_at_random_points_never_leaves_an_unreadable_file(tmp_path
 
 def test_batch_add_to_a_50000_item_library_is_fast(tmp_path: Path) -> None:
     path = tmp_path / "library.json"
-    lib = Library(path)
-    lib.add_videos([(Path(f"/videos/old-{k}.mp4"), {"fps": 8.0, "duration_s": 3.0}) for k in range(50_000)])
+    items = [{"id": f"{k:012x}", "type": "video", "path": f"/videos/old-{k}.mp4", "title": f"old-{k}",
+              "prompt": "a corgi surfing", "fps": 8.0, "duration_s": 3.0, "tags": [], "pinned": False,
+              "scheduled_at": None, "status": "ready"} for k in range(50_000)]
+    path.write_bytes(dumps({"version": 1, "items": items}))
     fresh = Library(path)  # a new process would start without the parsed cache
     t0 = time.perf_counter()
     fresh.add_videos([(Path(f"/videos/new-{k}.mp4"), {"fps": 8.0}) for k in range(100)])

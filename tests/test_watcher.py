@@ -89,6 +89,18 @@ def test_a_finished_video_is_imported_with_metadata_then_a_thumbnail(env: Env, c
     assert Path(env.by_name()["new.mp4"]["thumbnail"]).is_file()
 
 
+def test_close_after_write_and_moves_in_from_outside_are_the_fast_path(env: Env, clip: bytes) -> None:
+    # A long settle time: only the inotify completion signals can make these arrive quickly.
+    env.start(settle_s=30)
+    t0 = time.monotonic()
+    (env.folder / "closed.mp4").write_bytes(clip)
+    outside = env.tmp / "outside.mp4"
+    outside.write_bytes(clip)
+    os.rename(outside, env.folder / "moved-in.mp4")
+    assert wait_for(lambda: {"closed.mp4", "moved-in.mp4"} <= set(env.by_name()), timeout=10)
+    assert time.monotonic() - t0 < 10
+
+
 @pytest.mark.parametrize("layout", ["index-last", "index-first"])
 def test_a_slow_writer_is_never_imported_early(env: Env, clip: bytes, faststart_clip: bytes,
                                                layout: str) -> None:

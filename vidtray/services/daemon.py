@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ log = logging.getLogger("vidtray.daemon")
 
 
 class Daemon:
+    #: The generation supervisor (vidtray.services.supervisor.Supervisor) while the daemon runs.
+    supervisor: Any = None
+    #: Called (on the supervisor's thread) with every generation event: job_queued, progress, done,
+    #: failed, cancelled, worker_exit... Set it before start(); the tray hands it to its UI queue.
+    on_generation_event: Callable[[dict[str, Any]], None] | None = None
+
     def __init__(self, cfg: Config, notifier: Any = None, *, settle_s: float | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier
@@ -48,6 +55,7 @@ class Daemon:
                 raise
             self._started = True
             log.info("daemon started")
+            self._start_generation()
 
     def stop(self) -> None:
         with self._lock:
@@ -58,6 +66,9 @@ class Daemon:
                 self.scheduler.stop()  # waits for a running job (a prune) to finish
             if self.watcher is not None:
                 self.watcher.stop()
+            if self.supervisor is not None:
+                self.supervisor.stop()  # a running job is cancelled and queued again for next time
+                self.supervisor = None
             log.info("daemon stopped")
 
     @property
@@ -104,3 +115,41 @@ class Daemon:
     def _library_corrupt(self, moved_to: Path) -> None:
         if self.notifier is not None:
             self.notifier.library_corrupt(moved_to)
+
+    # -- generation (the worker supervisor) -------------------------------------------------------------
+    def _start_generation(self) -> None:
+        """Start the supervisor: it takes queued jobs (also those left from the last run) one at a time and
+        starts a worker process only when there is work. A failure here leaves watching running."""
+        from vidtray.services.supervisor import Supervisor
+
+        try:
+            supervisor = Supervisor(self.cfg, on_event=self._generation_event, notifier=self.notifier)
+            supervisor.start()
+            self.supervisor = supervisor
+        except Exception:
+            log.exception("the generation queue could not start; watching goes on without it")
+
+    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Queue one video (a ``generation.Request`` as a dict); returns the job. Bad input is a UserError.
+        Without a running daemon the job just waits in the queue for the next start."""
+        from vidtray.services.generation import Request
+
+        req = Request.from_dict(request)  # validates (UserError)
+        if self.supervisor is not None:
+            return self.supervisor.submit(req.as_dict())
+        from vidtray.services.queue import open_queue
+
+        return open_queue(self.cfg).submit(req.as_dict())
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job, or stop a running one within a step."""
+        if self.supervisor is not None:
+            return self.supervisor.cancel(job_id)
+        from vidtray.services.queue import open_queue
+
+        return open_queue(self.cfg).cancel(job_id)
+
+    def _generation_event(self, event: dict[str, Any]) -> None:
+        listener = self.on_generation_event
+        if listener is not None:
+            listener(event)

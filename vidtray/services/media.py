@@ -115,7 +115,7 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
     for n in todo:
         r = results[n]
         if not r.ok:
-            log.info("not a usable video: %s: %s", r.path, r.error)
+            log.debug("not a usable video: %s: %s", r.path, r.error)
     return results
 
 
