@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger("vidtray.tray")
@@ -45,9 +46,12 @@ def run(args: argparse.Namespace, ctx) -> int:
         from vidtray.tray.link import ServiceLink
 
         config_arg = str(Path(ctx.config_arg).expanduser().absolute()) if ctx.config_arg else None
+        if config_arg:
+            # Every child (the worker, the popup, dialogs, `vidtray clean`) reads the same settings.
+            os.environ["VIDTRAY_CONFIG"] = config_arg
         notifier = make_notifier(cfg)
-        link = ServiceLink(cfg, notifier, config_path=config_arg)
-        app = TrayApp(cfg, pystray=pystray, choice=choice, link=link, notifier=notifier, config_arg=config_arg)
+        app = TrayApp(cfg, pystray=pystray, choice=choice, link=ServiceLink(cfg, notifier), notifier=notifier,
+                      config_arg=config_arg)
         app.run()
     return 0
 

@@ -103,6 +103,7 @@ class TrayApp:
         self.dispatcher = Dispatcher()
         self.actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tray-action")
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a generation event: read the status now
         self._storage_due = threading.Event()
         self._popup: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
@@ -111,6 +112,7 @@ class TrayApp:
         self._service_problems: tuple[str, ...] = ()  # set once at start; the monitor adds live ones
         self.images = self._load_images()
         self.icon = self._make_icon()
+        link.on_event = self._on_generation_event
 
     # -- icon -------------------------------------------------------------------------------
     def _load_images(self) -> dict[str, Any]:
@@ -262,7 +264,14 @@ class TrayApp:
                 self.post_state(**changes)
             tick += 1
             # The state is replaced, never mutated: reading the reference from this thread is safe.
-            self._stop.wait(BUSY_INTERVAL_S if self.state.job is not None else MONITOR_INTERVAL_S)
+            self._wake.wait(BUSY_INTERVAL_S if self.state.job is not None else MONITOR_INTERVAL_S)
+            self._wake.clear()
+
+    def _on_generation_event(self, event: dict[str, Any]) -> None:
+        """The supervisor's thread: a job was queued, claimed, progressed or ended; the monitor reads it now
+        (progress events come every step, the monitor reads at most once a second while busy)."""
+        if event.get("event") != "progress":
+            self._wake.set()
 
     def _read_status(self, tick: int) -> dict[str, Any]:
         from vidtray.services import storage
@@ -491,6 +500,7 @@ class TrayApp:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._wake.set()
         self._storage_due.set()
         self.post_state(quitting=True)
         threading.Thread(target=self._stop_all, name="tray-quit", daemon=True).start()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,11 @@ log = logging.getLogger("vidtray.tray")
 
 
 class ServiceLink:
-    def __init__(self, cfg: Config, notifier: Any, *, config_path: str | None = None) -> None:
+    def __init__(self, cfg: Config, notifier: Any, *, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier
-        self.config_path = config_path
+        self.on_event = on_event  # the Daemon's generation events (called on the supervisor's thread)
         self.daemon: Any = None
-        self.supervisor: Any = None  # only when the Daemon does not run one itself
         self._library_key: tuple[int, int] | None = None
         self._library_count: int | None = None
         self._jobs: dict[str, tuple[tuple[int, int], dict[str, Any] | None]] = {}
@@ -42,21 +42,14 @@ class ServiceLink:
         from vidtray.services.daemon import Daemon
 
         self.cfg.videos_dir.mkdir(parents=True, exist_ok=True)
-        self.daemon = Daemon(self.cfg, self.notifier)
-        self.daemon.start()
-        if getattr(self.daemon, "supervisor", None) is None:
-            # The Daemon does not run the generation queue (yet): the tray runs the supervisor itself, so
-            # a job queued from the popup is generated while the tray is up.
-            from vidtray.services.supervisor import Supervisor
-
-            self.supervisor = Supervisor(self.cfg, notifier=self.notifier, config_path=self.config_path)
-            self.supervisor.start()
+        daemon = Daemon(self.cfg, self.notifier)
+        daemon.on_generation_event = self.on_event
+        daemon.start()
+        self.daemon = daemon
 
     def stop(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.stop()  # a running job goes back to the queue for next time
         if self.daemon is not None:
-            self.daemon.stop()
+            self.daemon.stop()  # watcher, scheduler, and the supervisor (a running job is queued again)
 
     # -- reads (tray-monitor) ---------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -126,10 +119,13 @@ class ServiceLink:
 
     # -- actions (tray-action) --------------------------------------------------------------
     def cancel(self, job_id: str) -> None:
-        """Cancel through the queue: the supervisor running it forwards the request to its worker."""
-        from vidtray.services.queue import open_queue
+        """Cancel a queued job, or ask the worker to stop the running one within a step."""
+        if self.daemon is not None:
+            self.daemon.cancel(job_id)
+        else:
+            from vidtray.services.queue import open_queue
 
-        open_queue(self.cfg).cancel(job_id)
+            open_queue(self.cfg).cancel(job_id)
 
     def set_watching_paused(self, paused: bool) -> None:
         if self.daemon is None:
