@@ -36,7 +36,32 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
     # Never reach the hub from a test.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    _trash_in(dirs["XDG_DATA_HOME"], monkeypatch)
     return dirs
+
+
+def _trash_in(share_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make in-process send2trash use this test's trash (``XDG_DATA_HOME/Trash``).
+
+    send2trash uses GIO when PyGObject is importable (as with the ``linux`` extra), and GLib reads
+    XDG_DATA_HOME once per process; its own freedesktop code reads it once at import. Neither can
+    follow a second test's folder, so in-process tests use the freedesktop code with its folder
+    reset. Tests that run vidtray in a fresh process cover the default choice.
+    """
+    import send2trash
+    from send2trash import plat_other
+
+    monkeypatch.setattr(send2trash, "send2trash", plat_other.send2trash)
+    share = os.fsencode(share_dir)
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", share)
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.path.join(share, b"Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", os.fsdecode(os.path.join(share, b"Trash")))
+
+
+@pytest.fixture
+def trash_in_tmp(isolated_env: dict[str, Path]) -> Path:
+    """This test's trash folder."""
+    return isolated_env["XDG_DATA_HOME"] / "Trash"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from media_helpers import write_mp4
 
 from vidtray.config import Config
@@ -23,26 +24,6 @@ NOW = time.time()
 @pytest.fixture(scope="module")
 def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mp4(tmp_path_factory.mktemp("media") / "sample.mp4")
-
-
-@pytest.fixture(autouse=True)
-def trash_in_tmp(isolated_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The trash of this test's XDG_DATA_HOME, in this process.
-
-    send2trash uses GIO when PyGObject is importable (as with the ``linux`` extra), and GLib reads
-    XDG_DATA_HOME once per process; its own freedesktop code reads it once at import. Neither can
-    follow a second test's folder, so in-process tests use the freedesktop code with its folder
-    reset. The ``vidtray watch`` end-to-end test covers the default choice in a fresh process.
-    """
-    import send2trash
-    from send2trash import plat_other
-
-    monkeypatch.setattr(send2trash, "send2trash", plat_other.send2trash)
-    share = os.fsencode(isolated_env["XDG_DATA_HOME"])
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", share)
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.path.join(share, b"Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", os.fsdecode(os.path.join(share, b"Trash")))
-    return isolated_env["XDG_DATA_HOME"] / "Trash"
 
 
 def aged(path: Path, days: float, now: float = NOW) -> Path:
@@ -216,14 +197,6 @@ def test_overdue_logic_with_a_fake_clock(tmp_path: Path) -> None:
     assert jobs.last_prune() is None and jobs.prune_due(NOW)
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
-
 
 def test_scheduler_prunes_at_start_only_when_overdue(tmp_path: Path, sample_mp4: Path) -> None:
     scene, jobs, rec = make_scene(tmp_path, sample_mp4, prune_interval_s=DAY, disk_check_interval_s=0.2,
@@ -242,8 +215,8 @@ def test_scheduler_prunes_at_start_only_when_overdue(tmp_path: Path, sample_mp4:
     sched = JobScheduler(jobs)
     sched.start()
     try:
-        assert _wait(lambda: not scene.old.exists())
-        assert _wait(lambda: rec.kinds() == ["prune_summary"])
+        assert wait_for(lambda: not scene.old.exists())
+        assert wait_for(lambda: rec.kinds() == ["prune_summary"])
         assert jobs.last_prune() == pytest.approx(time.time(), abs=10)
     finally:
         sched.stop()
@@ -264,7 +237,7 @@ def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path, caplog: pytes
     sched = JobScheduler(jobs)
     sched.start()
     try:
-        assert _wait(lambda: len(calls) >= 5)
+        assert wait_for(lambda: len(calls) >= 5)
     finally:
         sched.stop()
     assert sum("disk_check job failed" in r.getMessage() for r in caplog.records) >= 1

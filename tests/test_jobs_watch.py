@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from desktop import Desktop
+from helpers import wait_for
 from media_helpers import write_mp4
 
 from vidtray.config import Config
@@ -48,14 +49,6 @@ def _stop_watch(proc: subprocess.Popen[bytes], log: Path) -> int:
         proc.wait(5)
         raise AssertionError(f"vidtray watch did not stop on SIGTERM:\n{log.read_text(errors='replace')}") from None
 
-
-def _wait(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
 
 
 @pytest.mark.gui
@@ -148,14 +141,14 @@ def test_watch_prunes_after_a_suspend(desktop: Desktop, tmp_path: Path, isolated
     log = tmp_path / "watch.log"
     proc = _start_watch(config, {**desktop.env, "VIDTRAY_CONFIG": str(config)}, log)
     try:
-        assert _wait(lambda: "scheduler started" in _read(log) or "scheduler started" in _logfile(isolated_env),
+        assert wait_for(lambda: "scheduler started" in _read(log) or "scheduler started" in _logfile(isolated_env),
                      timeout=20), _read(log)
         old = _aged(write_mp4(cfg.videos_dir / "old.mp4"), 40)
         proc.send_signal(signal.SIGSTOP)
         time.sleep(5)  # the due time passes while frozen
         proc.send_signal(signal.SIGCONT)
         woke = time.monotonic()
-        assert _wait(lambda: not old.exists(), timeout=15), _logfile(isolated_env)
+        assert wait_for(lambda: not old.exists(), timeout=15), _logfile(isolated_env)
         # Well before the next interval: it ran because it was late, not on the next schedule.
         assert time.monotonic() - woke < interval / 4
         desktop.dunst.wait_for("Old videos pruned")
@@ -189,8 +182,8 @@ def test_watch_without_a_notification_daemon_keeps_working(desktop_no_daemon: De
     log = tmp_path / "watch.log"
     proc = _start_watch(config, {**desktop_no_daemon.env, "VIDTRAY_CONFIG": str(config)}, log)
     try:
-        assert _wait(lambda: not old.exists()), _logfile(isolated_env)
-        assert _wait(lambda: "not getting through" in _logfile(isolated_env))
+        assert wait_for(lambda: not old.exists()), _logfile(isolated_env)
+        assert wait_for(lambda: "not getting through" in _logfile(isolated_env))
         shutil.rmtree(cfg.videos_dir)
         time.sleep(1.5)  # several disk checks with the folder gone
         assert proc.poll() is None, _read(log)

@@ -228,3 +228,27 @@ def test_cli_storage_does_not_import_heavy_modules(hub):
 
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_clean_videos_keeps_pinned_and_scheduled_and_marks_missing(cli, cfg):
+    from vidtray.services.library import open_library
+
+    lib = open_library(cfg)
+    pinned = _video(cfg.videos_dir, "pinned.mp4", age_days=40)
+    scheduled = _video(cfg.videos_dir, "scheduled.mp4", age_days=40)
+    plain = _video(cfg.videos_dir, "plain.mp4", age_days=40)
+    items = {p.name: lib.add_video(p, title=p.stem) for p in (pinned, scheduled, plain)}
+    lib.edit(items["pinned.mp4"]["id"], pinned=True)
+    lib.edit(items["scheduled.mp4"]["id"], scheduled_at="2031-01-01T09:00:00+00:00")
+
+    res = cli("clean", "videos", "--older-than", "30", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [d["path"] for d in doc["deleted"]] == [str(plain)]
+    assert sorted(k["path"] for k in doc["kept"]) == [str(pinned), str(scheduled)]
+    assert pinned.exists() and scheduled.exists() and not plain.exists()
+    status = {i["title"]: i["status"] for i in open_library(cfg).items()}
+    assert status == {"pinned": "ready", "scheduled": "ready", "plain": "missing"}
+
+    report = json.loads(cli("storage", "--json").stdout)["library"]
+    assert report["items"] == 3 and report["pinned"] == 1 and report["scheduled"] == 1 and report["missing"] == 1

@@ -7,10 +7,11 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from media_helpers import write_mp4
 
 from vidtray.services import media
@@ -19,14 +20,6 @@ from vidtray.services.watcher import Watcher, ignore_reason
 
 SETTLE = 0.3
 
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 @pytest.fixture(scope="module")

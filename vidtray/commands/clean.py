@@ -48,18 +48,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 def clean_videos(args: argparse.Namespace, ctx) -> int:
     from vidtray.services import storage
     from vidtray.services.fsutil import human_size
+    from vidtray.services.library import open_library
 
     cfg = ctx.cfg
     to_trash = cfg.prune_to_trash and not args.permanent
+    lib = open_library(cfg)
     kwargs = dict(older_than_days=args.older_than, now=time.time(), to_trash=to_trash)
-    plan = storage.delete_videos(cfg.videos_dir, dry_run=True, **kwargs)
+    plan = storage.clean_videos(cfg, lib, dry_run=True, **kwargs)
     result = plan
     if plan.deleted and not args.dry_run:
         where = "to the trash" if to_trash else "for good"
         if not ctx.confirm(f"Delete {len(plan.deleted)} videos ({human_size(plan.freed_bytes)}) {where}?",
                            args.yes):
             raise UserError("nothing deleted (not confirmed)")
-        result = storage.delete_videos(cfg.videos_dir, dry_run=False, **kwargs)
+        result = storage.clean_videos(cfg, lib, dry_run=False, **kwargs)
     if args.json:
         ctx.print_json(result.as_dict())
         return 0

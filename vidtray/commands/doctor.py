@@ -1,4 +1,4 @@
-"""``vidtray doctor [--json]``: what this machine offers vidtray (GPU, ffmpeg, disk, locations)."""
+"""``vidtray doctor [--json]``: what this machine offers vidtray (GPU, ffmpeg, disk, locations, notifications)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def collect(cfg) -> dict[str, Any]:
     from vidtray import __version__
     from vidtray.config import config_path
     from vidtray.logs import log_file
-    from vidtray.services import storage
+    from vidtray.services import notify, storage
 
     cache = storage.hf_cache_dir()
     torch_info = probe_torch()
@@ -72,6 +72,7 @@ def collect(cfg) -> dict[str, Any]:
                   "model_cache": str(cache), "log": str(log_file())},
         "disk": storage.disk_report({"videos": cfg.videos_dir, "models": cache}, cfg.min_free_gb,
                                     cfg.warn_free_gb),
+        "notifications": notify.describe_backend(cfg),
     }
 
 
@@ -100,4 +101,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     for vol in doc["disk"]["volumes"]:
         free = "unknown" if vol["free_bytes"] is None else human_size(vol["free_bytes"])
         print(f"free space ({' + '.join(vol['roles'])}): {free} [{vol['status']}]")
+    from vidtray.services.notify import backend_summary
+
+    print(backend_summary(doc["notifications"]))
     return 0

@@ -14,9 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_report(cfg) -> dict[str, Any]:
     from vidtray.services import storage
+    from vidtray.services.library import open_library
 
     models = storage.models_report()
     return {
+        "library": {"path": str(cfg.library_file), **open_library(cfg).summary()},
         "videos": storage.videos_report(cfg.videos_dir, cfg.partial_dir),
         "models": models,
         "disk": storage.disk_report({"videos": cfg.videos_dir, "models": storage.Path(models["cache_dir"])},
@@ -36,10 +38,12 @@ def run(args: argparse.Namespace, ctx) -> int:
 def render(report: dict[str, Any]) -> str:
     from vidtray.services.fsutil import human_size as hs
 
-    v, m, d = report["videos"], report["models"], report["disk"]
+    v, m, d, lib = report["videos"], report["models"], report["disk"], report["library"]
     lines = [f"Videos   {v['dir']}",
              f"  {v['count']} videos, {hs(v['size_bytes'])}"
-             + (f" (oldest {v['oldest'][:10]}, newest {v['newest'][:10]})" if v["count"] else "")]
+             + (f" (oldest {v['oldest'][:10]}, newest {v['newest'][:10]})" if v["count"] else ""),
+             f"  library {lib['path']}: {lib['items']} items, {lib['pinned']} pinned, "
+             f"{lib['scheduled']} scheduled, {lib['missing']} missing"]
     if v["partial"]["count"]:
         lines.append(f"  in progress (.partial/): {v['partial']['count']} files, {hs(v['partial']['size_bytes'])}")
     lines += ["", f"Model cache   {m['cache_dir']}", f"  total {hs(m['size_bytes'])}"]

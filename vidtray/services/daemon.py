@@ -107,7 +107,7 @@ class Daemon:
         from vidtray.services.notify import Notifier
 
         notifier = self.notifier if self.notifier is not None else Notifier(enabled=False)
-        jobs = Jobs(self.cfg, notifier, open_library=lambda _cfg, _on_corrupt: lib)
+        jobs = Jobs(self.cfg, notifier, library=lib)
         scheduler = JobScheduler(jobs)
         scheduler.start()
         return scheduler

@@ -17,17 +17,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
 from vidtray.services.fsutil import atomic_write_text, human_size
 
 if TYPE_CHECKING:
     from vidtray.config import Config
+    from vidtray.services.library import Library
     from vidtray.services.notify import Notifier
 
 log = logging.getLogger("vidtray.jobs")
@@ -40,27 +41,7 @@ STATE_VERSION = 1
 PAUSED_BY = "disk_check"
 
 
-class CleanResultLike(Protocol):
-    deleted: list[dict[str, Any]]
-    kept: list[dict[str, Any]]
-    freed_bytes: int
-
-
-class LibraryLike(Protocol):
-    def items(self) -> list[dict[str, Any]]: ...
-
-    def protected_paths(self) -> set[Path]: ...
-
-    def mark_missing(self, paths: Iterable[Path]) -> Any: ...
-
-
 FreeBytes = Callable[[Path], "int | None"]
-
-
-class DeleteVideos(Protocol):
-    def __call__(self, videos_dir: Path, *, older_than_days: float | None, now: float,
-                 protected: Collection[Path], to_trash: bool, dry_run: bool,
-                 thumbnails: Mapping[Path, Path] | None, thumbnails_dir: Path | None) -> CleanResultLike: ...
 
 
 # -- disk check ------------------------------------------------------------------------------------
@@ -85,15 +66,10 @@ class DiskReport:
 
 def mount_point(path: Path) -> Path:
     """The mount point holding ``path`` (its nearest existing parent): the volume's name for a person."""
+    from vidtray.services.storage import nearest_existing
+
     path = nearest_existing(path)
     while not os.path.ismount(path) and path.parent != path:
-        path = path.parent
-    return path
-
-
-def nearest_existing(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path.parent != path:
         path = path.parent
     return path
 
@@ -150,15 +126,13 @@ class Jobs:
         *,
         free_bytes: FreeBytes | None = None,
         cache_dir: Callable[[], Path] = model_cache_dir,
-        open_library: Callable[[Config, Callable[[Path], None]], LibraryLike] | None = None,
-        delete_videos: DeleteVideos | None = None,
+        library: Library | None = None,
     ) -> None:
         self.cfg = cfg
         self.notifier = notifier
         self._free_bytes = free_bytes
         self._cache_dir = cache_dir
-        self._open_library = open_library
-        self._delete_videos = delete_videos
+        self._lib = library  # the daemon shares its own; else opened on first prune
         # Volumes (by mount point) already warned about and not yet back above the threshold.
         self.low: set[str] = set()
         # Places whose free space could not be read, so that is logged once, not every check.
@@ -316,23 +290,18 @@ class Jobs:
             log.info("prune: %s does not exist; nothing to prune", videos)
             self._record_prune(now)
             return PruneOutcome(0, 0, 0, skipped="no videos folder")
+        from vidtray.services.storage import clean_videos
+
         lib = self._library()
-        protected = lib.protected_paths()
-        # Thumbnails go with their videos; storage deletes one only inside the thumbnails folder.
-        thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in lib.items()
-                      if i.get("path") and i.get("thumbnail")}
-        delete = self._delete_videos or _storage_delete_videos
         try:
-            result = delete(videos, older_than_days=self.cfg.prune_after_days, now=now,
-                            protected=protected, to_trash=self.cfg.prune_to_trash, dry_run=False,
-                            thumbnails=thumbnails, thumbnails_dir=self.cfg.thumbnails_dir)
+            result = clean_videos(self.cfg, lib, older_than_days=self.cfg.prune_after_days, now=now,
+                                  to_trash=self.cfg.prune_to_trash, dry_run=False)
         except OperationFailed as exc:
             log.error("prune failed: %s", exc)
             self.notifier.prune_failed(str(exc))
             return PruneOutcome(0, 0, 0, skipped=str(exc))
-        deleted = [Path(d["path"]) for d in result.deleted]
+        deleted = result.deleted_paths
         if deleted:
-            lib.mark_missing(deleted)
             log.info("pruned %d video(s) older than %g days, freed %s (%s)", len(deleted),
                      self.cfg.prune_after_days, human_size(result.freed_bytes),
                      "to the trash" if self.cfg.prune_to_trash else "permanently")
@@ -342,15 +311,12 @@ class Jobs:
         self._record_prune(now)
         return PruneOutcome(len(deleted), result.freed_bytes, len(result.kept))
 
-    def _library(self) -> LibraryLike:
-        opener = self._open_library
-        if opener is None:
+    def _library(self) -> Library:
+        if self._lib is None:
             from vidtray.services.library import open_library
 
-            def opener(cfg: Config, on_corrupt: Callable[[Path], None]) -> LibraryLike:
-                return open_library(cfg, on_corrupt=on_corrupt)
-
-        return opener(self.cfg, self._library_corrupt)
+            self._lib = open_library(self.cfg, on_corrupt=self._library_corrupt)
+        return self._lib
 
     def _library_corrupt(self, moved_to: Path) -> None:
         self.notifier.library_corrupt(moved_to)
@@ -360,12 +326,6 @@ def _storage_free_bytes(path: Path) -> int | None:
     from vidtray.services.storage import free_bytes
 
     return free_bytes(path)
-
-
-def _storage_delete_videos(videos_dir: Path, **kwargs: Any) -> CleanResultLike:
-    from vidtray.services.storage import delete_videos
-
-    return delete_videos(videos_dir, **kwargs)
 
 
 # -- scheduler wiring -----------------------------------------------------------------------------------

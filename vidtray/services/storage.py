@@ -43,20 +43,17 @@ def iso(ts: float | None) -> str | None:
 # -- disk ----------------------------------------------------------------------------------
 
 
-def _existing(path: Path) -> Path | None:
+def nearest_existing(path: Path) -> Path:
     """``path`` or its nearest existing parent (a folder not created yet lives on its parent's volume)."""
-    path = Path(path).absolute()
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return None
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def disk_usage(path: Path) -> tuple[int, int] | None:
     """(free, total) bytes of the volume holding ``path``; None when it cannot be read."""
-    where = _existing(path)
-    if where is None:
-        return None
+    where = nearest_existing(path)
     try:
         usage = shutil.disk_usage(where)
     except OSError as exc:
@@ -85,9 +82,8 @@ def disk_report(places: Mapping[str, Path], min_free_gb: float, warn_free_gb: fl
     """Free/total space per volume; places on one volume are reported once with all their roles."""
     volumes: dict[Any, dict[str, Any]] = {}
     for role, path in places.items():
-        where = _existing(path)
         try:
-            dev = os.stat(where).st_dev if where else ("?", role)
+            dev = os.stat(nearest_existing(path)).st_dev
         except OSError:
             dev = ("?", role)
         if dev in volumes:
@@ -316,6 +312,23 @@ def _trash(path: Path) -> None:
             f"cannot move {path} to the trash ({exc}); nothing was deleted for good. "
             "Use --permanent (or prune_to_trash = false) to delete without the trash"
         ) from exc
+
+
+def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: float, to_trash: bool,
+                 dry_run: bool) -> CleanResult:
+    """The cleanup that ``vidtray clean videos`` and the prune job share.
+
+    Pinned or scheduled library items are protected, thumbnails go with their videos, and the
+    library marks what was deleted as missing (``lib`` is a ``vidtray.services.library.Library``).
+    """
+    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in lib.items()
+                  if isinstance(i, dict) and i.get("path") and i.get("thumbnail")}
+    result = delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
+                           protected=lib.protected_paths(), to_trash=to_trash, dry_run=dry_run,
+                           thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
+    if result.deleted and not dry_run:
+        lib.mark_missing(result.deleted_paths)
+    return result
 
 
 # -- model cache -----------------------------------------------------------------------------
