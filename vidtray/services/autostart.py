@@ -81,6 +81,18 @@ def launch_command(platform: str = sys.platform, executable: str = sys.executabl
     return [str(python), "-m", "vidtray", "tray"]
 
 
+def source_checkout() -> Path | None:
+    """The checkout folder when vidtray runs from one without being installed (``python -m vidtray`` then
+    only works from there), else None."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vidtray")
+    except PackageNotFoundError:
+        return Path(__file__).resolve().parent.parent.parent
+    return None
+
+
 # -- Linux / XDG -----------------------------------------------------------------------------
 
 
@@ -163,9 +175,11 @@ class XdgAutostart:
 
     method = "xdg"
 
-    def __init__(self, config_home: Path | None = None, icon: Path | None = None) -> None:
+    def __init__(self, config_home: Path | None = None, icon: Path | None = None,
+                 workdir: Path | None = None) -> None:
         self.path = (config_home or _xdg_config_home()) / "autostart" / DESKTOP_FILE
         self.icon = icon
+        self.workdir = workdir
 
     def enable(self, command: Sequence[str]) -> AutostartStatus:
         lines = [
@@ -181,6 +195,8 @@ class XdgAutostart:
         ]
         if self.icon is not None:
             lines.append(f"Icon={self.icon}")
+        if self.workdir is not None:
+            lines.append(f"Path={self.workdir}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, "\n".join(lines) + "\n")
@@ -222,9 +238,10 @@ class MacLaunchAgent:
 
     method = "launchagent"
 
-    def __init__(self, home: Path | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, home: Path | None = None, log_dir: Path | None = None, workdir: Path | None = None) -> None:
         self.path = (home or Path.home()) / "Library" / "LaunchAgents" / f"{LAUNCH_AGENT_LABEL}.plist"
         self.log_dir = log_dir
+        self.workdir = workdir
 
     def enable(self, command: Sequence[str]) -> AutostartStatus:
         doc: dict[str, Any] = {
@@ -237,6 +254,8 @@ class MacLaunchAgent:
             "ProcessType": "Interactive",
             "LimitLoadToSessionType": "Aqua",
         }
+        if self.workdir is not None:
+            doc["WorkingDirectory"] = str(self.workdir)
         if self.log_dir is not None:
             doc["StandardOutPath"] = str(self.log_dir / "tray.out.log")
             doc["StandardErrorPath"] = str(self.log_dir / "tray.err.log")
@@ -390,10 +409,11 @@ def backend_for(platform: str = sys.platform) -> AutostartBackend:
     if platform == "darwin":
         from vidtray.logs import log_file
 
-        return MacLaunchAgent(log_dir=log_file().parent)
+        return MacLaunchAgent(log_dir=log_file().parent, workdir=source_checkout())
     from vidtray.icons import icon_path
 
-    return XdgAutostart(icon=icon_path("idle", "png"))
+    # Run from a checkout (not installed), `python -m vidtray` needs that folder as its working directory.
+    return XdgAutostart(icon=icon_path("idle", "png"), workdir=source_checkout())
 
 
 def enable() -> AutostartStatus:
