@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import plistlib
 import subprocess
 from pathlib import Path
@@ -25,6 +26,8 @@ from vidtray.services.autostart import (
     parse_desktop_exec,
     split_windows_cmdline,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- Linux ----------------------------------------------------------------------------------
 
@@ -267,12 +270,17 @@ def test_cli_enable_status_disable(cli, isolated_env: dict[str, Path]) -> None:
     r = cli("autostart", "enable")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("start on login: on")
-    exec_line = next(x for x in desktop.read_text().splitlines() if x.startswith("Exec="))
-    command = parse_desktop_exec(exec_line[len("Exec="):])
+    lines = desktop.read_text().splitlines()
+    command = parse_desktop_exec(next(x for x in lines if x.startswith("Exec="))[len("Exec="):])
     assert Path(command[0]).is_absolute()
-    # What it registered really starts vidtray: ask it for its version instead of the tray.
+    # Login starts it from the home folder without PYTHONPATH; a checkout that is not installed
+    # (as here) is named as the working directory instead.
+    workdir = next((x[len("Path="):] for x in lines if x.startswith("Path=")), None)
+    assert workdir == str(ROOT)
+    # What it registered really starts vidtray there: ask it for its version instead of the tray.
     probe = command[:-1] + ["--version"] if command[-1] == "tray" else [command[0], "--version"]
-    out = subprocess.run(probe, capture_output=True, text=True, cwd=Path(__file__).parent.parent).stdout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(probe, capture_output=True, text=True, cwd=workdir, env=env).stdout
     assert out.startswith("vidtray ")
 
     doc = json.loads(cli("autostart", "status", "--json").stdout)

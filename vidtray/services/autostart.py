@@ -82,15 +82,23 @@ def launch_command(platform: str = sys.platform, executable: str = sys.executabl
 
 
 def source_checkout() -> Path | None:
-    """The checkout folder when vidtray runs from one without being installed (``python -m vidtray`` then
-    only works from there), else None."""
-    from importlib.metadata import PackageNotFoundError, distribution
+    """The checkout folder when vidtray runs from one that is not installed, else None.
 
+    Asks this interpreter the way login will start it (home folder as working directory, no
+    PYTHONPATH) whether it finds this vidtray; if not, ``python -m vidtray`` needs the checkout as
+    its working directory.
+    """
+    here = Path(__file__).resolve().parent.parent  # the vidtray package
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = "import importlib.util as u; s = u.find_spec('vidtray'); print(s.origin if s and s.origin else '')"
     try:
-        distribution("vidtray")
-    except PackageNotFoundError:
-        return Path(__file__).resolve().parent.parent.parent
-    return None
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
+                             cwd=Path.home(), env=env).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out and Path(out).resolve().parent == here:
+        return None
+    return here.parent
 
 
 # -- Linux / XDG -----------------------------------------------------------------------------
