@@ -46,6 +46,7 @@ def test_install_sh_venv_install_and_autostart(tmp_path: Path, isolated_env: dic
     desktop = isolated_env["XDG_CONFIG_HOME"] / "autostart" / "vidtray.desktop"
     exec_line = next(x for x in desktop.read_text().splitlines() if x.startswith("Exec="))
     assert parse_desktop_exec(exec_line[len("Exec="):]) == [str(venv_bin / "vidtray-tray")]
+    assert "\nPath=" not in desktop.read_text()  # installed: no working directory needed
     # What login will run is the installed vidtray (not this checkout).
     out = subprocess.run([str(venv_bin / "python"), "-c", "import vidtray; print(vidtray.__file__)"],
                          capture_output=True, text=True, cwd=tmp_path, env={**env, "PYTHONPATH": ""})
