@@ -75,6 +75,32 @@ class Daemon:
     def running(self) -> bool:
         return self._started
 
+    # -- pause watching (the tray's check item) ------------------------------------------------------
+    # A paused daemon keeps its scheduler and worker; only the watcher stops (flushing what it settled).
+    # Resuming starts a fresh watcher, whose start-up reconcile imports what arrived meanwhile.
+    @property
+    def watching_paused(self) -> bool:
+        return self._started and self.watcher is None
+
+    def pause_watching(self) -> None:
+        with self._lock:
+            if not self._started or self.watcher is None:
+                return
+            watcher, self.watcher = self.watcher, None
+            watcher.stop()
+            log.info("watching paused")
+
+    def resume_watching(self) -> None:
+        from vidtray.services.watcher import watcher_for
+
+        with self._lock:
+            if not self._started or self.watcher is not None:
+                return
+            watcher = watcher_for(self.cfg, self.library, settle_s=self.settle_s)
+            watcher.start()
+            self.watcher = watcher
+            log.info("watching resumed")
+
     def _start_scheduler(self, lib: Any) -> Any:
         """Scheduled jobs (disk check, prune) on their own scheduler thread, sharing the library."""
         from vidtray.services.jobs import Jobs, JobScheduler

@@ -1,0 +1,265 @@
+"""The prompt popup: field checks and model logic without a display, then the real Tk window under Xvfb
+(driven in-process, and as its own process through xdotool) queuing into the real job queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tkinter as tk
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hf_cache import make_repo
+
+from vidtray.config import DEFAULT_MODEL, Config
+from vidtray.services.queue import open_queue
+from vidtray.tray import form
+from vidtray.tray.popup import PopupWindow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pipeline_folder(root: Path, class_name: str = "TextToVideoSDPipeline") -> Path:
+    """A folder the generation service accepts as a diffusers pipeline (no weights: nothing runs it here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model_index.json").write_text(json.dumps({"_class_name": class_name, "unet": ["diffusers", "X"]}))
+    return root
+
+
+# -- field checks -----------------------------------------------------------------------------------
+
+
+def test_field_checks_say_what_is_wrong() -> None:
+    assert form.check_prompt("   ") == "Type what the video should show"
+    assert form.check_prompt("a fox") is None
+    assert form.check_int("frames", "0") == "Must be between 1 and 1024"
+    assert form.check_int("frames", "abc") == "Must be a whole number"
+    assert form.check_int("steps", "") == "Required"
+    assert form.check_int("width", "570") == "Must be a multiple of 8 (try 568)"
+    assert form.check_int("height", "16") == "Must be between 32 and 2048"
+    assert form.check_seed("") is None
+    assert form.check_seed("12x") == "Must be a whole number, or empty for a random seed"
+    assert form.check_seed("-1").startswith("Must be between 0 and")
+
+
+def test_model_check_uses_the_generation_services_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert form.check_model("") == "Choose a model"
+    assert "neither a folder nor a Hugging Face repo id" in (form.check_model("not a repo id!") or "")
+    assert "no model_index.json" in (form.check_model(str(tmp_path)) or "")
+    assert form.check_model(str(pipeline_folder(tmp_path / "pipe"))) is None
+    # Offline (the tests' setting) a repo that is not cached cannot be used...
+    assert "HF_HUB_OFFLINE is set" in (form.check_model("someone/not-cached") or "")
+    # ...online it can: it is downloaded on first use.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert form.check_model("someone/not-cached") is None
+
+
+def test_validate_builds_a_request_or_lists_every_problem(tmp_path: Path) -> None:
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    good = {"prompt": "  a red   fox ", "negative_prompt": "", "model": model, "frames": "16", "steps": "4",
+            "seed": "7", "width": "64", "height": "32"}
+    spec, errors = form.validate(good)
+    assert errors == {} and spec is not None
+    req = spec.request()
+    assert (req.prompt, req.negative_prompt, req.model, req.frames, req.seed) == ("a red fox", None, model, 16, 7)
+    req.validate()
+
+    spec, errors = form.validate({**good, "prompt": "", "seed": "x", "frames": "9999"})
+    assert spec is None
+    assert set(errors) == {"prompt", "seed", "frames"}
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+
+def test_cached_pipelines_come_first_then_config_and_default(cfg: Config, isolated_env: dict[str, Path]) -> None:
+    cache = isolated_env["HF_HOME"] / "hub"
+    make_repo(cache, "org/video-model", {"model_index.json": b'{"_class_name": "WanPipeline"}',
+                                         "unet/config.json": b"{}"})
+    make_repo(cache, "org/text-model", {"config.json": b"{}"})  # not a diffusers pipeline
+    cached, warnings = form.cached_pipelines(cache)
+    assert [m.repo_id for m in cached] == ["org/video-model"] and warnings == []
+    assert form.model_choices(cfg, cached) == ["org/video-model", DEFAULT_MODEL]
+    other = Config.from_mapping({"model": "me/mine"}, "<test>")
+    assert form.model_choices(other, cached) == ["org/video-model", "me/mine", DEFAULT_MODEL]
+
+
+def test_model_defaults_follow_the_pipeline_family(cfg: Config, tmp_path: Path,
+                                                    isolated_env: dict[str, Path]) -> None:
+    assert form.model_defaults(DEFAULT_MODEL, cfg) == {"frames": 24, "steps": 40, "width": 576, "height": 320}
+    # A known model that is not downloaded: its family from the list of known models.
+    assert form.model_defaults("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", cfg) == {
+        "frames": 81, "steps": 40, "width": 832, "height": 480}
+    # A local folder: its family from model_index.json.
+    ltx = pipeline_folder(tmp_path / "ltx", "LTXPipeline")
+    assert form.model_defaults(str(ltx), cfg) == {"frames": 121, "steps": 40, "width": 704, "height": 480}
+    # What the user set in [generation] wins.
+    mine = Config.from_mapping({"generation": {"frames": 33, "width": 512}}, "<test>")
+    assert form.model_defaults(DEFAULT_MODEL, mine)["frames"] == 33
+
+
+def test_download_estimate_counts_only_what_the_pipeline_fetches() -> None:
+    mb = 1024**2
+    files = {
+        "model_index.json": 1000, "README.md": 5000,
+        "unet/config.json": 1000, "unet/diffusion_pytorch_model.bin": 2800 * mb,
+        "text_encoder/config.json": 1000, "text_encoder/pytorch_model.bin": 680 * mb,
+        "vae/config.json": 1000, "vae/diffusion_pytorch_model.bin": 160 * mb,
+        "scheduler/scheduler_config.json": 500, "tokenizer/tokenizer_config.json": 700,
+        "tokenizer/vocab.json": 1 * mb,
+        # zeroscope also ships the original ModelScope checkpoints, which diffusers never downloads
+        "zs2_576w/text2video_pytorch_model.pth": 2800 * mb, "zs2_576w/configuration.json": 500,
+    }
+    expected = sum(v for k, v in files.items() if not k.startswith("zs2_576w/") and k != "README.md")
+    assert form.estimate_download(files) == expected
+
+
+def test_download_size_is_unknown_offline() -> None:
+    assert form.download_size("cerspense/zeroscope_v2_576w") == (
+        None, "not downloaded yet; download size unknown (offline)")
+
+
+def test_submit_job_lands_in_the_queue(cfg: Config, tmp_path: Path) -> None:
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    spec, _ = form.validate({"prompt": "a fox", "negative_prompt": "blur", "model": model, "frames": "8",
+                             "steps": "4", "seed": "", "width": "32", "height": "32"})
+    assert spec is not None
+    sub = form.submit_job(cfg, spec)
+    [job] = open_queue(cfg).list()
+    assert job["id"] == sub.job_id and job["state"] == "queued"
+    assert job["request"] == {"prompt": "a fox", "negative_prompt": "blur", "model": model, "frames": 8,
+                              "steps": 4, "height": 32, "width": 32, "fps": None, "seed": None, "device": None}
+
+
+# -- the window, under Xvfb -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tk_root(xdisplay, monkeypatch: pytest.MonkeyPatch) -> Iterator[tk.Tk]:
+    monkeypatch.setenv("DISPLAY", xdisplay.name)
+    root = tk.Tk(className="VidtrayPopupTest")
+    yield root
+    try:
+        root.destroy()
+    except tk.TclError:
+        pass  # the popup destroyed itself
+
+
+def _window(root: tk.Tk, cfg: Config, model: str) -> PopupWindow:
+    return PopupWindow(root, cfg, models=[model, DEFAULT_MODEL], cached={}, initial_model=model,
+                       submit=lambda spec: form.submit_job(cfg, spec),
+                       size_lookup=lambda m: (None, "size lookup off in tests"))
+
+
+def _type(root: tk.Tk, entry: tk.Widget, text: str) -> None:
+    entry.delete(0, "end")  # type: ignore[attr-defined]
+    for ch in text:
+        entry.insert("end", ch)  # type: ignore[attr-defined]
+        root.update()
+
+
+def _press(root: tk.Tk, key: str) -> None:
+    root.focus_force()
+    root.update()
+    root.event_generate(key)
+    root.update()
+
+
+@pytest.mark.gui
+def test_popup_refuses_bad_fields_and_queues_nothing(tk_root: tk.Tk, cfg: Config, tmp_path: Path) -> None:
+    win = _window(tk_root, cfg, str(pipeline_folder(tmp_path / "pipe")))
+    assert win.error_labels["prompt"].cget("text") == ""  # nothing red before the user typed
+
+    _press(tk_root, "<Return>")  # empty prompt
+    assert win.error_labels["prompt"].cget("text") == "Type what the video should show"
+    assert win.status.cget("text") == "Not queued: fix the fields marked in red."
+
+    _type(tk_root, win.entries["prompt"], "a red fox")
+    assert win.error_labels["prompt"].cget("text") == ""
+    _type(tk_root, win.entries["seed"], "12a")  # checked as typed
+    assert win.error_labels["seed"].cget("text") == "Must be a whole number, or empty for a random seed"
+    _type(tk_root, win.entries["frames"], "0")
+    assert win.error_labels["frames"].cget("text") == "Must be between 1 and 1024"
+    assert str(win.entries["frames"].cget("style")) == "Error.TEntry"
+    _press(tk_root, "<Return>")
+    assert win.submitted is None and open_queue(cfg).list() == []
+
+    _type(tk_root, win.entries["frames"], "8")
+    _type(tk_root, win.entries["seed"], "")
+    assert win.error_labels["seed"].cget("text") == "empty = random"
+
+
+@pytest.mark.gui
+def test_popup_queues_the_job_on_enter(tk_root: tk.Tk, cfg: Config, tmp_path: Path) -> None:
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    win = _window(tk_root, cfg, model)
+    assert win.vars["width"].get() == "576" and win.vars["height"].get() == "320"  # the model's defaults
+    _type(tk_root, win.entries["prompt"], "a red fox in the snow")
+    _type(tk_root, win.entries["negative_prompt"], "blurry")
+    _type(tk_root, win.entries["steps"], "4")
+    _type(tk_root, win.entries["seed"], "42")
+    _press(tk_root, "<Return>")
+    assert win.submitted is not None
+    [job] = open_queue(cfg).list()
+    assert job["id"] == win.submitted.job_id
+    req = job["request"]
+    assert (req["prompt"], req["negative_prompt"], req["model"], req["steps"], req["seed"], req["frames"]) == (
+        "a red fox in the snow", "blurry", model, 4, 42, 24)
+    assert not _alive(tk_root)  # the window closed itself
+
+
+@pytest.mark.gui
+def test_popup_escape_closes_without_queueing(tk_root: tk.Tk, cfg: Config, tmp_path: Path) -> None:
+    win = _window(tk_root, cfg, str(pipeline_folder(tmp_path / "pipe")))
+    _type(tk_root, win.entries["prompt"], "never queued")
+    _press(tk_root, "<Escape>")
+    assert win.submitted is None and not _alive(tk_root)
+    assert open_queue(cfg).list() == []
+
+
+@pytest.mark.gui
+def test_choosing_a_model_brings_its_size(tk_root: tk.Tk, cfg: Config, tmp_path: Path) -> None:
+    ltx = str(pipeline_folder(tmp_path / "ltx", "LTXPipeline"))
+    win = PopupWindow(tk_root, cfg, models=[DEFAULT_MODEL, ltx], cached={}, submit=lambda spec: None,  # type: ignore[arg-type,return-value]
+                      size_lookup=lambda m: (None, "x"), initial_model=DEFAULT_MODEL)
+    win.vars["model"].set(ltx)
+    win.entries["model"].event_generate("<<ComboboxSelected>>")
+    tk_root.update()
+    assert (win.vars["width"].get(), win.vars["height"].get(), win.vars["frames"].get()) == ("704", "480", "121")
+    assert win.model_info.cget("text") == "a local pipeline folder"
+
+
+def _alive(root: tk.Tk) -> bool:
+    try:
+        return bool(root.winfo_exists())
+    except tk.TclError:
+        return False
+
+
+@pytest.mark.gui
+def test_popup_process_typed_into_with_xdotool(desktop, cfg: Config, tmp_path: Path) -> None:
+    """The real popup process: a person types the prompt and presses Enter; the job is in the queue."""
+    model = pipeline_folder(tmp_path / "pipe")
+    config = tmp_path / "config.toml"
+    config.write_text(f'model = "{model}"\n')
+    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
+        assert found.stdout.split(), found.stderr
+        time.sleep(1.0)  # the popup puts the keyboard into its prompt field 150 ms after it maps
+        desktop.run(["xdotool", "type", "--delay", "20", "a cat surfing a wave"])
+        desktop.run(["xdotool", "key", "Return"])
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    job_id = json.loads(out)["queued"]
+    job = open_queue(Config.from_path(config)).get(job_id)
+    assert job["request"]["prompt"] == "a cat surfing a wave" and job["request"]["model"] == str(model)

@@ -1,0 +1,159 @@
+"""The tray's link to the headless services: the same Daemon ``vidtray watch`` runs (watcher, scheduled
+jobs, and the worker supervisor), plus cheap reads of the job queue, its pause flag and the library for
+the tooltip and the menu.
+
+Which thread calls it: ``start``/``stop`` from the tray's start and quit threads, ``snapshot`` from
+``tray-monitor``, ``cancel``/``set_watching_paused`` from ``tray-action``. Nothing here touches the icon.
+
+The queue is read from its files, not from supervisor events: the tray then shows the same thing
+whichever process (this tray, ``vidtray watch``, ``vidtray queue``) changed it, and a poll re-reads
+only the job files whose size or mtime changed since the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vidtray.config import Config
+from vidtray.tray.state import JobView
+
+log = logging.getLogger("vidtray.tray")
+
+
+class ServiceLink:
+    def __init__(self, cfg: Config, notifier: Any, *, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier
+        self.on_event = on_event  # the Daemon's generation events (called on the supervisor's thread)
+        self.daemon: Any = None
+        self._library_key: tuple[int, int] | None = None
+        self._library_count: int | None = None
+        self._jobs: dict[str, tuple[tuple[int, int], dict[str, Any] | None]] = {}
+        self._read_lock = threading.Lock()  # snapshot() is called from the monitor and from actions
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> None:
+        from vidtray.services.daemon import Daemon
+
+        self.cfg.videos_dir.mkdir(parents=True, exist_ok=True)
+        daemon = Daemon(self.cfg, self.notifier)
+        daemon.on_generation_event = self.on_event
+        daemon.start()
+        self.daemon = daemon
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()  # watcher, scheduler, and the supervisor (a running job is queued again)
+
+    # -- reads (tray-monitor) ---------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        with self._read_lock:
+            out: dict[str, Any] = {"queue_paused": self.queue_paused(), "videos": self.video_count()}
+            out.update(self.jobs())
+        out["watching_paused"] = bool(getattr(self.daemon, "watching_paused", False))
+        return out
+
+    def queue_paused(self) -> str | None:
+        path = self.cfg.queue_dir / "paused.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return "paused"
+        reason = doc.get("reason") if isinstance(doc, dict) else None
+        return str(reason) if reason else "paused"
+
+    def video_count(self) -> int | None:
+        """Items in library.json; re-read only when the file changed."""
+        path = self.cfg.library_file
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        except OSError:
+            return self._library_count
+        key = (st.st_mtime_ns, st.st_size)
+        if key != self._library_key:
+            from vidtray.services.library import Library
+
+            try:
+                self._library_count = Library(path).summary()["items"]
+            except Exception as exc:  # shown as unknown; the library's own code reports corruption
+                log.warning("cannot count library items: %s", exc)
+                self._library_count = None
+            self._library_key = key
+        return self._library_count
+
+    def jobs(self) -> dict[str, Any]:
+        """{"job": the running job or None, "queued": jobs waiting} from the queue's job files."""
+        seen: set[str] = set()
+        try:
+            entries = list(os.scandir(self.cfg.queue_dir))
+        except OSError:
+            entries = []
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name == "paused.json":
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            key = (st.st_mtime_ns, st.st_size)
+            seen.add(entry.name)
+            cached = self._jobs.get(entry.name)
+            if cached is None or cached[0] != key:
+                self._jobs[entry.name] = (key, _read_job(Path(entry.path)))
+        for name in set(self._jobs) - seen:
+            del self._jobs[name]
+        jobs = [doc for _key, doc in self._jobs.values() if doc is not None]
+        running = sorted((j for j in jobs if j.get("state") == "running"), key=lambda j: j.get("seq", 0))
+        queued = sum(1 for j in jobs if j.get("state") == "queued")
+        return {"job": _job_view(running[0]) if running else None, "queued": queued}
+
+    # -- actions (tray-action) --------------------------------------------------------------
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued job, or ask the worker to stop the running one within a step."""
+        if self.daemon is not None:
+            self.daemon.cancel(job_id)
+        else:
+            from vidtray.services.queue import open_queue
+
+            open_queue(self.cfg).cancel(job_id)
+
+    def set_watching_paused(self, paused: bool) -> None:
+        if self.daemon is None:
+            raise RuntimeError("the services are not running")
+        if paused:
+            self.daemon.pause_watching()
+        else:
+            self.daemon.resume_watching()
+
+
+def _read_job(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # being replaced right now, or mangled: the queue itself deals with it
+        return None
+    return doc if isinstance(doc, dict) and "id" in doc else None
+
+
+def _job_view(job: dict[str, Any]) -> JobView:
+    prompt = str((job.get("request") or {}).get("prompt", ""))
+    progress = job.get("progress") or {}
+    step, total = progress.get("step"), progress.get("steps")
+    if job.get("cancel_requested"):
+        phase = "cancelling"
+    elif not total:
+        phase = "queued"
+    elif step is not None and step >= total:
+        phase = "saving"
+    else:
+        phase = "running"
+    return JobView(str(job["id"]), " ".join(prompt.split()), step, total, phase)

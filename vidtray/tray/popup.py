@@ -1,0 +1,326 @@
+"""The prompt popup: a small Tk window, run as its own process (``python -m vidtray.tray.popup``).
+
+Own process because Tk and pystray's GTK loop each want the main thread, and because the
+popup imports huggingface_hub (model cache, download sizes), which the tray never pays for.
+Fields are checked on every keystroke; a field with a problem says what is wrong under it,
+and nothing is queued until every field is fine. Enter submits, Esc closes.
+
+Exit status: 0 a job was queued (its id printed as one JSON line), 1 closed without queueing,
+2 bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue as thread_queue
+import sys
+import threading
+import tkinter as tk
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from tkinter import ttk
+
+from vidtray.config import Config
+from vidtray.errors import VidtrayError
+from vidtray.services.fsutil import human_size
+from vidtray.tray import form
+
+log = logging.getLogger("vidtray.popup")
+
+WINDOW_CLASS = "VidtrayPopup"
+TITLE = "vidtray - Generate video"
+ERROR_FG = "#b00020"
+ERROR_BG = "#ffe8ec"
+NUMBER_FIELDS = ("frames", "steps", "seed", "width", "height")
+# Shown under a field while it has no error.
+HINTS = {"seed": "empty = random"}
+LABELS = {
+    "prompt": "Prompt", "negative_prompt": "Negative prompt", "model": "Model", "frames": "Frames",
+    "steps": "Steps", "seed": "Seed", "width": "Width", "height": "Height",
+}
+
+
+class PopupWindow:
+    """The form inside ``master``. Every outside effect comes in as a callable, so a test can
+    drive the real widgets in-process and still queue through the real queue."""
+
+    def __init__(
+        self,
+        master: tk.Tk,
+        cfg: Config,
+        *,
+        models: Sequence[str],
+        cached: dict[str, int],
+        submit: Callable[[form.JobSpec], form.Submitted],
+        size_lookup: Callable[[str], tuple[int | None, str]] = form.download_size,
+        free_space: Callable[[Path], int | None] = form.free_bytes,
+        cache_dir: Path | None = None,
+        prefill: str = "",
+        initial_model: str | None = None,
+    ) -> None:
+        self.master = master
+        self.cfg = cfg
+        self.cached = dict(cached)
+        self.submit_fn = submit
+        self.size_lookup = size_lookup
+        self.free_space = free_space
+        self.cache_dir = cache_dir
+        self.submitted: form.Submitted | None = None
+        self.vars: dict[str, tk.StringVar] = {}
+        self.entries: dict[str, ttk.Entry] = {}
+        self.error_labels: dict[str, ttk.Label] = {}
+        self.touched: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self._results: thread_queue.Queue[tuple[int, str, int | None, str]] = thread_queue.Queue()
+        self._lookup_token = 0
+        self._download_bytes: int | None = None
+
+        master.title(TITLE)
+        master.resizable(True, False)
+        style = ttk.Style(master)
+        if "clam" in style.theme_names():
+            style.theme_use("clam")  # the one built-in theme that honours fieldbackground
+        style.configure("Error.TEntry", fieldbackground=ERROR_BG)
+        style.configure("Error.TCombobox", fieldbackground=ERROR_BG)
+        style.configure("Error.TLabel", foreground=ERROR_FG)
+        style.configure("Hint.TLabel", foreground="#555555")
+
+        frame = ttk.Frame(master, padding=12)
+        frame.grid(sticky="nsew")
+        master.columnconfigure(0, weight=1)
+        frame.columnconfigure(1, weight=1)
+        row = 0
+        for name in ("prompt", "negative_prompt"):
+            row = self._text_field(frame, name, row, width=60)
+        self.vars["prompt"].set(prefill)
+
+        ttk.Label(frame, text=LABELS["model"]).grid(row=row, column=0, sticky="w", padx=(0, 8))
+        first = initial_model or (cfg.model if cfg.model in models else models[0])
+        self.vars["model"] = tk.StringVar(master, value=first)
+        combo = ttk.Combobox(frame, textvariable=self.vars["model"], values=list(models), width=58)
+        combo.grid(row=row, column=1, sticky="ew")
+        combo.bind("<<ComboboxSelected>>", lambda _e: self._model_chosen())
+        self.entries["model"] = combo  # type: ignore[assignment]
+        row += 1
+        self.error_labels["model"] = self._error_label(frame, row, 1)
+        row += 1
+        self.model_info = ttk.Label(frame, text="", style="Hint.TLabel")
+        self.model_info.grid(row=row, column=1, sticky="w")
+        row += 1
+
+        numbers = ttk.Frame(frame)
+        numbers.grid(row=row, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        defaults = form.model_defaults(self.vars["model"].get(), cfg)
+        for col, name in enumerate(NUMBER_FIELDS):
+            ttk.Label(numbers, text=LABELS[name]).grid(row=0, column=col, sticky="w", padx=(0, 10))
+            value = "" if name == "seed" else str(defaults[name])
+            self.vars[name] = tk.StringVar(master, value=value)
+            entry = ttk.Entry(numbers, textvariable=self.vars[name], width=11)
+            entry.grid(row=1, column=col, sticky="w", padx=(0, 10))
+            self.entries[name] = entry
+            self.error_labels[name] = ttk.Label(numbers, text="", style="Error.TLabel", wraplength=170)
+            self.error_labels[name].grid(row=2, column=col, sticky="nw", padx=(0, 10))
+        row += 1
+
+        self.disk_info = ttk.Label(frame, text="", style="Hint.TLabel")
+        self.disk_info.grid(row=row, column=0, columnspan=2, sticky="w", pady=(10, 0))
+        row += 1
+        self.status = ttk.Label(frame, text="", style="Error.TLabel", wraplength=520)
+        self.status.grid(row=row, column=0, columnspan=2, sticky="w")
+        row += 1
+
+        buttons = ttk.Frame(frame)
+        buttons.grid(row=row, column=0, columnspan=2, sticky="e", pady=(10, 0))
+        ttk.Button(buttons, text="Cancel", command=self.close).grid(row=0, column=0, padx=(0, 8))
+        self.generate_button = ttk.Button(buttons, text="Generate", command=self.submit, default="active")
+        self.generate_button.grid(row=0, column=1)
+
+        for name, var in self.vars.items():
+            var.trace_add("write", lambda *_a, n=name: self._changed(n))
+        master.bind("<Return>", lambda _e: self.submit())
+        master.bind("<KP_Enter>", lambda _e: self.submit())
+        master.bind("<Escape>", lambda _e: self.close())
+        master.protocol("WM_DELETE_WINDOW", self.close)
+
+        for name in self.vars:
+            self._check(name)
+        self._update_model_info()
+        self.entries["prompt"].focus_set()
+
+    # -- layout helpers ---------------------------------------------------------------------
+    def _text_field(self, frame: ttk.Frame, name: str, row: int, width: int) -> int:
+        ttk.Label(frame, text=LABELS[name]).grid(row=row, column=0, sticky="w", padx=(0, 8))
+        self.vars[name] = tk.StringVar(self.master)
+        entry = ttk.Entry(frame, textvariable=self.vars[name], width=width)
+        entry.grid(row=row, column=1, sticky="ew")
+        self.entries[name] = entry
+        self.error_labels[name] = self._error_label(frame, row + 1, 1)
+        return row + 2
+
+    @staticmethod
+    def _error_label(frame: ttk.Frame, row: int, column: int) -> ttk.Label:
+        label = ttk.Label(frame, text="", style="Error.TLabel", wraplength=480)
+        label.grid(row=row, column=column, sticky="w")
+        return label
+
+    # -- validation -------------------------------------------------------------------------
+    def values(self) -> dict[str, str]:
+        return {name: var.get() for name, var in self.vars.items()}
+
+    def _changed(self, name: str) -> None:
+        self.touched.add(name)
+        self._check(name)
+        self.status.configure(text="")
+        if name == "model":
+            self._update_model_info()
+
+    def _check(self, name: str) -> None:
+        message = form.check_field(name, self.vars[name].get())
+        if message is None:
+            self.errors.pop(name, None)
+        else:
+            self.errors[name] = message
+        # An untouched empty prompt is not an error yet: nobody wants red before typing.
+        shown = message if (name in self.touched or name != "prompt") else None
+        self.error_labels[name].configure(text=shown or HINTS.get(name, ""),
+                                          style="Error.TLabel" if shown else "Hint.TLabel")
+        base = "TCombobox" if name == "model" else "TEntry"
+        self.entries[name].configure(style=f"Error.{base}" if shown else base)
+
+    def _model_chosen(self) -> None:
+        """A model picked from the list brings its own frame count and size."""
+        for name, value in form.model_defaults(self.vars["model"].get(), self.cfg).items():
+            if name in ("frames", "width", "height"):
+                self.vars[name].set(str(value))
+
+    # -- model and disk info ----------------------------------------------------------------
+    def _update_model_info(self) -> None:
+        model = self.vars["model"].get().strip()
+        self._lookup_token += 1
+        self._download_bytes = None
+        if "model" in self.errors:
+            self.model_info.configure(text="")
+        elif model in self.cached:
+            self.model_info.configure(text=f"cached ({human_size(self.cached[model])})")
+        elif form.looks_like_path(model):
+            self.model_info.configure(text="a local pipeline folder")
+        else:
+            self.model_info.configure(text="not downloaded yet: checking the download size...")
+            token = self._lookup_token
+            threading.Thread(target=self._lookup, args=(token, model), name="popup-size", daemon=True).start()
+            self.master.after(100, self._poll_lookup)
+        self._update_disk_info()
+
+    def _lookup(self, token: int, model: str) -> None:
+        try:
+            size, text = self.size_lookup(model)
+        except Exception as exc:  # a lookup is advice; never let it break the form
+            size, text = None, f"download size unknown ({exc})"
+        self._results.put((token, model, size, text))
+
+    def _poll_lookup(self) -> None:
+        try:
+            token, _model, size, text = self._results.get_nowait()
+        except thread_queue.Empty:
+            self.master.after(100, self._poll_lookup)
+            return
+        if token == self._lookup_token:  # a newer model was typed meanwhile: drop the old answer
+            self._download_bytes = size
+            self.model_info.configure(text=text)
+            self._update_disk_info()
+        else:
+            self.master.after(100, self._poll_lookup)
+
+    def _update_disk_info(self) -> None:
+        free = self.free_space(self.cfg.videos_dir)
+        parts = [f"Free space: {'unknown' if free is None else human_size(free)} for videos"]
+        warn = ""
+        if free is not None and free < self.cfg.min_free_gb * 1024**3:
+            warn = f" - below min_free_gb ({self.cfg.min_free_gb:g} GB): generation waits for space"
+        if self._download_bytes is not None and self.cache_dir is not None:
+            cache_free = self.free_space(self.cache_dir)
+            if cache_free is not None:
+                parts.append(f"{human_size(cache_free)} for the model cache")
+                if cache_free < self._download_bytes:
+                    warn = " - not enough space for the model download"
+        self.disk_info.configure(text=", ".join(parts) + warn, style="Error.TLabel" if warn else "Hint.TLabel")
+
+    # -- actions ----------------------------------------------------------------------------
+    def submit(self) -> bool:
+        """Queue the job if every field is fine; else show every problem and queue nothing."""
+        self.touched.update(self.vars)
+        for name in self.vars:
+            self._check(name)
+        spec, errors = form.validate(self.values())
+        if spec is None:
+            first = next(n for n in form.FIELDS if n in errors)
+            self.entries[first].focus_set()
+            self.status.configure(text="Not queued: fix the fields marked in red.")
+            return False
+        try:
+            self.submitted = self.submit_fn(spec)
+        except (VidtrayError, OSError) as exc:
+            log.warning("could not queue the job: %s", exc, exc_info=True)
+            self.status.configure(text=f"Not queued: {exc}")
+            return False
+        log.info("queued job %s from the popup", self.submitted.job_id)
+        self.master.destroy()
+        return True
+
+    def close(self) -> None:
+        self.master.destroy()
+
+
+def build_window(cfg: Config, prefill: str = "", master: tk.Tk | None = None) -> PopupWindow:
+    """The real popup: cached models from the Hugging Face cache, the real queue."""
+    cached, warnings = form.cached_pipelines()
+    for w in warnings:
+        log.info("model cache: %s", w)
+    root = master or tk.Tk(className=WINDOW_CLASS)
+    return PopupWindow(
+        root, cfg,
+        models=form.model_choices(cfg, cached),
+        cached={m.repo_id: m.size_bytes for m in cached},
+        submit=lambda spec: form.submit_job(cfg, spec),
+        cache_dir=form.hf_cache_dir(),
+        prefill=prefill,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidtray.tray.popup", description=TITLE)
+    parser.add_argument("--config", metavar="PATH")
+    parser.add_argument("--prompt", default="", help="text to start with")
+    args = parser.parse_args(argv)
+    from vidtray.config import load_config
+    from vidtray.logs import setup_logging
+
+    setup_logging()
+    try:
+        cfg = load_config(args.config)
+    except VidtrayError as exc:
+        print(f"vidtray: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        window = build_window(cfg, args.prompt)
+    except tk.TclError as exc:
+        print(f"vidtray: error: cannot open the popup window: {exc}", file=sys.stderr)
+        return 1
+    # Come to the front: the tray's click gave focus to the panel, not to us.
+    window.master.lift()
+    window.master.attributes("-topmost", True)
+    window.master.after(300, lambda: window.master.attributes("-topmost", False))
+    window.master.focus_force()
+    # Once mapped, put the keyboard in the prompt field (the tray click left it with the panel).
+    window.master.after(150, window.entries["prompt"].focus_force)
+    window.master.mainloop()
+    if window.submitted is None:
+        return 1
+    print(json.dumps({"queued": window.submitted.job_id}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

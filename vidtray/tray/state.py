@@ -1,0 +1,136 @@
+"""What the tray shows, as plain data: state in, tooltip text and icon name out.
+
+No pystray, no threads: the app keeps one ``TrayState`` that only the UI thread changes (other
+threads post changes to the dispatcher), and derives the tooltip, the icon and the menu from
+it. Tests check the words and the icon choice here without a display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vidtray.services.fsutil import human_size
+
+GB = 1024**3
+TOOLTIP_MAX = 120  # Windows cuts tooltips at 127 characters
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The job the worker is on, as the tray shows it."""
+
+    id: str
+    prompt: str
+    step: int | None = None
+    total: int | None = None
+    phase: str = "running"  # queued (claimed, no step yet) | loading | running | saving | cancelling
+
+
+@dataclass(frozen=True)
+class StorageView:
+    """Sizes for the Storage submenu (from ``vidtray storage --json``)."""
+
+    videos_count: int = 0
+    videos_bytes: int = 0
+    models: tuple[tuple[str, int, bool], ...] = ()  # (repo_id, bytes, broken), model repos only
+    models_bytes: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TrayState:
+    job: JobView | None = None
+    queued: int = 0  # waiting behind the current job
+    free_bytes: int | None = None
+    warn_free_gb: float = 5.0
+    queue_paused: str | None = None  # the reason, while <queue_dir>/paused.json exists
+    videos: int | None = None  # library items (None until first read)
+    watching_paused: bool = False
+    autostart: bool = False
+    problems: tuple[str, ...] = ()  # short, user-facing ("Videos folder missing")
+    storage: StorageView | None = None
+    quitting: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def with_(self, **changes: Any) -> TrayState:
+        return replace(self, **changes)
+
+    @property
+    def low_disk(self) -> bool:
+        return self.free_bytes is not None and self.free_bytes < self.warn_free_gb * GB
+
+
+def job_line(job: JobView) -> str:
+    if job.phase == "loading":
+        return "Loading model"
+    if job.phase == "saving":
+        return "Saving video"
+    if job.phase == "cancelling":
+        return "Cancelling"
+    if job.phase == "queued" or job.step is None or not job.total:
+        return "Starting generation"
+    return f"Generating {job.step}/{job.total}"
+
+
+def tooltip(state: TrayState) -> str:
+    """'Generating 12/40', 'Low disk: 0.8 GB free', 'Idle - 14 videos' (most urgent first)."""
+    if state.quitting:
+        return "vidtray - quitting"
+    lines: list[str] = []
+    if state.job is not None:
+        line = job_line(state.job)
+        if state.queued:
+            line += f" (+{state.queued} queued)"
+        lines.append(line)
+    if state.low_disk:
+        assert state.free_bytes is not None
+        lines.append(f"Low disk: {state.free_bytes / GB:.1f} GB free")
+    if state.queue_paused:
+        lines.append(f"Queue paused: {state.queue_paused}")
+    lines.extend(state.problems)
+    if state.watching_paused:
+        lines.append("Watching paused")
+    if state.job is None:
+        count = "" if state.videos is None else f" - {state.videos} video{'' if state.videos == 1 else 's'}"
+        lines.append(("Idle" if not state.queued else f"{state.queued} queued") + count)
+    text = "\n".join(lines)
+    return text if len(text) <= TOOLTIP_MAX else text[: TOOLTIP_MAX - 1] + "…"
+
+
+def icon_name(state: TrayState) -> str:
+    """warning when something needs the user (low disk, paused queue, a problem), else busy/idle."""
+    if state.low_disk or state.queue_paused or state.problems:
+        return "warning"
+    return "busy" if state.job is not None else "idle"
+
+
+def storage_lines(view: StorageView | None, free_bytes: int | None) -> list[str]:
+    """The informational lines at the top of the Storage submenu."""
+    if view is None:
+        lines = ["Sizes: checking..."]
+    elif view.error:
+        lines = [f"Sizes unknown: {view.error}"]
+    else:
+        lines = [f"Videos: {view.videos_count}, {human_size(view.videos_bytes)}",
+                 f"Model cache: {human_size(view.models_bytes)}"]
+        lines += [f"    {repo}{' (broken)' if broken else ''}: {human_size(size)}"
+                  for repo, size, broken in view.models]
+    lines.append(f"Free: {'unknown' if free_bytes is None else human_size(free_bytes)}")
+    return lines
+
+
+def parse_storage_report(doc: dict[str, Any]) -> StorageView:
+    """``vidtray storage --json`` -> StorageView (model repos only: datasets are not ours to show)."""
+    videos = doc.get("videos", {})
+    models = doc.get("models", {})
+    repos = [(r["repo_id"], int(r.get("size_bytes", 0)), False) for r in models.get("repos", [])
+             if r.get("repo_type", "model") == "model"]
+    repos += [(b["repo_id"], int(b.get("size_bytes", 0)), True) for b in models.get("broken", [])
+              if b.get("repo_type", "model") == "model"]
+    return StorageView(
+        videos_count=int(videos.get("count", 0)),
+        videos_bytes=int(videos.get("size_bytes", 0)),
+        models=tuple(sorted(repos, key=lambda r: -r[1])),
+        models_bytes=int(models.get("size_bytes", 0)),
+    )
