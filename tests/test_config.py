@@ -129,3 +129,21 @@ def test_cli_usage_errors_are_one_line(cli):
         assert res.returncode == 2, args
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("vidtray: error: "), res.stderr
+
+
+def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
+    import os
+    import stat
+
+    from vidtray.services.fsutil import atomic_write_text
+
+    target = tmp_path / "out" / "library.json"
+    target.parent.mkdir()
+    atomic_write_text(target, "one")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    target.chmod(0o640)
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two" and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in target.parent.iterdir()] == ["library.json"]

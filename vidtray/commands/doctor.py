@@ -73,7 +73,17 @@ def collect(cfg) -> dict[str, Any]:
         "disk": storage.disk_report({"videos": cfg.videos_dir, "models": cache}, cfg.min_free_gb,
                                     cfg.warn_free_gb),
         "notifications": notify.describe_backend(cfg),
+        "tray": _tray_info(),
     }
+
+
+def _tray_info() -> dict[str, Any]:
+    from vidtray.tray.backend import tray_backend_info
+
+    try:
+        return tray_backend_info()
+    except Exception as exc:  # a broken GUI stack is a finding for doctor, not a crash
+        return {"backend": None, "has_menu": False, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def run(args: argparse.Namespace, ctx) -> int:
@@ -104,4 +114,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     from vidtray.services.notify import backend_summary
 
     print(backend_summary(doc["notifications"]))
+    tray = doc["tray"]
+    print(f"tray: {tray['backend'] or 'none'} ({'with' if tray.get('has_menu') else 'no'} menu)"
+          + (f" - {tray['reason']}" if tray.get("reason") else ""))
     return 0

@@ -9,7 +9,7 @@ import threading
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("watch", help="headless: import finished videos into the library until stopped")
+    p = sub.add_parser("watch", help="headless: watcher, scheduled jobs and generation queue, until stopped")
     p.set_defaults(handler=_watch)
 
 
