@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))
+from gen_fixtures import write_tokenizer_files  # noqa: E402  (the test suite's tokenizer for the tiny model)
+
 from vidtray.services.memplan import GIB, MemoryPlan, apply_plan, choose_plan  # noqa: E402
 
 SCENARIOS: dict[str, str] = {
@@ -50,17 +53,6 @@ PROMPT = "a red fox running through fresh snow at sunrise, cinematic"
 
 
 # -- the child: build, apply one scenario, run, report -----------------------------------------------
-
-
-def write_tokenizer(folder: Path) -> tuple[str, str]:
-    """A CLIP BPE vocabulary of single characters; enough to drive the pipeline's prompt encoding."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-":
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return str(folder / "vocab.json"), str(folder / "merges.txt")
 
 
 def build_pipeline(tiny: bool, device: str) -> Any:
@@ -100,7 +92,7 @@ def build_pipeline(tiny: bool, device: str) -> Any:
     for module in (unet, vae, text_encoder):
         module.to(dtype).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        vocab, merges = write_tokenizer(Path(tmp))
+        vocab, merges = (str(p) for p in write_tokenizer_files(Path(tmp)))
         tokenizer = CLIPTokenizer(vocab, merges, model_max_length=77)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vidtray.services import storage
+from vidtray.services.fsutil import is_finished_video_name
 
 NOW = time.time()
 names = st.sampled_from(["a", "b", "clip", "x y", "ünï", "~lock", ".hidden", "c.part"])
@@ -58,7 +59,7 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
         for path in created:
             rel = path.relative_to(root)
             in_real_dir = rel.parts[0] != "linkdir" and not any(p.startswith(".") for p in rel.parts[:-1])
-            if (in_real_dir and not path.is_symlink() and storage.is_finished_video_name(path.name)
+            if (in_real_dir and not path.is_symlink() and is_finished_video_name(path.name)
                     and path not in protected
                     and (older is None or path.stat().st_mtime <= NOW - older * 86400)):
                 expected.add(path)
@@ -73,7 +74,7 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
         gone = set(before) - set(after)
         assert gone == expected
         assert {Path(d["path"]) for d in result.deleted} == \
-            {p for p in expected if storage.is_finished_video_name(p.name)}
+            {p for p in expected if is_finished_video_name(p.name)}
         for path, content in after.items():  # nothing that stayed was changed
             assert before[path] == content
         assert outside_file.read_bytes() == b"outside"

@@ -1,12 +1,16 @@
-"""Small file-system helpers shared by the services: atomic writes and human sizes."""
+"""Small file-system helpers shared by the services: atomic writes, finding finished videos, human sizes."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -89,3 +93,53 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def is_finished_video_name(name: str) -> bool:
+    """True for a name a finished video may have: not hidden or a lock file, a video extension.
+
+    Temporary names (``x.mp4.part``, ``x.tmp``, ``x.crdownload``) fail the extension test.
+    Called for every file in the videos folder, so it is kept to plain string operations.
+    """
+    if name[:1] in (".", "~", ""):
+        return False
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in VIDEO_EXTENSIONS
+
+
+def iter_videos(videos_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Finished videos under ``videos_dir`` as (path, lstat).
+
+    Walks real sub-folders too, but never follows a symlink (to a file or a folder) and never
+    enters hidden folders, so ``.partial/`` is never touched.
+    """
+    for path, st in walk_videos(str(videos_dir)):
+        yield Path(path), st
+
+
+def walk_videos(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    # Plain strings and DirEntry data: this runs over every file in the folder (tens of thousands).
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logging.getLogger("vidtray.fsutil").warning("cannot list %s: %s", folder, exc)
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    stack.append(entry.path)
+            elif is_finished_video_name(entry.name):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield entry.path, st

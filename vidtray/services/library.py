@@ -37,12 +37,11 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _orjson = None  # type: ignore[assignment]
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import atomic_write_bytes
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos
 
 log = logging.getLogger("vidtray.library")
 
 SCHEMA_VERSION = 1
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
 #: Keys a person (or the other app) edits; an import never overwrites them on an existing entry.
 USER_KEYS = frozenset({"id", "added", "title", "tags", "pinned", "scheduled_at"})
 #: Keys an import may set from the file, the probe and the sidecar.
@@ -545,13 +544,7 @@ class Library:
         """Items for the videos (and sidecars) in ``videos_dir``; files that do not decode are left out."""
         if self.videos_dir is None or not self.videos_dir.is_dir():
             return []
-        paths = []
-        for path in sorted(self.videos_dir.iterdir()):
-            if not is_video_name(path) or path.name.startswith(".") or path.name.startswith("~"):
-                continue
-            if path.is_symlink() or not path.is_file():
-                continue
-            paths.append(path)
+        paths = sorted(path for path, _ in iter_videos(self.videos_dir))
         from vidtray.services import media
 
         entries, skipped = media.import_entries(paths)

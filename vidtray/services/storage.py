@@ -13,27 +13,18 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vidtray.errors import OperationFailed, UserError
+from vidtray.services.fsutil import iter_videos, walk_videos
 
 log = logging.getLogger("vidtray.storage")
 
-VIDEO_EXTS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
-# Names that are never finished videos: downloads and writers in progress, editor/OS leftovers.
-TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download")
 GB = 1024**3
-
-
-def is_finished_video_name(name: str) -> bool:
-    """True for a name a finished video may have (not hidden, not a temp name, a video extension)."""
-    if name.startswith((".", "~")) or name.lower().endswith(TEMP_SUFFIXES):
-        return False
-    return os.path.splitext(name)[1].lower() in VIDEO_EXTS
 
 
 def iso(ts: float | None) -> str | None:
@@ -114,44 +105,6 @@ def _worst(statuses: Any) -> str:
 # -- videos --------------------------------------------------------------------------------
 
 
-def iter_videos(videos_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Finished videos under ``videos_dir`` as (path, lstat).
-
-    Walks real sub-folders too, but never follows a symlink (to a file or a folder) and never
-    enters hidden folders, so ``.partial/`` is never touched.
-    """
-    for path, st in _walk_videos(str(videos_dir)):
-        yield Path(path), st
-
-
-def _walk_videos(root: str) -> Iterator[tuple[str, os.stat_result]]:
-    # Plain strings and DirEntry data: this runs over every file in the folder (tens of thousands).
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc)
-            continue
-        for entry in entries:
-            if entry.is_symlink():
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if not entry.name.startswith("."):
-                    stack.append(entry.path)
-            elif is_finished_video_name(entry.name):
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield entry.path, st
-
-
 def _tree_size(folder: Path) -> tuple[int, int]:
     """(files, bytes) of regular files under ``folder``, symlinks not followed."""
     count = size = 0
@@ -176,7 +129,7 @@ def _tree_size(folder: Path) -> tuple[int, int]:
 def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
     count = size = 0
     oldest = newest = None
-    for _, st in _walk_videos(str(videos_dir)):
+    for _, st in walk_videos(str(videos_dir)):
         count += 1
         size += st.st_size
         oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
