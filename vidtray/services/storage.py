@@ -325,9 +325,10 @@ def _repo_folders(cache_dir: Path) -> dict[Path, tuple[str, str]]:
 
 def models_report(cache_dir: Path | None = None) -> dict[str, Any]:
     cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
-    info = _scan(cache_dir)
     report: dict[str, Any] = {"cache_dir": str(cache_dir), "size_bytes": 0, "repos": [], "broken": [],
                               "incomplete_bytes": 0}
+    # No repo folders, nothing to scan: skip importing the scanner (~0.1 s) for a cache with no models.
+    info = _scan(cache_dir) if _repo_folders(cache_dir) else None
     if info is None:
         return report
     root = Path(info.cache_dir)
