@@ -83,13 +83,18 @@ def missing_binaries(names: Sequence[str] = GUI_BINARIES) -> list[str]:
 
 
 def skip_without(names: Sequence[str] = GUI_BINARIES) -> None:
-    """Skip (with the names and the Debian packages) only when a binary is really absent."""
+    """Skip (with the names and the Debian packages) only when a binary is really absent.
+
+    Under CI (``CI`` set, as .ci/run's caller does) a missing binary is a failure: .ci/run installs
+    them, so a skip there would hide a broken install step.
+    """
     missing = missing_binaries(names)
     if missing:
-        pytest.skip(
-            f"desktop test needs {', '.join(missing)} "
-            "(Debian: xvfb dbus dunst libnotify-bin libglib2.0-bin; .ci/run installs them)"
-        )
+        why = (f"desktop test needs {', '.join(missing)} "
+               "(Debian: xvfb dbus dunst libnotify-bin libglib2.0-bin; .ci/run installs them)")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 5.0) -> None:
