@@ -178,7 +178,23 @@ def _read_desktop_entry(text: str) -> dict[str, str]:
     return out
 
 
-class XdgAutostart:
+class _FileEntry:
+    """A backend whose whole state is one file: disabling removes it."""
+
+    path: Path
+
+    def status(self) -> AutostartStatus:
+        raise NotImplementedError
+
+    def disable(self) -> AutostartStatus:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OperationFailed(f"cannot remove {self.path}: {exc.strerror or exc}") from exc
+        return self.status()
+
+
+class XdgAutostart(_FileEntry):
     """``<config_home>/autostart/vidtray.desktop`` (freedesktop Desktop Application Autostart spec)."""
 
     method = "xdg"
@@ -212,13 +228,6 @@ class XdgAutostart:
             raise OperationFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         return self.status()
 
-    def disable(self) -> AutostartStatus:
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OperationFailed(f"cannot remove {self.path}: {exc.strerror or exc}") from exc
-        return self.status()
-
     def status(self) -> AutostartStatus:
         try:
             entry = _read_desktop_entry(self.path.read_text(encoding="utf-8"))
@@ -241,7 +250,7 @@ class XdgAutostart:
 # -- macOS -----------------------------------------------------------------------------------
 
 
-class MacLaunchAgent:
+class MacLaunchAgent(_FileEntry):
     """``~/Library/LaunchAgents/<label>.plist`` with ``RunAtLoad`` (launchd loads it at login)."""
 
     method = "launchagent"
@@ -272,13 +281,6 @@ class MacLaunchAgent:
             atomic_write_bytes(self.path, plistlib.dumps(doc, fmt=plistlib.FMT_XML))
         except OSError as exc:
             raise OperationFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        return self.status()
-
-    def disable(self) -> AutostartStatus:
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OperationFailed(f"cannot remove {self.path}: {exc.strerror or exc}") from exc
         return self.status()
 
     def status(self) -> AutostartStatus:
