@@ -75,6 +75,14 @@ def is_video_name(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
+def protected_paths(items: Iterable[Item]) -> set[Path]:
+    """Paths of the items that must never be pruned: pinned, or with ``scheduled_at`` set."""
+    return {
+        Path(item["path"]) for item in items
+        if isinstance(item.get("path"), str) and (item.get("pinned") is True or item.get("scheduled_at"))
+    }
+
+
 def is_video_item(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "video"
 
@@ -354,10 +362,7 @@ class Library:
 
     def protected_paths(self) -> set[Path]:
         """Absolute paths of items that must never be pruned: pinned, or with ``scheduled_at`` set."""
-        return {
-            Path(item["path"]) for item in self.items()
-            if isinstance(item.get("path"), str) and (item.get("pinned") is True or item.get("scheduled_at"))
-        }
+        return protected_paths(self.items())
 
     def summary(self) -> dict[str, int]:
         items = self.items()

@@ -274,10 +274,12 @@ def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: floa
     Pinned or scheduled library items are protected, thumbnails go with their videos, and the
     library marks what was deleted as missing (``lib`` is a ``vidtray.services.library.Library``).
     """
-    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in lib.items()
-                  if isinstance(i, dict) and i.get("path") and i.get("thumbnail")}
+    from vidtray.services.library import protected_paths
+
+    items = lib.items()  # one read of library.json for both (it can hold tens of thousands of items)
+    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items if i.get("path") and i.get("thumbnail")}
     result = delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
-                           protected=lib.protected_paths(), to_trash=to_trash, dry_run=dry_run,
+                           protected=protected_paths(items), to_trash=to_trash, dry_run=dry_run,
                            thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
     if result.deleted and not dry_run:
         lib.mark_missing(result.deleted_paths)
