@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from vidtray.config import Config, config_path
-from vidtray.services.fsutil import human_size
+from vidtray.services.fsutil import human_size, plural
 from vidtray.tray.backend import BackendChoice
 from vidtray.tray.dispatch import Dispatcher
 from vidtray.tray.state import StorageView, TrayState, icon_name, job_line, parse_storage_report, storage_lines, tooltip
@@ -459,15 +459,15 @@ class TrayApp:
             self.notifier.send("Nothing to delete", f"No generated videos{scope} to delete.")
             return
         where = "to the trash" if self.cfg.prune_to_trash else "for good (prune_to_trash is off)"
-        kept = f"\n{len(plan['kept'])} pinned or scheduled videos are kept." if plan["kept"] else ""
-        message = f"Delete {count} generated video{'s' if count != 1 else ''}{scope} " \
+        kept = f"\n{plural(len(plan['kept']), 'pinned or scheduled video')} kept." if plan["kept"] else ""
+        message = f"Delete {plural(count, 'generated video')}{scope} " \
                   f"({human_size(plan['freed_bytes'])}) {where}?{kept}"
         if self._dialog("confirm", message, "Delete") is None:
             log.info("delete videos: not confirmed")
             return
         result = json.loads(self.run_cli(["clean", "videos", *age, "--yes", "--json"]))
         done = len(result["deleted"])
-        self.notifier.send("Videos deleted", f"{done} video{'s' if done != 1 else ''}, "
+        self.notifier.send("Videos deleted", f"{plural(done, 'video')}, "
                                              f"{human_size(result['freed_bytes'])} freed")
         self._storage_due.set()
 
