@@ -217,16 +217,6 @@ def test_tray_without_a_display_says_so(cli) -> None:
     assert r.stderr.count("\n") == 1
 
 
-def test_config_template_is_a_valid_empty_config() -> None:
-    from vidtray.tray.app import CONFIG_TEMPLATE
-
-    assert Config.from_string(CONFIG_TEMPLATE, "template") == Config.from_mapping({}, "template")
-    # Uncomment the settings (not the prose): "# key = ..." and "# [table]" lines.
-    uncommented = "\n".join(line[2:] if line.startswith("# ") and ("=" in line or line[2:].startswith("["))
-                            else line for line in CONFIG_TEMPLATE.splitlines())
-    Config.from_string(uncommented, "template")  # every key it mentions is a real, valid key
-
-
 def test_tray_command_imports_nothing_heavy() -> None:
     code = ("import sys, vidtray.cli as c; c.build_parser(); "
             "bad = [m for m in ('pystray', 'gi', 'PIL', 'tkinter', 'huggingface_hub', 'torch') if m in sys.modules]; "
