@@ -138,3 +138,25 @@ def test_cli_remove_rescan_and_include_removed(cli, cfg: Config, clips: tuple[Pa
     # Forgotten: a plain rescan keeps it now.
     assert json.loads(cli("library", "rescan", "--json").stdout)["removed"] == []
     assert len(lib.items()) == 2
+
+
+def test_removed_while_away_stays_out_when_it_comes_back(scene: Scene, tmp_path: Path) -> None:
+    # The file is elsewhere (a drive unplugged) when the user removes its entry: path and size identify it.
+    away = tmp_path / "away.mp4"
+    os.rename(scene.folder / "drop.mp4", away)
+    scene.remove("drop.mp4")
+    os.rename(away, scene.folder / "drop.mp4")
+    report = Watcher(scene.lib, [scene.folder]).reconcile()
+    assert report.removed == [str(scene.folder / "drop.mp4")] and scene.names() == {"keep.mp4"}
+
+
+def test_a_removal_that_cannot_be_remembered_changes_nothing(cli, cfg: Config, clips: tuple[Path, Path]) -> None:
+    shutil.copyfile(clips[0], cfg.videos_dir / "a.mp4")
+    assert cli("library", "rescan").returncode == 0
+    cfg.state_dir.parent.mkdir(parents=True, exist_ok=True)
+    cfg.state_dir.write_text("not a folder")
+    before = cfg.library_file.read_bytes()
+    [item] = open_library(cfg).items()
+    r = cli("library", "remove", item["id"])
+    assert r.returncode == 1 and "cannot record the removal" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert cfg.library_file.read_bytes() == before

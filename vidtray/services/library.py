@@ -517,7 +517,7 @@ class Library:
             if self.removed is not None and isinstance(item.get("path"), str):
                 # Under the library lock: the watcher cannot import the file between the two writes.
                 try:
-                    self.removed.add(item["path"], item.get("id"))
+                    self.removed.add(item["path"], item.get("id"), item.get("size_bytes"))
                 except OSError as exc:
                     raise OperationFailed(f"cannot record the removal in {self.removed.path}: "
                                           f"{exc.strerror or exc}; the item stays") from None
