@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -87,6 +88,6 @@ def test_help_stays_light() -> None:
     parser = build_parser()
     top = parser.format_help()
     assert "--config PATH" in top and "also after COMMAND" in top
-    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     text = sub.choices["storage"].format_help()
     assert "--config" not in text and "--debug" not in text
