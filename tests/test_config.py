@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,45 @@ def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
     atomic_write_text(target, "two")
     assert target.read_text() == "two" and stat.S_IMODE(target.stat().st_mode) == 0o640
     assert [p.name for p in target.parent.iterdir()] == ["library.json"]
+
+
+def _uncomment(template: str) -> str:
+    """The settings of a template, uncommented: "# key = ..." and "# [table]" lines."""
+    return "\n".join(line[2:] if re.match(r"# ([a-z_]+ = |\[)", line) else line for line in template.splitlines())
+
+
+def test_settings_template_shows_every_key_with_its_real_default(tmp_path) -> None:
+    import dataclasses
+
+    from vidtray.config import _GEN_PARSERS, _PARSERS, Generation, config_template, default_data_dir
+
+    text = config_template()
+    defaults = Config.from_mapping({}, "template", env={})
+    # As written (all commented out) it is the defaults; so is every line uncommented.
+    assert Config.from_string(text, "template", env={}) == defaults
+    uncommented = Config.from_string(_uncomment(text), "template", env={})
+    assert {k: v for k, v in uncommented.as_dict().items() if k != "source"} == \
+        {k: v for k, v in defaults.as_dict().items() if k != "source"}
+    # Every key, once, with a comment; the values are this platform's real defaults.
+    settings = re.findall(r"^# ([a-z_]+) = (.+?)  +# \S", text, flags=re.M)
+    keys = [k for k, _ in settings]
+    assert keys == [*_PARSERS, *_GEN_PARSERS] and len(set(keys)) == len(keys)
+    values = dict(settings)
+    assert values["data_dir"] == json.dumps(str(default_data_dir()))
+    assert values["library_path"] == json.dumps(str(default_data_dir() / "library.json"))
+    assert values["warn_free_gb"] == "5" and values["prune_to_trash"] == "true" and values["watch_dirs"] == "[]"
+    assert values["keep_alive_s"] == "300" and values["offload"] == '"auto"'
+    assert "# [generation]" in text
+    # One source of truth: every field of the dataclasses is a documented key.
+    for cls in (Config, Generation):
+        for f in dataclasses.fields(cls):
+            assert f.name in ("source", "generation") or f.metadata.get("doc"), f.name
+
+
+def test_settings_template_paths_round_trip(monkeypatch, tmp_path) -> None:
+    from vidtray.config import config_template, default_data_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / 'Vidéos "ä" \\ 🎬'))  # platformdirs' data dir
+    assert "🎬" in str(default_data_dir())
+    cfg = Config.from_string(_uncomment(config_template()), "template", env={})
+    assert cfg.data_dir == default_data_dir() and cfg.library_file == default_data_dir() / "library.json"

@@ -52,7 +52,8 @@ def test_warning_once_per_crossing_with_hysteresis(tmp_path: Path) -> None:
         jobs.check_disk(NOW + 600 * i)
     assert rec.kinds() == ["low_disk"]
     assert rec.sent[0].title == "Low disk space"
-    assert rec.sent[0].body.endswith("(videos, model cache)")  # both on one volume: one reading
+    # Both on one volume: one reading; the text names the threshold and its key.
+    assert rec.sent[0].body.endswith("(videos, model cache); vidtray warns below 5 GiB (warn_free_gb)")
     # Back to the threshold, and just under the re-arm margin: still the same crossing.
     disk.default = warn
     jobs.check_disk(NOW)
@@ -81,7 +82,8 @@ def test_each_volume_is_warned_about_on_its_own(tmp_path: Path) -> None:
     assert sorted(r.where.split(" (")[1] for r in readings) == ["model cache)", "videos)"]
     disk.free["/dev/shm"] = 2 * GiB
     jobs.check_disk(NOW)
-    assert [n.body for n in rec.sent] == ["2.0 GB free on /dev/shm (model cache)"]
+    assert [n.body for n in rec.sent] == [
+        "2.0 GiB free on /dev/shm (model cache); vidtray warns below 5 GiB (warn_free_gb)"]
     disk.free["/dev/shm"] = None  # the volume disappears: no crash, no re-arm, no warning
     jobs.check_disk(NOW)
     disk.free["/dev/shm"] = 2 * GiB
@@ -97,7 +99,7 @@ def test_pause_flag_below_min_and_resume(tmp_path: Path) -> None:
     assert report.paused and report.changed == "paused"
     doc = json.loads(flag.read_text())
     assert set(doc) >= {"reason", "since"}
-    assert "1 GB" in doc["reason"]
+    assert "1 GiB is free (min_free_gb)" in doc["reason"]
     assert datetime.fromisoformat(doc["since"]).timestamp() == NOW
     assert rec.kinds() == ["low_disk", "queue_paused"]
     assert rec.of_kind("queue_paused")[0].body == doc["reason"]

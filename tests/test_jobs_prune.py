@@ -76,7 +76,9 @@ class Scene:
         self.ids = {path: item["id"] for path, item in items.items()}
 
     def status(self, path: Path) -> str:
-        return open_library(self.cfg).get(self.ids[path])["status"]
+        """The item's status, or "gone" when it left the library."""
+        items = {item["id"]: item for item in open_library(self.cfg).items()}
+        return items[self.ids[path]]["status"] if self.ids[path] in items else "gone"
 
 
 def _edit(doc: dict, changes: dict[str, dict]) -> dict:
@@ -125,8 +127,8 @@ def test_prune_to_trash_keeps_pinned_scheduled_new_and_foreign(tmp_path: Path, s
                               scene.thumb.name])
     info = (trash / "info" / f"{scene.old.name}.trashinfo").read_text()
     assert f"Path={scene.old}" in info
-    # Library: deleted ones marked missing, the rest untouched.
-    assert scene.status(scene.old) == "missing" and scene.status(scene.old2) == "missing"
+    # Library: the deleted ones leave it (deleted on purpose, not "missing"), the rest untouched.
+    assert scene.status(scene.old) == "gone" and scene.status(scene.old2) == "gone"
     assert {scene.status(p) for p in (scene.new, scene.pinned, scene.scheduled)} == {"ready"}
     # One summary notification.
     [note] = rec.sent

@@ -351,3 +351,53 @@ def test_batch_add_to_a_50000_item_library_is_fast(tmp_path: Path) -> None:
     assert len(fresh.items()) == 50_200
     # Goal < 1 s; generous bound here because the test machine is shared.
     assert warm < 3.0 and cold < 5.0, (cold, warm)
+
+
+def test_prompt_title_is_the_start_of_the_prompt_on_a_word_boundary() -> None:
+    from vidtray.services.library import TITLE_CHARS, prompt_title
+
+    assert prompt_title("  a red   fox\nin snow ") == "a red fox in snow"
+    long = "a red fox running through deep fresh snow at dawn, cinematic lighting, slow motion, 4k"
+    title = prompt_title(long)
+    assert title == "a red fox running through deep fresh snow at dawn, cinematic…"
+    assert len(title) <= TITLE_CHARS + 1 and long.startswith(title[:-1])
+    assert prompt_title("x" * 100) == "x" * TITLE_CHARS + "…"  # one endless word: cut where it is
+
+
+def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
+    from vidtray.services import media
+    from vidtray.services.watcher import Watcher
+
+    folder = tmp_path / "videos"
+    gen = write_mp4(folder / "zeroscope_20250101-120000_abcd1234.mp4")
+    gen.with_suffix(".json").write_text(json.dumps({"prompt": "a lighthouse in a storm, waves crashing"}))
+    plain = write_mp4(folder / "holiday.mp4")
+    lib = Library(tmp_path / "library.json")
+    Watcher(lib, [folder]).reconcile()
+    titles = {Path(i["path"]).name: i["title"] for i in lib.items()}
+    assert titles == {gen.name: "a lighthouse in a storm, waves crashing", plain.name: "holiday"}
+    # The worker's own upsert (no sidecar read) gives the same default.
+    other = write_mp4(folder / "zeroscope_20250101-130000_ef012345.mp4")
+    item = lib.add_video(other, **{**media.import_fields(other), "prompt": "a cat", "source": "generated"})
+    assert item["title"] == "a cat"
+
+
+def test_a_late_sidecar_sets_the_default_title_but_never_a_users(tmp_path: Path) -> None:
+    from vidtray.services.library import sidecar_fields
+
+    lib = Library(tmp_path / "library.json")
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for p in (a, b):
+        p.write_bytes(b"x")
+    lib.add_videos([(a, {}), (b, {})])
+    ib = lib.get(lib.find_by_path(b)["id"])
+    lib.edit(ib["id"], title="My edit")
+    for p in (a, b):
+        p.with_suffix(".json").write_text(json.dumps({"prompt": "a slow pan over hills"}))
+    lib.add_videos([(a, sidecar_fields(a)), (b, sidecar_fields(b))])
+    assert lib.find_by_path(a)["title"] == "a slow pan over hills"
+    assert lib.find_by_path(b)["title"] == "My edit"
+    # A later prompt change leaves a title that is no longer the default alone too.
+    a.with_suffix(".json").write_text(json.dumps({"prompt": "something else"}))
+    lib.add_video(a, **sidecar_fields(a))
+    assert lib.find_by_path(a)["title"] == "a slow pan over hills"

@@ -10,6 +10,7 @@ import pytest
 from media_helpers import write_mp4
 
 from vidtray.config import Config
+from vidtray.errors import UserError
 from vidtray.services.library import Library
 
 
@@ -148,3 +149,44 @@ def test_corrupt_library_is_reported_and_rebuilt(cli, cfg: Config, clip: Path) -
     assert [Path(i["path"]).name for i in json.loads(r.stdout)["items"]] == ["survivor.mp4"]
     [aside] = cfg.library_file.parent.glob("library.json.corrupt-*")
     assert aside.read_bytes() == b'{"version": 1, "items": [{"id": '
+
+
+@pytest.fixture
+def prefixed(cfg: Config, clip: Path) -> Library:
+    """Three items whose ids share prefixes: abc123000001, abc123000002, abd999000003."""
+    lib = Library(cfg.library_file)
+    paths = [shutil.copyfile(clip, cfg.videos_dir / f"{n}.mp4") for n in ("one", "two", "three")]
+    lib.add_videos([(p, {}) for p in paths])
+    ids = iter(["abc123000001", "abc123000002", "abd999000003"])
+
+    def rename(doc: dict) -> None:
+        for item in doc["items"]:
+            item["id"] = next(ids)
+
+    lib.update(rename)
+    return lib
+
+
+@pytest.mark.parametrize("args", [("show", "abd"), ("pin", "abd9"), ("unpin", "abd"), ("edit", "abd", "--tags", "x"),
+                                  ("remove", "abd99")])
+def test_a_unique_id_prefix_is_enough(cli, prefixed: Library, args) -> None:
+    r = cli("library", *args, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc.get("removed") or doc)["id"] == "abd999000003"
+
+
+@pytest.mark.parametrize("args", [("show", "abc"), ("pin", "ab"), ("remove", "abc123"), ("edit", "a", "--title", "x")])
+def test_an_ambiguous_prefix_is_exit_2_and_names_the_candidates(cli, cfg: Config, prefixed: Library, args) -> None:
+    before = cfg.library_file.read_bytes()
+    r = cli("library", *args)
+    assert r.returncode == 2 and r.stderr.startswith("vidtray: error: ") and len(r.stderr.splitlines()) == 1
+    assert "ambiguous" in r.stderr and "abc123000001" in r.stderr and "abc123000002" in r.stderr
+    assert cfg.library_file.read_bytes() == before
+
+
+def test_an_exact_id_wins_over_a_longer_one(cfg: Config, prefixed: Library) -> None:
+    prefixed.update(lambda doc: doc["items"][0].update(id="abc123"))
+    assert prefixed.get("abc123")["path"].endswith("one.mp4")
+    with pytest.raises(UserError, match="ambiguous"):
+        prefixed.get("abc12")

@@ -19,11 +19,11 @@ MiB = 1024**2
 
 # (method call, summary, body) for every kind the contract names.
 KINDS = [
-    (lambda n: n.low_disk(int(0.8 * GiB), "/home (videos)"), "Low disk space",
-     "819.2 MB free on /home (videos)"),
-    (lambda n: n.queue_paused("Only 0.4 GB free on /data; below min_free_gb = 1"), "Video generation paused",
-     "Only 0.4 GB free on /data; below min_free_gb = 1"),
-    (lambda n: n.prune_summary(12, 84 * MiB), "Old videos pruned", "Pruned 12 videos, freed 84.0 MB"),
+    (lambda n: n.low_disk(int(0.8 * GiB), "/home (videos)", 5.0), "Low disk space",
+     "819.2 MiB free on /home (videos); vidtray warns below 5 GiB (warn_free_gb)"),
+    (lambda n: n.queue_paused("Only 0.4 GiB free on /data; below min_free_gb = 1"), "Video generation paused",
+     "Only 0.4 GiB free on /data; below min_free_gb = 1"),
+    (lambda n: n.prune_summary(12, 84 * MiB), "Old videos pruned", "Pruned 12 videos, freed 84.0 MiB"),
     (lambda n: n.video_ready(Path("/v/zeroscope_20240101-120000_abcd1234.mp4"),
                              "a red fox   running through snow, cinematic, 4k"),
      "Video ready", "a red fox running through snow, cinematic, 4k\nzeroscope_20240101-120000_abcd1234.mp4"),
@@ -32,7 +32,7 @@ KINDS = [
     (lambda n: n.library_corrupt(Path("/d/library.json.corrupt-20240101-120000")), "Library file set aside",
      "The library file could not be read and was set aside as library.json.corrupt-20240101-120000. "
      "It was rebuilt from the videos on disk."),
-    (lambda n: n.queue_resumed("2.3 GB free again"), "Video generation resumed", "2.3 GB free again"),
+    (lambda n: n.queue_resumed("2.3 GiB free again"), "Video generation resumed", "2.3 GiB free again"),
     (lambda n: n.prune_failed("the trash is not available"), "Pruning old videos failed",
      "the trash is not available"),
     (lambda n: n.send("-starts with a dash", "it's <b>plain</b> text"), "-starts with a dash",
@@ -154,7 +154,7 @@ def test_singular_and_long_texts_are_clipped() -> None:
     rec.prune_summary(1, 2048)
     rec.video_ready(Path("/v/x.mp4"), "word " * 100)
     rec.generation_failed("e" * 1000)
-    assert rec.sent[0].body == "Pruned 1 video, freed 2.0 KB"
+    assert rec.sent[0].body == "Pruned 1 video, freed 2.0 KiB"
     first_line = rec.sent[1].body.splitlines()[0]
     assert len(first_line) <= notify.PROMPT_CHARS and first_line.endswith("…")
     assert len(rec.sent[2].body) == notify.REASON_CHARS

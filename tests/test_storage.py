@@ -75,7 +75,7 @@ def test_storage_json_cli(cli, hub, cfg):
     human = cli("storage")
     assert human.returncode == 0
     assert "cerspense/zeroscope_v2_576w" in human.stdout and "org/broken (BROKEN)" in human.stdout
-    assert "2 videos" in human.stdout and "1.0 MB" in human.stdout
+    assert "2 videos" in human.stdout and "1.0 MiB" in human.stdout
 
 
 def test_space_status_thresholds(tmp_path):
@@ -106,7 +106,7 @@ def test_clean_model_dry_run_and_broken(cli, hub):
     assert (hub / "models--org--broken").is_dir()
     res = cli("clean", "model", "org/broken", "--yes")
     assert res.returncode == 0, res.stderr
-    assert "Freed 4.9 KB" in res.stdout
+    assert "Freed 4.9 KiB" in res.stdout
     assert not (hub / "models--org--broken").exists()
 
 
@@ -155,10 +155,13 @@ def test_clean_videos_to_trash_with_sidecar(cli, cfg, isolated_env):
 
 def test_clean_videos_permanent_and_dry_run(cli, cfg, isolated_env):
     a = _video(cfg.videos_dir, "a.mp4", 100)
+    human = cli("storage").stdout
+    assert "  1 video, 100 B" in human and "library " in human and ": 0 items, " in human
+    assert "(warn below 5 GiB, generation refused below 1 GiB)" in human
     res = cli("clean", "videos", "--dry-run", "--json")
     assert json.loads(res.stdout)["dry_run"] is True and a.exists()
     res = cli("clean", "videos", "--permanent", "--yes")
-    assert res.returncode == 0 and "Deleted 1 videos" in res.stdout
+    assert res.returncode == 0 and "Deleted 1 video, 100 B." in res.stdout
     assert not a.exists() and not (isolated_env["XDG_DATA_HOME"] / "Trash").exists()
 
 
@@ -230,7 +233,7 @@ def test_cli_storage_does_not_import_heavy_modules(hub):
     assert res.returncode == 0, res.stderr
 
 
-def test_clean_videos_keeps_pinned_and_scheduled_and_marks_missing(cli, cfg):
+def test_clean_videos_keeps_pinned_and_scheduled_and_drops_the_deleted(cli, cfg):
     from vidtray.services.library import open_library
 
     lib = open_library(cfg)
@@ -247,8 +250,47 @@ def test_clean_videos_keeps_pinned_and_scheduled_and_marks_missing(cli, cfg):
     assert [d["path"] for d in doc["deleted"]] == [str(plain)]
     assert sorted(k["path"] for k in doc["kept"]) == [str(pinned), str(scheduled)]
     assert pinned.exists() and scheduled.exists() and not plain.exists()
+    # vidtray deleted it on purpose: it leaves the library rather than lingering as "missing".
     status = {i["title"]: i["status"] for i in open_library(cfg).items()}
-    assert status == {"pinned": "ready", "scheduled": "ready", "plain": "missing"}
+    assert status == {"pinned": "ready", "scheduled": "ready"}
 
     report = json.loads(cli("storage", "--json").stdout)["library"]
-    assert report["items"] == 3 and report["pinned"] == 1 and report["scheduled"] == 1 and report["missing"] == 1
+    assert report["items"] == 2 and report["pinned"] == 1 and report["scheduled"] == 1 and report["missing"] == 0
+
+
+def test_clean_drops_only_what_it_really_deleted(cfg, monkeypatch):
+    import send2trash
+
+    from vidtray.errors import OperationFailed
+    from vidtray.services.library import open_library
+
+    lib = open_library(cfg)
+    a, b = _video(cfg.videos_dir, "a.mp4"), _video(cfg.videos_dir, "b.mp4")
+    lib.add_videos([(a, {}), (b, {})])
+    trash = send2trash.send2trash
+
+    def no_trash_for_b(path):
+        if path.endswith("b.mp4"):
+            raise OSError("no trash on this volume")
+        trash(path)
+
+    monkeypatch.setattr(send2trash, "send2trash", no_trash_for_b)
+    with pytest.raises(OperationFailed):
+        storage.clean_videos(cfg, lib, older_than_days=None, now=time.time(), to_trash=True, dry_run=False)
+    assert not a.exists() and b.exists()
+    assert [(i["path"], i["status"]) for i in lib.items()] == [(str(b), "ready")]
+
+
+def test_clean_drops_entries_through_a_symlinked_data_dir(tmp_path):
+    from vidtray.config import Config
+    from vidtray.services.library import open_library
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    cfg = Config.from_mapping({"data_dir": str(tmp_path / "link")}, "<test>", env={})
+    lib = open_library(cfg)
+    lib.add_videos([(_video(cfg.videos_dir, "a.mp4"), {}), (_video(cfg.videos_dir, "b.mp4", age_days=9), {})])
+    result = storage.clean_videos(cfg, lib, older_than_days=5, now=time.time(), to_trash=False, dry_run=False)
+    assert [Path(p).name for p in result.deleted_paths] == ["b.mp4"]
+    assert [i["path"] for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]

@@ -46,7 +46,7 @@ def test_tooltip_says_what_the_tray_is_doing() -> None:
 
 def test_low_disk_and_paused_queue_turn_the_icon_to_warning() -> None:
     low = TrayState(videos=3, free_bytes=int(0.8 * GB), warn_free_gb=5)
-    assert tooltip(low) == "Low disk: 0.8 GB free\nIdle - 3 videos"
+    assert tooltip(low) == "Low disk: 0.8 GiB free\nIdle - 3 videos"
     assert icon_name(low) == "warning"
 
     paused = TrayState(videos=3, free_bytes=50 * GB, queue_paused="only 0.5 GB free (min_free_gb = 1)")
@@ -54,7 +54,7 @@ def test_low_disk_and_paused_queue_turn_the_icon_to_warning() -> None:
     assert icon_name(paused) == "warning"
     # Generating while the disk runs low: both are said, the warning wins the icon.
     both = low.with_(job=JobView("j", "p", step=1, total=4))
-    assert tooltip(both).splitlines() == ["Generating 1/4", "Low disk: 0.8 GB free"]
+    assert tooltip(both).splitlines() == ["Generating 1/4", "Low disk: 0.8 GiB free"]
     assert icon_name(both) == "warning"
 
 
@@ -78,8 +78,8 @@ def test_storage_report_parsing_and_lines() -> None:
     assert view.videos_count == 14 and view.models_bytes == 5 * GB
     assert view.models == (("cerspense/zeroscope_v2_576w", 4 * GB, False), ("half/done", 1024, True))
     lines = storage_lines(view, 2 * GB)
-    assert lines == ["Videos: 14, 3.0 MB", "Model cache: 5.0 GB", "    cerspense/zeroscope_v2_576w: 4.0 GB",
-                     "    half/done (broken): 1.0 KB", "Free: 2.0 GB"]
+    assert lines == ["Videos: 14, 3.0 MiB", "Model cache: 5.0 GiB", "    cerspense/zeroscope_v2_576w: 4.0 GiB",
+                     "    half/done (broken): 1.0 KiB", "Free: 2.0 GiB"]
     assert storage_lines(None, None) == ["Sizes: checking...", "Free: unknown"]
     assert storage_lines(StorageView(error="boom"), None)[0] == "Sizes unknown: boom"
 
@@ -215,16 +215,6 @@ def test_tray_without_a_display_says_so(cli) -> None:
     assert r.returncode == 1
     assert r.stderr.startswith("vidtray: error: cannot show a tray icon: no display (DISPLAY is not set)")
     assert r.stderr.count("\n") == 1
-
-
-def test_config_template_is_a_valid_empty_config() -> None:
-    from vidtray.tray.app import CONFIG_TEMPLATE
-
-    assert Config.from_string(CONFIG_TEMPLATE, "template") == Config.from_mapping({}, "template")
-    # Uncomment the settings (not the prose): "# key = ..." and "# [table]" lines.
-    uncommented = "\n".join(line[2:] if line.startswith("# ") and ("=" in line or line[2:].startswith("["))
-                            else line for line in CONFIG_TEMPLATE.splitlines())
-    Config.from_string(uncommented, "template")  # every key it mentions is a real, valid key
 
 
 def test_tray_command_imports_nothing_heavy() -> None:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import sys
 import traceback
@@ -24,12 +25,29 @@ from vidtray.errors import UserError, VidtrayError
 log = logging.getLogger("vidtray.cli")
 
 
-
 class Parser(argparse.ArgumentParser):
     """argparse that raises UserError instead of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
         raise UserError(message)
+
+
+class CommandParser(Parser):
+    """A (sub)command's parser: also takes the global options, so ``vidtray storage --config X``
+    means ``vidtray --config X storage``. SUPPRESS leaves the value given before the command alone
+    when the option is not repeated after it; they stay out of each command's --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self, hidden=True)
+
+
+def _global_options(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
+    extra = {"default": argparse.SUPPRESS} if hidden else {}
+    parser.add_argument("--config", metavar="PATH", **extra, help=argparse.SUPPRESS if hidden else
+                        "config file (default: $VIDTRAY_CONFIG or the platform one); also after COMMAND")
+    parser.add_argument("--debug", action="store_true", **extra, help=argparse.SUPPRESS if hidden else
+                        "print tracebacks and log debug messages; also after COMMAND")
 
 
 class Context:
@@ -65,9 +83,9 @@ class Context:
 def build_parser() -> Parser:
     parser = Parser(prog="vidtray", description="Local AI video generation helper: tray, library, storage.")
     parser.add_argument("--version", action="version", version=f"vidtray {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $VIDTRAY_CONFIG or the platform one)")
-    parser.add_argument("--debug", action="store_true", help="print tracebacks and log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    _global_options(parser, hidden=False)
+    # Nested subcommands inherit the class (argparse uses type(self)), so every level takes them.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     # Every module in vidtray.commands registers its own subcommands (alphabetical in --help).
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -76,6 +94,23 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Output to a pipe is block-buffered: flush here, where a closed reader can still be caught.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`vidtray storage | head -1`): stop quietly, as a filter does. Point
+        # stdout at devnull so the interpreter's own flush at exit does not fail again (Python docs,
+        # "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -88,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = args.handler(args, Context(args.config))
         return int(rc or 0)
+    except BrokenPipeError:
+        raise  # not a failure of the command: main() ends quietly
     except VidtrayError as exc:
         log.info("command failed: %s", exc, exc_info=True)
         return _fail(exc, args.debug)

@@ -2,12 +2,14 @@
 
 ``load_config()`` finds the file (``--config`` > ``VIDTRAY_CONFIG`` > the platform config dir),
 ``Config.from_string()`` parses text so tests need no files. Every problem is a ``ConfigError``
-naming the file and the key.
+naming the file and the key. The dataclasses below are the one list of keys: each carries its
+default and a one-line description (``config_template()`` writes the settings file from them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,33 +39,38 @@ def log_dir() -> Path:
     return Path(platformdirs.user_log_dir(APP, appauthor=False))
 
 
+def _key(doc: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config key: its default and the short comment the settings file shows beside it."""
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Generation:
     """Defaults for new generation jobs (``[generation]`` table)."""
 
-    frames: int = 24
-    steps: int = 40
-    height: int = 320
-    width: int = 576
-    fps: int = 8
+    frames: int = _key("frames per video", 24)
+    steps: int = _key("denoising steps (more: slower, finer)", 40)
+    height: int = _key("pixels, a multiple of 8", 320)
+    width: int = _key("pixels, a multiple of 8", 576)
+    fps: int = _key("frames per second of the mp4", 8)
 
 
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path = field(default_factory=default_data_dir)
-    library_path: Path | None = None
-    watch_dirs: tuple[Path, ...] = ()
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    offload: str = "auto"
-    keep_alive_s: float = 300.0
-    min_free_gb: float = 1.0
-    warn_free_gb: float = 5.0
-    disk_check_interval_s: float = 600.0
-    prune_after_days: float = 30.0
-    prune_interval_s: float = 86400.0
-    prune_to_trash: bool = True
-    notifications: bool = True
+    data_dir: Path = _key("videos go to <data_dir>/generated/videos", factory=default_data_dir)
+    library_path: Path | None = _key("default <data_dir>/library.json", None)
+    watch_dirs: tuple[Path, ...] = _key("more folders to import finished videos from", ())
+    model: str = _key("a Hugging Face repo id or a local diffusers folder", DEFAULT_MODEL)
+    device: str = _key(" | ".join(DEVICES), "auto")
+    offload: str = _key(" | ".join(OFFLOADS) + " (GPU memory vs. speed)", "auto")
+    keep_alive_s: float = _key("seconds idle before the worker unloads the model (frees GPU memory)", 300.0)
+    min_free_gb: float = _key("GiB: below this free, generations wait (the queue pauses)", 1.0)
+    warn_free_gb: float = _key("GiB: notify below this", 5.0)
+    disk_check_interval_s: float = _key("seconds between free-space checks", 600.0)
+    prune_after_days: float = _key("delete older videos (never pinned or scheduled ones); 0 = never", 30.0)
+    prune_interval_s: float = _key("seconds between prunes", 86400.0)
+    prune_to_trash: bool = _key("false: delete for good instead of to the trash", True)
+    notifications: bool = _key("desktop notifications", True)
     generation: Generation = field(default_factory=Generation)
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
@@ -153,6 +160,49 @@ class Config:
         out["thumbnails_dir"] = str(self.thumbnails_dir)
         out["queue_dir"] = str(self.queue_dir)
         return out
+
+
+def config_template() -> str:
+    """The settings file the tray's "Settings" item creates: every key, commented out, with its real
+    default (this platform's paths) and what it is for. Uncommenting a line keeps the default."""
+    lines = [
+        "# vidtray settings. Every key is optional; remove the '#' in front of one to change it.",
+        "# The values shown are the defaults. Reference: the README's \"Configuration\" section.",
+        "# Restart the tray (or `vidtray watch`) after editing.",
+        "",
+    ]
+    defaults = Config()
+
+    def entries(obj: Any) -> list[str]:
+        out = []
+        for f in dataclasses.fields(obj):
+            if "doc" not in f.metadata:
+                continue
+            value = getattr(obj, f.name)
+            if value is None and f.name == "library_path":
+                value = defaults.library_file
+            out.append((f"# {f.name} = {_toml_value(value)}", f.metadata["doc"]))
+        # One comment column; a long path pushes only its own comment further right.
+        width = min(36, max(len(key) for key, _ in out))
+        return [f"{key:<{width}}  # {doc}" for key, doc in out]
+
+    lines += entries(defaults)
+    lines += ["", "# [generation]  # defaults for new jobs (the popup and `vidtray generate` start from these)"]
+    lines += entries(defaults.generation)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # JSON's string escapes are TOML's (ensure_ascii=False: no surrogate pairs, which TOML refuses).
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def clean_videos(args: argparse.Namespace, ctx) -> int:
     from vidtray.services import storage
-    from vidtray.services.fsutil import human_size
+    from vidtray.services.fsutil import human_size, plural
     from vidtray.services.library import open_library
 
     cfg = ctx.cfg
@@ -58,7 +58,7 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
     result = plan
     if plan.deleted and not args.dry_run:
         where = "to the trash" if to_trash else "for good"
-        if not ctx.confirm(f"Delete {len(plan.deleted)} videos ({human_size(plan.freed_bytes)}) {where}?",
+        if not ctx.confirm(f"Delete {plural(len(plan.deleted), 'video')} ({human_size(plan.freed_bytes)}) {where}?",
                            args.yes):
             raise UserError("nothing deleted (not confirmed)")
         result = storage.clean_videos(cfg, lib, dry_run=False, **kwargs)
@@ -73,13 +73,13 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
     if not result.deleted:
         print("Nothing to delete.")
     else:
-        print(f"{verb} {len(result.deleted)} videos, {human_size(result.freed_bytes)}.")
+        print(f"{verb} {plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)}.")
     return 0
 
 
 def clean_model(args: argparse.Namespace, ctx) -> int:
     from vidtray.services import storage
-    from vidtray.services.fsutil import human_size
+    from vidtray.services.fsutil import human_size, plural
 
     plan = storage.plan_model_cleanup(args.repo_id)
     doc = {"cache_dir": str(plan.cache_dir), "dry_run": args.dry_run,
@@ -87,7 +87,8 @@ def clean_model(args: argparse.Namespace, ctx) -> int:
                       "broken": t["broken"]} for t in plan.targets],
            "expected_freed_bytes": plan.expected_freed_bytes, "freed_bytes": 0}
     if plan.targets and not args.dry_run:
-        what = args.repo_id or f"all {len(plan.targets)} cached repos"
+        what = args.repo_id or ("the one cached repo" if len(plan.targets) == 1
+                                else f"all {plural(len(plan.targets), 'cached repo')}")
         if not ctx.confirm(f"Delete {what} ({human_size(plan.expected_freed_bytes)}) from the model cache? "
                            "It will download again when needed.", args.yes):
             raise UserError("nothing deleted (not confirmed)")

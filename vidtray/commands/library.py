@@ -1,4 +1,5 @@
-"""``vidtray library list [--json] | show ID | pin ID | unpin ID | remove ID | rescan | edit ID ...``."""
+"""``vidtray library list [--json] | show ID | pin ID | unpin ID | remove ID | rescan [--include-removed]
+| edit ID ...``. IDs may be shortened to a unique prefix, as queue ids."""
 
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("--json", action="store_true", help="print one JSON document")
         sp.set_defaults(handler=_pin, pinned=value)
 
-    rm = lsub.add_parser("remove", help="remove an entry from the library (the video file stays)")
+    rm = lsub.add_parser("remove", help="remove an entry from the library (the video file stays, and stays "
+                                        "out of later scans)")
     rm.add_argument("id")
     rm.add_argument("--json", action="store_true", help="print one JSON document")
     rm.set_defaults(handler=_remove)
 
     rs = lsub.add_parser("rescan", help="import the videos on disk and mark vanished ones missing")
+    rs.add_argument("--include-removed", action="store_true",
+                    help="also bring back videos removed with `library remove` (and forget that they were)")
     rs.add_argument("--json", action="store_true", help="print one JSON document")
     rs.set_defaults(handler=_rescan)
 
@@ -62,6 +66,8 @@ def _corrupt_notice(ctx, moved) -> None:
 
 
 def _list(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services.fsutil import plural
+
     lib = _library(ctx)
     items = lib.items()
     if args.json:
@@ -78,7 +84,7 @@ def _list(args: argparse.Namespace, ctx) -> int:
         print(f"{str(item.get('id')):<12}  {str(item.get('status', '?')):<7}  {flags:<5}  {length:>6}  "
               f"{item.get('title') or item.get('path')}")
     s = lib.summary()
-    print(f"{s['items']} items: {s['pinned']} pinned, {s['scheduled']} scheduled, {s['missing']} missing "
+    print(f"{plural(s['items'], 'item')}: {s['pinned']} pinned, {s['scheduled']} scheduled, {s['missing']} missing "
           "(P = pinned, S = scheduled)")
     return 0
 
@@ -111,7 +117,8 @@ def _remove(args: argparse.Namespace, ctx) -> int:
     if args.json:
         ctx.print_json({"removed": item})
     else:
-        print(f"removed {item['id']} from the library; the file stays at {item.get('path')}")
+        print(f"removed {item['id']} from the library; the file stays at {item.get('path')} and later "
+              "scans leave it out (`vidtray library rescan --include-removed` brings it back)")
     return 0
 
 
@@ -154,19 +161,28 @@ def _edit(args: argparse.Namespace, ctx) -> int:
 
 
 def _rescan(args: argparse.Namespace, ctx) -> int:
+    from vidtray.services.fsutil import plural
     from vidtray.services.watcher import Watcher, watch_folders
 
     cfg = ctx.cfg
     folders = watch_folders(cfg)
     lib = _library(ctx)
     lib.ensure_writable()
+    forgotten = lib.removed.forget() if args.include_removed and lib.removed is not None else []
     report = Watcher(lib, folders, thumbnails_dir=cfg.thumbnails_dir).reconcile()
+    restored = sorted(set(report.imported) & {r["path"] for r in forgotten})
     if args.json:
-        ctx.print_json({"library": str(lib.path), "folders": [str(f) for f in folders], **report.as_dict()})
+        ctx.print_json({"library": str(lib.path), "folders": [str(f) for f in folders], **report.as_dict(),
+                        "restored": restored})
         return 0
     print(f"rescanned {', '.join(str(f) for f in folders)}")
     print(f"  imported {len(report.imported)}, updated {len(report.updated)}, "
           f"marked missing {len(report.missing)}, skipped {len(report.skipped)}")
+    for path in restored:
+        print(f"  brought back: {path}")
+    if report.removed:
+        print(f"  left out {plural(len(report.removed), 'video')} you removed from the library "
+              "(--include-removed brings them back)")
     for path in report.missing:
         print(f"  missing: {path}")
     for path, why in report.skipped:

@@ -94,7 +94,7 @@ def _list(args: argparse.Namespace, ctx: Any) -> int:
 
 def _pull(args: argparse.Namespace, ctx: Any) -> int:
     from vidtray.services import generation as gen
-    from vidtray.services.fsutil import human_size
+    from vidtray.services.fsutil import human_size, plural
 
     repo_id = args.repo_id.strip()
     if gen.looks_like_path(repo_id) or Path(repo_id).expanduser().exists():
@@ -108,7 +108,7 @@ def _pull(args: argparse.Namespace, ctx: Any) -> int:
     gen.check_download_space(plan, cache_dir=cache)
     tty = sys.stderr.isatty()
     if not args.json:
-        print(f"{repo_id} @ {plan.revision[:12]}: {len(plan.files)} files, {human_size(plan.total_bytes)}; "
+        print(f"{repo_id} @ {plan.revision[:12]}: {plural(len(plan.files), 'file')}, {human_size(plan.total_bytes)}; "
               f"{human_size(plan.missing_bytes)} to download into {cache}", file=sys.stderr)
     tqdm_class = None
     if not tty:

@@ -36,16 +36,18 @@ def run(args: argparse.Namespace, ctx) -> int:
 
 
 def render(report: dict[str, Any]) -> str:
+    from vidtray.services.fsutil import gib, plural
     from vidtray.services.fsutil import human_size as hs
 
     v, m, d, lib = report["videos"], report["models"], report["disk"], report["library"]
     lines = [f"Videos   {v['dir']}",
-             f"  {v['count']} videos, {hs(v['size_bytes'])}"
+             f"  {plural(v['count'], 'video')}, {hs(v['size_bytes'])}"
              + (f" (oldest {v['oldest'][:10]}, newest {v['newest'][:10]})" if v["count"] else ""),
-             f"  library {lib['path']}: {lib['items']} items, {lib['pinned']} pinned, "
+             f"  library {lib['path']}: {plural(lib['items'], 'item')}, {lib['pinned']} pinned, "
              f"{lib['scheduled']} scheduled, {lib['missing']} missing"]
     if v["partial"]["count"]:
-        lines.append(f"  in progress (.partial/): {v['partial']['count']} files, {hs(v['partial']['size_bytes'])}")
+        lines.append(f"  in progress (.partial/): {plural(v['partial']['count'], 'file')}, "
+                     f"{hs(v['partial']['size_bytes'])}")
     lines += ["", f"Model cache   {m['cache_dir']}", f"  total {hs(m['size_bytes'])}"]
     rows = [(r["repo_id"] if r["repo_type"] == "model" else f"{r['repo_type']}/{r['repo_id']}",
              hs(r["size_bytes"]), str(r["files"]), str(len(r["revisions"])),
@@ -58,7 +60,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  ! {b['repo_id']}: {b['reason']}")
     if m["incomplete_bytes"]:
         lines.append(f"  partial downloads (.incomplete): {hs(m['incomplete_bytes'])}")
-    lines += ["", f"Disk   (warn below {d['warn_free_gb']:g} GB, generation refused below {d['min_free_gb']:g} GB)"]
+    lines += ["", f"Disk   (warn below {gib(d['warn_free_gb'])}, generation refused below {gib(d['min_free_gb'])})"]
     for vol in d["volumes"]:
         free = "unknown" if vol["free_bytes"] is None else \
             f"{hs(vol['free_bytes'])} free of {hs(vol['total_bytes'])}"

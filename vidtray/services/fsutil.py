@@ -1,4 +1,5 @@
-"""Small file-system helpers shared by the services: atomic writes, finding finished videos, human sizes."""
+"""Small file-system helpers shared by the services: atomic writes, finding finished videos, and the
+texts a person reads about them (sizes, counts)."""
 
 from __future__ import annotations
 
@@ -87,12 +88,22 @@ def fsync_dir(folder: Path) -> None:
 
 
 def human_size(n: float) -> str:
-    """1536 -> '1.5 KB' (powers of 1024, as file managers show)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
+    """1536 -> '1.5 KiB': powers of 1024, so the IEC names (a GB would be 1000**3 bytes)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def gib(n_gib: float) -> str:
+    """A threshold given in GiB (``warn_free_gb``: vidtray multiplies by 1024**3): 5.0 -> '5 GiB'."""
+    return f"{n_gib:g} GiB"
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 video', '2 videos', '0 videos' (``nouns`` for an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def is_finished_video_name(name: str) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
-from vidtray.services.fsutil import atomic_write_text, human_size
+from vidtray.services.fsutil import atomic_write_text, gib, human_size, plural
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -186,7 +186,7 @@ class Jobs:
             if r.free_bytes < warn:
                 if r.key not in self.low:
                     log.warning("low disk space: %s free on %s", human_size(r.free_bytes), r.where)
-                    self.notifier.low_disk(r.free_bytes, r.where)
+                    self.notifier.low_disk(r.free_bytes, r.where, self.cfg.warn_free_gb)
                     self.low.add(r.key)
                     report.warned.append(r.key)
             elif r.free_bytes >= warn * (1 + REARM_FRACTION):
@@ -203,7 +203,7 @@ class Jobs:
         if short and flag is None:
             worst = min(short, key=lambda r: r.free_bytes or 0)
             reason = (f"Only {human_size(worst.free_bytes or 0)} free on {worst.where}; new generations "
-                      f"wait until {self.cfg.min_free_gb:g} GB is free (min_free_gb).")
+                      f"wait until {gib(self.cfg.min_free_gb)} is free (min_free_gb).")
             doc = {"reason": reason, "since": _iso(now), "by": PAUSED_BY}
             try:
                 pause_flag_path(self.cfg).parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ class Jobs:
             return PruneOutcome(0, 0, 0, skipped=str(exc))
         deleted = result.deleted_paths
         if deleted:
-            log.info("pruned %d video(s) older than %g days, freed %s (%s)", len(deleted),
+            log.info("pruned %s older than %g days, freed %s (%s)", plural(len(deleted), "video"),
                      self.cfg.prune_after_days, human_size(result.freed_bytes),
                      "to the trash" if self.cfg.prune_to_trash else "permanently")
             self.notifier.prune_summary(len(deleted), result.freed_bytes)

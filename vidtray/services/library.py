@@ -10,7 +10,9 @@ Other programs read and edit this file, so:
 * an older schema (a bare list of items, or a document without ``version``) is upgraded on read.
 
 Items are keyed by absolute path: ``add_video`` is an idempotent upsert that keeps what the user (or the
-other app) edited on an existing entry (title, tags, pinned, scheduled_at, and any foreign key).
+other app) edited on an existing entry (title, tags, pinned, scheduled_at, and any foreign key). A new
+item's title is the start of its prompt for a generated video, else the file name without extension.
+The CLI addresses items by id or a unique id prefix (``find_item``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos
+from vidtray.services.removed import RemovedFiles
 
 log = logging.getLogger("vidtray.library")
 
@@ -51,6 +54,8 @@ IMPORT_KEYS = frozenset({
 })
 STATUSES = ("ready", "missing", "broken")
 LOCK_TIMEOUT_S = 30.0
+#: A title made from a prompt is cut on a word boundary near this many characters.
+TITLE_CHARS = 60
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -124,6 +129,52 @@ def sidecar_fields(video: Path) -> dict[str, Any]:
     return out
 
 
+def prompt_title(prompt: str, limit: int = TITLE_CHARS) -> str:
+    """The start of a prompt as a title: whitespace collapsed, cut on a word boundary with "…"."""
+    text = " ".join(prompt.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit + 1]
+    space = cut.rfind(" ")
+    # A word boundary in the second half; a very long first word is cut where it is.
+    head = cut[:space] if space > limit // 2 else text[:limit]
+    return head.rstrip(" ,;:.-–—") + "…"
+
+
+def default_title(path: Path, fields: dict[str, Any]) -> str:
+    """A new item's title: the start of the prompt for a generated video, else the file's stem."""
+    prompt = fields.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt_title(prompt)
+    return path.stem
+
+
+def find_item(items: Iterable[Item], item_id: str) -> Item:
+    """The video item with this id, or the only one whose id starts with it (like queue ids).
+
+    UserError (exit 2) when none matches or several do; the message lists the candidates.
+    """
+    key = item_id.strip()
+    if not key:
+        raise UserError("a library id is needed (see `vidtray library list`)")
+    matches: list[Item] = []
+    for item in items:
+        if not is_video_item(item):
+            continue
+        found = item.get("id")
+        if found == key:
+            return item
+        if isinstance(found, str) and found.startswith(key):
+            matches.append(item)
+    if not matches:
+        raise UserError(f"no library item with id {item_id!r} (see `vidtray library list`)")
+    if len(matches) > 1:
+        shown = ", ".join(str(m["id"]) for m in matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise UserError(f"library id {item_id!r} is ambiguous: {len(matches)} items start with it ({shown}); "
+                        "give more characters")
+    return matches[0]
+
+
 def empty_document() -> Doc:
     return {"version": SCHEMA_VERSION, "items": []}
 
@@ -139,7 +190,7 @@ def new_item(path: Path, fields: dict[str, Any], taken_ids: set[str] | dict[str,
     except OSError:
         created, size = None, None
     item: Item = {
-        "id": item_id, "type": "video", "path": str(path), "title": path.stem,
+        "id": item_id, "type": "video", "path": str(path), "title": default_title(path, fields),
         "prompt": None, "model": None, "seed": None, "created": created, "added": now_iso(),
         "size_bytes": size, "duration_s": None, "fps": None, "width": None, "height": None, "codec": None,
         "thumbnail": None, "source": "imported", "pinned": False, "scheduled_at": None, "tags": [],
@@ -157,6 +208,12 @@ def merge_import(item: Item, fields: dict[str, Any], *, set_ready: bool = True) 
     ``set_ready``: the file was just probed and is fine, so a ``missing`` entry is ``ready`` again.
     """
     changed = False
+    prompt = fields.get("prompt")
+    if (isinstance(prompt, str) and prompt.strip() and item.get("prompt") != prompt
+            and isinstance(item.get("path"), str) and item.get("title") == Path(item["path"]).stem):
+        # A sidecar that arrived after the video: the title was the stem default, not the user's.
+        item["title"] = prompt_title(prompt)
+        changed = True
     for key, value in fields.items():
         if key in USER_KEYS or key in ("type", "path"):
             continue
@@ -315,15 +372,20 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
 
 
 class Library:
-    """library.json at ``path``. Thread- and process-safe; every method reads the file fresh."""
+    """library.json at ``path``. Thread- and process-safe; every method reads the file fresh.
+
+    ``removed_file``: where ``remove`` remembers what the user removed, so imports keep it out
+    (``vidtray.services.removed``); without it a removed file may come back with the next rescan.
+    """
 
     def __init__(self, path: Path, *, videos_dir: Path | None = None,
-                 on_corrupt: Callable[[Path], None] | None = None) -> None:
+                 on_corrupt: Callable[[Path], None] | None = None, removed_file: Path | None = None) -> None:
         self.path = abs_path(path)
         self.videos_dir = abs_path(videos_dir) if videos_dir is not None else None
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.on_corrupt = on_corrupt
         self._lock = filelock.FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        self.removed = RemovedFiles(removed_file, self._locked) if removed_file is not None else None
         # The last document this object wrote or read under the lock, with the digest of its bytes: if
         # the file still holds those bytes, the next update skips json.loads (50,000 items: ~0.3 s).
         self._cache: _Cached | None = None
@@ -348,10 +410,8 @@ class Library:
         return [item for item in self.document()["items"] if is_video_item(item)]
 
     def get(self, item_id: str) -> Item:
-        for item in self.items():
-            if item.get("id") == item_id:
-                return item
-        raise UserError(f"no library item with id {item_id!r} (see `vidtray library list`)")
+        """An item by id or unique id prefix (UserError if none or several match)."""
+        return find_item(self.items(), item_id)
 
     def find_by_path(self, path: Path) -> Item | None:
         key = str(abs_path(path))
@@ -437,29 +497,60 @@ class Library:
         return 0 if result is UNCHANGED else int(result)
 
     def edit(self, item_id: str, **changes: Any) -> Item:
-        """Set fields on one item (pin/unpin/title/tags/schedule). UserError if the id is unknown."""
+        """Set fields on one item (pin/unpin/title/tags/schedule). UserError if the id matches none or several."""
 
         def apply(doc: Doc) -> Item:
-            for item in doc["items"]:
-                if is_video_item(item) and item.get("id") == item_id:
-                    item.update(changes)
-                    return copy.deepcopy(item)
-            raise UserError(f"no library item with id {item_id!r} (see `vidtray library list`)")
+            item = find_item(doc["items"], item_id)
+            item.update(changes)
+            return copy.deepcopy(item)
 
         return self.update(apply)
 
     def remove(self, item_id: str) -> Item:
-        """Remove one entry (not the file). UserError if the id is unknown."""
+        """Remove one entry, not the file, and remember that the user did (imports then keep the file out).
+
+        UserError if the id matches none or several."""
 
         def apply(doc: Doc) -> Item:
             items = doc["items"]
-            for n, item in enumerate(items):
-                if is_video_item(item) and item.get("id") == item_id:
-                    del items[n]
-                    return item
-            raise UserError(f"no library item with id {item_id!r} (see `vidtray library list`)")
+            item = find_item(items, item_id)
+            if self.removed is not None and isinstance(item.get("path"), str):
+                # Under the library lock: the watcher cannot import the file between the two writes.
+                try:
+                    self.removed.add(item["path"], item.get("id"), item.get("size_bytes"))
+                except OSError as exc:
+                    raise OperationFailed(f"cannot record the removal in {self.removed.path}: "
+                                          f"{exc.strerror or exc}; the item stays") from None
+            del items[next(n for n, other in enumerate(items) if other is item)]
+            return item
 
         return self.update(apply)
+
+    def remove_paths(self, paths: Iterable[Path]) -> int:
+        """Remove the entries of files vidtray itself deleted (clean, prune); returns how many went.
+
+        Paths compare with their folders' symlinks resolved, as the cleanup walks the real folder.
+        """
+        keys = {_real(p) for p in paths}
+        if not keys:
+            return 0
+        real_dirs: dict[str, str] = {}
+
+        def real(path: str) -> str:
+            folder, name = os.path.split(path)
+            if folder not in real_dirs:
+                real_dirs[folder] = os.path.realpath(folder)
+            return os.path.join(real_dirs[folder], name)
+
+        def apply(doc: Doc) -> Any:
+            before = len(doc["items"])
+            doc["items"][:] = [item for item in doc["items"] if not (
+                is_video_item(item) and isinstance(item.get("path"), str) and real(item["path"]) in keys)]
+            n = before - len(doc["items"])
+            return n if n else UNCHANGED
+
+        result = self.update(apply)
+        return 0 if result is UNCHANGED else int(result)
 
     # -- internals -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -549,7 +640,9 @@ class Library:
         """Items for the videos (and sidecars) in ``videos_dir``; files that do not decode are left out."""
         if self.videos_dir is None or not self.videos_dir.is_dir():
             return []
-        paths = sorted(path for path, _ in iter_videos(self.videos_dir))
+        removed = self.removed.matcher() if self.removed is not None else None
+        paths = sorted(path for path, st in iter_videos(self.videos_dir)
+                       if removed is None or not removed(str(abs_path(path)), st))
         from vidtray.services import media
 
         entries, skipped = media.import_entries(paths)
@@ -615,5 +708,12 @@ Library.UNCHANGED = UNCHANGED  # type: ignore[attr-defined]
 
 
 def open_library(cfg: Any, on_corrupt: Callable[[Path], None] | None = None) -> Library:
-    """The library of a Config (``cfg.library_file``, rebuilt from ``cfg.videos_dir`` if corrupt)."""
-    return Library(cfg.library_file, videos_dir=cfg.videos_dir, on_corrupt=on_corrupt)
+    """The library of a Config (``cfg.library_file``, rebuilt from ``cfg.videos_dir`` if corrupt), with
+    what the user removed remembered in ``<state_dir>/removed.json``."""
+    return Library(cfg.library_file, videos_dir=cfg.videos_dir, on_corrupt=on_corrupt,
+                   removed_file=cfg.state_dir / "removed.json")
+
+
+def _real(path: Path | str) -> str:
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(os.path.realpath(folder), name)

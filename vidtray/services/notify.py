@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vidtray.services.fsutil import human_size
+from vidtray.services.fsutil import gib, human_size, plural
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -173,8 +173,11 @@ class Notifier:
         self._failing = False
 
     # -- kinds -------------------------------------------------------------------------------
-    def low_disk(self, free_bytes: int, where: str) -> bool:
-        return self._notify("low_disk", "Low disk space", f"{human_size(free_bytes)} free on {where}")
+    def low_disk(self, free_bytes: int, where: str, warn_free_gb: float | None = None) -> bool:
+        body = f"{human_size(free_bytes)} free on {where}"
+        if warn_free_gb is not None:
+            body += f"; vidtray warns below {gib(warn_free_gb)} (warn_free_gb)"
+        return self._notify("low_disk", "Low disk space", body)
 
     def queue_paused(self, reason: str) -> bool:
         return self._notify("queue_paused", "Video generation paused", _clip(reason, REASON_CHARS),
@@ -184,9 +187,8 @@ class Notifier:
         return self._notify("queue_resumed", "Video generation resumed", _clip(reason, REASON_CHARS))
 
     def prune_summary(self, count: int, freed_bytes: int) -> bool:
-        noun = "video" if count == 1 else "videos"
         return self._notify("prune_summary", "Old videos pruned",
-                            f"Pruned {count} {noun}, freed {human_size(freed_bytes)}")
+                            f"Pruned {plural(count, 'video')}, freed {human_size(freed_bytes)}")
 
     def prune_failed(self, reason: str) -> bool:
         return self._notify("prune_failed", "Pruning old videos failed", _clip(reason, REASON_CHARS),

@@ -196,17 +196,20 @@ def _inside(path: Path, root: Path) -> bool:
 def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float,
                   protected: Collection[Path] = (), to_trash: bool = True, dry_run: bool = False,
                   thumbnails: Mapping[Path, Path] | None = None,
-                  thumbnails_dir: Path | None = None) -> CleanResult:
+                  thumbnails_dir: Path | None = None, result: CleanResult | None = None) -> CleanResult:
     """Delete finished videos (all, or modified more than ``older_than_days`` ago) with their sidecars.
 
     ``protected`` paths (pinned or scheduled library items) are never deleted and are listed in
     ``kept``. ``thumbnails`` maps a video to its thumbnail, deleted with it if it lies inside
     ``thumbnails_dir``. To the trash unless ``to_trash`` is false; if the trash is not possible
-    this raises OperationFailed and deletes nothing for good.
+    this raises OperationFailed and deletes nothing for good. ``deleted`` lists only what was really
+    deleted: pass ``result`` to see that even when a later file fails.
     """
     if older_than_days is not None and older_than_days < 0:
         raise UserError(f"--older-than must be >= 0 days, got {older_than_days:g}")
-    result = CleanResult(dry_run=dry_run, to_trash=to_trash)
+    if result is None:
+        result = CleanResult()
+    result.dry_run, result.to_trash = dry_run, to_trash
     root = Path(videos_dir)
     if not root.is_dir():
         return result
@@ -225,8 +228,8 @@ def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float
         size = st.st_size + sum(os.lstat(c).st_size for c in companions)
         victims.append(_Victim(path, companions, size))
     for victim in victims:
-        if not dry_run:
-            _remove(victim, root, to_trash)
+        if not dry_run and not _remove(victim, root, to_trash):
+            continue
         result.deleted.append({"path": str(victim.video), "size_bytes": victim.size,
                                "companions": [str(c) for c in victim.companions]})
         result.freed_bytes += victim.size
@@ -238,20 +241,25 @@ def _norm(path: Path | str) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
-def _remove(victim: _Victim, root: Path, to_trash: bool) -> None:
+def _remove(victim: _Victim, root: Path, to_trash: bool) -> bool:
+    """Delete the video, then its companions; False (nothing touched) if the video changed since the scan."""
     # Re-check right before acting: the tree may have changed since the scan.
+    if not _is_plain_file(victim.video):
+        log.warning("skipping %s: no longer a plain file", victim.video)
+        return False
+    if not _inside(victim.video, root):
+        log.warning("skipping %s: no longer inside %s", victim.video, root)
+        return False
     for path in (victim.video, *victim.companions):
-        if not _is_plain_file(path):
+        if path != victim.video and not _is_plain_file(path):
             log.warning("skipping %s: no longer a plain file", path)
-            continue
-        if path == victim.video and not _inside(path, root):
-            log.warning("skipping %s: no longer inside %s", path, root)
             continue
         if to_trash:
             _trash(path)
         else:
             path.unlink(missing_ok=True)
         log.info("%s %s", "trashed" if to_trash else "deleted", path)
+    return True
 
 
 def _trash(path: Path) -> None:
@@ -271,18 +279,22 @@ def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: floa
                  dry_run: bool) -> CleanResult:
     """The cleanup that ``vidtray clean videos`` and the prune job share.
 
-    Pinned or scheduled library items are protected, thumbnails go with their videos, and the
-    library marks what was deleted as missing (``lib`` is a ``vidtray.services.library.Library``).
+    Pinned or scheduled library items are protected, thumbnails go with their videos, and what
+    was really deleted leaves the library (deleted on purpose, so not ``missing``), also when a later
+    file fails (``lib`` is a ``vidtray.services.library.Library``).
     """
     from vidtray.services.library import protected_paths
 
     items = lib.items()  # one read of library.json for both (it can hold tens of thousands of items)
     thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items if i.get("path") and i.get("thumbnail")}
-    result = delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
-                           protected=protected_paths(items), to_trash=to_trash, dry_run=dry_run,
-                           thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
-    if result.deleted and not dry_run:
-        lib.mark_missing(result.deleted_paths)
+    result = CleanResult()
+    try:
+        delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
+                      protected=protected_paths(items), to_trash=to_trash, dry_run=dry_run,
+                      thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir, result=result)
+    finally:
+        if result.deleted and not dry_run:
+            lib.remove_paths(result.deleted_paths)
     return result
 
 

@@ -10,7 +10,8 @@ Threads (all named, none touches a UI):
 * ``vidtray-thumbs`` makes thumbnails after the entries are in, so thumbnails never slow an import.
 
 A file is imported only if it probes cleanly (decodes to the end): a slow writer that pauses longer than
-the settle time still is not imported early, because its partial file does not decode.
+the settle time still is not imported early, because its partial file does not decode. A file the user
+removed from the library (``lib.removed``) stays out, on events and on reconcile alike.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ class ScanReport:
     missing: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # the user removed them from the library: kept out
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": self.imported, "updated": self.updated, "missing": self.missing,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "unavailable_folders": self.unavailable,
+            "unavailable_folders": self.unavailable, "removed": self.removed,
         }
 
 
@@ -383,6 +385,8 @@ class Watcher:
         if idle:
             self._idle.set()
             return
+        if ready and self.lib.removed is not None:
+            ready = self._without_removed(ready)
         if final:
             log.info("flushing before stop")
         entries: list[tuple[Path, dict[str, Any]]] = []
@@ -414,6 +418,22 @@ class Watcher:
         summary = self._write(entries, moves, missing_keys, gone_dirs, sidecar_fields_by_path, idents)
         if summary and self._thumbs is not None:
             self._thumbs.put([(p, f.get("duration_s")) for p, f in entries])
+
+    def _without_removed(self, ready: list[tuple[str, _Candidate]]) -> list[tuple[str, _Candidate]]:
+        assert self.lib.removed is not None
+        removed = self.lib.removed.matcher()
+        keep = []
+        for key, cand in ready:
+            try:
+                st = os.lstat(key)
+            except OSError:
+                continue
+            if removed(key, st):
+                self._log_once(Path(key), "removed from the library by the user "
+                                          "(`vidtray library rescan --include-removed` brings it back)")
+                continue
+            keep.append((key, cand))
+        return keep
 
     def _write(self, entries: list[tuple[Path, dict[str, Any]]], moves: list[tuple[str, str]],
                missing: set[str], gone_dirs: set[str], sidecars: dict[str, dict[str, Any]],
@@ -494,6 +514,10 @@ class Watcher:
                 self._identities[_identity(st)] = os.fspath(path)
         doc = self.lib.document()
         index = video_index(doc)
+        removed = self.lib.removed.matcher() if self.lib.removed is not None else None
+        if removed is not None and folders is None and not report.unavailable:
+            # Every folder was walked: forget removed files that are gone from all of them.
+            self.lib.removed.prune(available, ((k, st) for k, (_, st) in found.items()))
         prefixes = tuple(os.fspath(r).rstrip(os.sep) + os.sep for r in available)
         missing = {k for k, item in index.items()
                    if k.startswith(prefixes) and k not in found and item.get("status") != "missing"
@@ -504,6 +528,9 @@ class Watcher:
         thumbs: list[tuple[Path, Any]] = []
         for key, (root, st) in found.items():
             item = index.get(key)
+            if item is None and removed is not None and removed(key, st):
+                report.removed.append(key)
+                continue
             if item is not None and item.get("status") == "ready" and item.get("size_bytes") == st.st_size:
                 side = sidecar_fields(Path(key))
                 if side.get("source") == "generated" and any(item.get(k) != v for k, v in side.items()):
@@ -536,9 +563,9 @@ class Watcher:
         self._write(entries, [], missing, set(), sidecars)
         for key, why in report.skipped:
             log.info("rescan: not importing %s: %s", key, why)
-        log.info("reconciled %s: %d imported, %d updated, %d missing, %d skipped",
+        log.info("reconciled %s: %d imported, %d updated, %d missing, %d skipped, %d kept out (removed)",
                  ", ".join(map(os.fspath, available)) or "(no folder available)", len(report.imported),
-                 len(report.updated), len(report.missing), len(report.skipped))
+                 len(report.updated), len(report.missing), len(report.skipped), len(report.removed))
         if thumbs:
             if self._thumbs is not None:
                 self._thumbs.put(thumbs)

@@ -31,8 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vidtray.config import Config, config_path
-from vidtray.services.fsutil import human_size
+from vidtray.config import Config, config_path, config_template
+from vidtray.services.fsutil import human_size, plural
 from vidtray.tray.backend import BackendChoice
 from vidtray.tray.dispatch import Dispatcher
 from vidtray.tray.state import StorageView, TrayState, icon_name, job_line, parse_storage_report, storage_lines, tooltip
@@ -45,28 +45,6 @@ AUTOSTART_EVERY = 12  # monitor ticks between autostart re-reads (a minute)
 STORAGE_INTERVAL_S = 1800.0
 CHILD_TIMEOUT_S = 600.0
 QUIT_TIMEOUT_S = 30.0
-
-CONFIG_TEMPLATE = """\
-# vidtray settings. Every key is optional; remove the '#' to change one.
-# Reference: the README's "Configuration" section. Restart the tray after editing.
-
-# data_dir = "~/Videos/vidtray"
-# watch_dirs = []
-# model = "cerspense/zeroscope_v2_576w"
-# device = "auto"          # auto | cuda | mps | cpu
-# min_free_gb = 1.0
-# warn_free_gb = 5.0
-# prune_after_days = 30    # 0 = never prune
-# prune_to_trash = true
-# notifications = true
-
-# [generation]
-# frames = 24
-# steps = 40
-# height = 320
-# width = 576
-# fps = 8
-"""
 
 
 def child_env() -> dict[str, str]:
@@ -406,7 +384,7 @@ class TrayApp:
                 from vidtray.services.fsutil import atomic_write_text
 
                 path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(path, CONFIG_TEMPLATE)
+                atomic_write_text(path, config_template())
             open_path(path)
 
         self.actions.submit(self._guard, "open the settings", work)
@@ -459,15 +437,15 @@ class TrayApp:
             self.notifier.send("Nothing to delete", f"No generated videos{scope} to delete.")
             return
         where = "to the trash" if self.cfg.prune_to_trash else "for good (prune_to_trash is off)"
-        kept = f"\n{len(plan['kept'])} pinned or scheduled videos are kept." if plan["kept"] else ""
-        message = f"Delete {count} generated video{'s' if count != 1 else ''}{scope} " \
+        kept = f"\n{plural(len(plan['kept']), 'pinned or scheduled video')} kept." if plan["kept"] else ""
+        message = f"Delete {plural(count, 'generated video')}{scope} " \
                   f"({human_size(plan['freed_bytes'])}) {where}?{kept}"
         if self._dialog("confirm", message, "Delete") is None:
             log.info("delete videos: not confirmed")
             return
         result = json.loads(self.run_cli(["clean", "videos", *age, "--yes", "--json"]))
         done = len(result["deleted"])
-        self.notifier.send("Videos deleted", f"{done} video{'s' if done != 1 else ''}, "
+        self.notifier.send("Videos deleted", f"{plural(done, 'video')}, "
                                              f"{human_size(result['freed_bytes'])} freed")
         self._storage_due.set()
 

@@ -24,7 +24,7 @@ from tkinter import ttk
 
 from vidtray.config import Config
 from vidtray.errors import VidtrayError
-from vidtray.services.fsutil import human_size
+from vidtray.services.fsutil import gib, human_size
 from vidtray.tray import form
 
 log = logging.getLogger("vidtray.popup")
@@ -238,7 +238,7 @@ class PopupWindow:
         parts = [f"Free space: {'unknown' if free is None else human_size(free)} for videos"]
         warn = ""
         if free is not None and free < self.cfg.min_free_gb * 1024**3:
-            warn = f" - below min_free_gb ({self.cfg.min_free_gb:g} GB): generation waits for space"
+            warn = f" - below min_free_gb ({gib(self.cfg.min_free_gb)}): generation waits for space"
         if self._download_bytes is not None and self.cache_dir is not None:
             cache_free = self.free_space(self.cache_dir)
             if cache_free is not None:

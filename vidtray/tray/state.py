@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vidtray.services.fsutil import human_size
+from vidtray.services.fsutil import human_size, plural
 
 GB = 1024**3
 TOOLTIP_MAX = 120  # Windows cuts tooltips at 127 characters
@@ -74,7 +74,7 @@ def job_line(job: JobView) -> str:
 
 
 def tooltip(state: TrayState) -> str:
-    """'Generating 12/40', 'Low disk: 0.8 GB free', 'Idle - 14 videos' (most urgent first)."""
+    """'Generating 12/40', 'Low disk: 0.8 GiB free', 'Idle - 14 videos' (most urgent first)."""
     if state.quitting:
         return "vidtray - quitting"
     lines: list[str] = []
@@ -85,14 +85,14 @@ def tooltip(state: TrayState) -> str:
         lines.append(line)
     if state.low_disk:
         assert state.free_bytes is not None
-        lines.append(f"Low disk: {state.free_bytes / GB:.1f} GB free")
+        lines.append(f"Low disk: {state.free_bytes / GB:.1f} GiB free")
     if state.queue_paused:
         lines.append(f"Queue paused: {state.queue_paused}")
     lines.extend(state.problems)
     if state.watching_paused:
         lines.append("Watching paused")
     if state.job is None:
-        count = "" if state.videos is None else f" - {state.videos} video{'' if state.videos == 1 else 's'}"
+        count = "" if state.videos is None else f" - {plural(state.videos, 'video')}"
         lines.append(("Idle" if not state.queued else f"{state.queued} queued") + count)
     text = "\n".join(lines)
     return text if len(text) <= TOOLTIP_MAX else text[: TOOLTIP_MAX - 1] + "…"
