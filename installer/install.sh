@@ -19,6 +19,7 @@
 #   --no-autostart      do not start it at login (turns an existing entry off)
 #                       (neither: asks on a terminal, default yes; without a terminal: yes)
 #   --no-start          do not start the tray now (default: start it when a desktop session is running)
+#   --start             start it even when no desktop session is seen (DISPLAY, WAYLAND_DISPLAY unset)
 #   SOURCE              what to install instead of this checkout: a vidtray wheel or source folder
 #
 # Environment: PYTHON (the Python to use; default: the first 3.11+ found, preferring one with PyGObject
@@ -73,6 +74,18 @@ case $os in
     *) die "this script is for Linux and macOS; on Windows run installer\\install.ps1" ;;
 esac
 
+# The one question, asked first so the long part runs unattended.
+if [ "$AUTOSTART" = ask ]; then
+    if [ -t 0 ] && [ -t 1 ]; then
+        printf 'Start the vidtray tray at every login? [Y/n] '
+        read -r answer || answer=""
+        case $answer in [Nn]*) AUTOSTART=no ;; *) AUTOSTART=yes ;; esac
+    else
+        AUTOSTART=yes
+        say "start on login: on (the default: no terminal to ask on; --no-autostart leaves it off)"
+    fi
+fi
+
 # -- a Python 3.11+ ---------------------------------------------------------------------------------------
 # A venv's interpreter is judged by the one it was made from: a new venv is built from that one, and
 # with --system-site-packages sees that one's packages, not the venv's.
@@ -84,8 +97,11 @@ GI_CHECK='import gi; gi.require_version("Gtk", "3.0")'
 
 if [ -n "${PYTHON:-}" ]; then
     candidates=$PYTHON
+elif [ "$os" = Darwin ]; then
+    # /usr/bin/python3 last: without the command line tools it is a stub that opens an install dialog.
+    candidates="python3.13 python3.12 python3.11 /opt/homebrew/bin/python3 /usr/local/bin/python3 python3 /usr/bin/python3"
 else
-    candidates="python3 /usr/bin/python3 python3.13 python3.12 python3.11 /usr/local/bin/python3 /opt/homebrew/bin/python3"
+    candidates="python3 /usr/bin/python3 python3.13 python3.12 python3.11 /usr/local/bin/python3"
 fi
 best="" best_score=-1 any_old=""
 for cand in $candidates; do
@@ -192,7 +208,7 @@ if [ -x "$vpy" ]; then
 fi
 say "installing into $venv"
 # shellcheck disable=SC2086
-"$PY" -m venv $clear $site "$venv" || die "could not make the venv $venv"
+"$PY" -m venv $clear $site "$venv" || die "could not make the venv $venv (Debian/Ubuntu: sudo apt install python3-venv)"
 "$vpy" -m pip install --quiet --upgrade pip || say "could not upgrade pip; going on with $("$vpy" -m pip --version)"
 
 case $torch_kind in
@@ -234,16 +250,6 @@ if [ "$os" != Darwin ]; then
     "$VIDTRAY" desktop-entry install
 fi
 
-if [ "$AUTOSTART" = ask ]; then
-    if [ -t 0 ] && [ -t 1 ]; then
-        printf 'Start vidtray at every login? [Y/n] '
-        read -r answer || answer=""
-        case $answer in [Nn]*) AUTOSTART=no ;; *) AUTOSTART=yes ;; esac
-    else
-        AUTOSTART=yes
-        say "start on login: on (the default; no terminal to ask on; --no-autostart leaves it off)"
-    fi
-fi
 if [ "$AUTOSTART" = yes ]; then
     "$VIDTRAY" autostart enable
 elif "$VIDTRAY" autostart status | grep -q '^start on login: on'; then

@@ -103,7 +103,7 @@ def test_readme_quick_start_gives_a_tray_whose_click_opens_the_popup(
         # The build it chose, and why.
         assert ("torch: the CUDA build" if shutil.which("nvidia-smi") else "torch: the CPU build") in out
         assert "tray menu: the system's PyGObject" in out, out  # python3-gi: nothing compiled
-        assert "start on login: on (the default; no terminal to ask on" in out
+        assert "start on login: on (the default: no terminal to ask on" in out
         for tool in ("vidtray", "vidtray-tray"):
             link = home / ".local" / "bin" / tool
             assert link.is_symlink() and link.resolve() == (venv / "bin" / tool).resolve()
@@ -151,15 +151,50 @@ def test_readme_quick_start_gives_a_tray_whose_click_opens_the_popup(
             _stop(pid)
     assert _gone(pid)
 
-    # Run again (an update): the venv and its torch are kept, and --no-autostart turns start-on-login off.
-    # (--torch cpu: the wheelhouse holds only the CPU build, which a GPU machine's first run took as well.)
-    r = subprocess.run(["sh", str(src / "installer" / "install.sh"), "--torch", "cpu", "--no-autostart",
-                        "--no-start"], cwd=src,
-                       env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "making" not in r.stdout and "replacing torch" not in r.stdout
-    assert "start on login: off" in r.stdout and not auto.exists()
-    assert "tray started" not in r.stdout
+    # Run again (an update) on a terminal, answering the question with "n": the venv and its torch are kept,
+    # and start-on-login goes off. (--torch cpu: the wheelhouse holds only the CPU build, which a GPU
+    # machine's first run took as well.)
+    code, out = run_on_terminal(["sh", str(src / "installer" / "install.sh"), "--torch", "cpu", "--no-start"],
+                                answers={"Start the vidtray tray at every login? [Y/n] ": "n"}, cwd=src, env=env)
+    assert code == 0, out
+    assert "making" not in out and "replacing torch" not in out and "tray started" not in out
+    assert "start on login: off" in out and not auto.exists()
+
+
+def run_on_terminal(argv: list[str], answers: dict[str, str], cwd: Path, env: dict[str, str],
+                    timeout: float = 600) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr, typing each answer when its prompt shows."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, start_new_session=True)
+    os.close(slave)
+    out, pending = b"", dict(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+                for prompt in [p for p in pending if p.encode() in out]:
+                    os.write(master, pending.pop(prompt).encode() + b"\n")
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not pending, f"never asked {list(pending)}: {out.decode(errors='replace')}"
+    return code, out.decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_install_sh_refuses_what_it_cannot_do(tmp_path: Path) -> None:
