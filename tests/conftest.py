@@ -24,6 +24,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
         "XDG_DATA_HOME": home / ".local" / "share",
         "XDG_CACHE_HOME": home / ".cache",
         "XDG_STATE_HOME": home / ".local" / "state",
+        # System-wide autostart entries are read from here (a real /etc/xdg/autostart must not leak in).
+        "XDG_CONFIG_DIRS": tmp_path / "etc-xdg",
         "HF_HOME": home / ".cache" / "huggingface",
         "VIDTRAY_DATA_DIR": tmp_path / "data",
         "VIDTRAY_LOG_DIR": tmp_path / "logs",

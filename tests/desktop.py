@@ -82,7 +82,8 @@ def missing_binaries(names: Sequence[str] = GUI_BINARIES) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
 
 
-def skip_without(names: Sequence[str] = GUI_BINARIES) -> None:
+def skip_without(names: Sequence[str] = GUI_BINARIES,
+                 packages: str = "xvfb dbus dunst libnotify-bin libglib2.0-bin") -> None:
     """Skip (with the names and the Debian packages) only when a binary is really absent.
 
     Under CI (``CI`` set, as .ci/run's caller does) a missing binary is a failure: .ci/run installs
@@ -90,11 +91,22 @@ def skip_without(names: Sequence[str] = GUI_BINARIES) -> None:
     """
     missing = missing_binaries(names)
     if missing:
-        why = (f"desktop test needs {', '.join(missing)} "
-               "(Debian: xvfb dbus dunst libnotify-bin libglib2.0-bin; .ci/run installs them)")
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+        skip_or_fail(f"desktop test needs {', '.join(missing)} (Debian: {packages}; .ci/run installs them)")
+
+
+def skip_or_fail(why: str) -> None:
+    """Skip on a developer's machine; fail under CI, where .ci/run provides everything."""
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def validate_desktop_file(path: Path) -> None:
+    """``desktop-file-validate`` (Debian's desktop-file-utils) finds no error or warning in ``path``."""
+    skip_without(("desktop-file-validate",), packages="desktop-file-utils")
+    out = subprocess.run(["desktop-file-validate", str(path)], capture_output=True, text=True, timeout=30)
+    problems = [line for line in (out.stdout + out.stderr).splitlines() if "hint:" not in line]
+    assert out.returncode == 0 and not problems, f"{path}:\n{out.stdout}{out.stderr}\n{path.read_text()}"
 
 
 def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 5.0) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from desktop import validate_desktop_file
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,20 +27,32 @@ from vidtray.services.autostart import (
     parse_desktop_exec,
     split_windows_cmdline,
 )
+from vidtray.services.desktop_entry import APP_ID
 
 ROOT = Path(__file__).resolve().parent.parent
+ENTRY = f"{APP_ID}.desktop"
 
 # -- Linux ----------------------------------------------------------------------------------
 
 
+def _tool(folder: Path, name: str = "vidtray-tray") -> str:
+    """An executable file (the entries' TryExec must exist for the entry to count)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def test_xdg_enable_writes_a_valid_desktop_entry_with_absolute_exec(tmp_path: Path) -> None:
-    backend = XdgAutostart(config_home=tmp_path / "cfg", icon=Path("/opt/icons/idle.png"))
+    backend = XdgAutostart(config_home=tmp_path / "cfg", icon=Path("/opt/icons/idle.png"), config_dirs=[])
     assert backend.status().enabled is False
 
-    command = ["/home/me/my venv/bin/vidtray-tray"]
+    command = [_tool(tmp_path / "my venv" / "bin")]
     st = backend.enable(command)
 
-    path = tmp_path / "cfg" / "autostart" / "vidtray.desktop"
+    # The application entry's id, so the desktop sees one app (menu, autostart, notifications).
+    path = tmp_path / "cfg" / "autostart" / ENTRY
     assert st.enabled and st.location == str(path) and st.command == command
     # Any INI reader sees a [Desktop Entry] group with the keys the spec requires.
     ini = configparser.ConfigParser(interpolation=None)
@@ -47,17 +60,79 @@ def test_xdg_enable_writes_a_valid_desktop_entry_with_absolute_exec(tmp_path: Pa
     ini.read(path, encoding="utf-8")
     entry = ini["Desktop Entry"]
     assert entry["Type"] == "Application" and entry["Name"] == "vidtray"
-    assert entry["Exec"] == '"/home/me/my venv/bin/vidtray-tray"'
+    assert entry["Exec"] == f'"{command[0]}"' and entry["TryExec"] == command[0]
     assert entry["Terminal"] == "false" and entry["Icon"] == "/opt/icons/idle.png"
     assert not list(path.parent.glob(".*tmp")), "atomic write left a temp file"
+    validate_desktop_file(path)
 
 
 def test_xdg_disable_removes_the_file_and_is_idempotent(tmp_path: Path) -> None:
-    backend = XdgAutostart(config_home=tmp_path)
-    backend.enable(["/usr/bin/vidtray-tray"])
+    backend = XdgAutostart(config_home=tmp_path, config_dirs=[])
+    backend.enable([_tool(tmp_path / "bin")])
     assert backend.disable().enabled is False
-    assert not (tmp_path / "autostart" / "vidtray.desktop").exists()
+    assert not (tmp_path / "autostart" / ENTRY).exists()
     assert backend.disable().enabled is False
+
+
+def test_xdg_enable_and_disable_replace_the_old_vidtray_desktop(tmp_path: Path) -> None:
+    tool = _tool(tmp_path / "bin")
+    legacy = tmp_path / "cfg" / "autostart" / "vidtray.desktop"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(f"[Desktop Entry]\nType=Application\nName=vidtray\nExec={tool}\n")
+    backend = XdgAutostart(config_home=tmp_path / "cfg", config_dirs=[])
+    # An install from before the rename still reads as on (the desktop still starts it)...
+    st = backend.status()
+    assert st.enabled and st.location == str(legacy) and st.command == [tool]
+    # ... and enabling moves it to the new name, so the tray never starts twice.
+    assert backend.enable([tool]).location == str(backend.path)
+    assert not legacy.exists()
+    legacy.write_text(f"[Desktop Entry]\nType=Application\nName=vidtray\nExec={tool}\n")
+    assert backend.disable().enabled is False
+    assert not legacy.exists() and not backend.path.exists()
+
+
+def test_xdg_disable_hides_a_system_wide_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = _tool(tmp_path / "usr" / "bin")
+    system = tmp_path / "etc" / "xdg" / "autostart" / ENTRY
+    system.parent.mkdir(parents=True)
+    system.write_text(f"[Desktop Entry]\nType=Application\nName=vidtray\nExec={tool}\nTryExec={tool}\n")
+    monkeypatch.setenv("XDG_CONFIG_DIRS", f"{tmp_path / 'none'}:relative:{tmp_path / 'etc' / 'xdg'}")
+    backend = XdgAutostart(config_home=tmp_path / "cfg")
+
+    st = backend.status()
+    assert st.enabled and st.location == str(system) and "system-wide" in st.detail
+
+    # Removing a user file cannot stop a system entry: the user file of the same name says Hidden=true.
+    st = backend.disable()
+    assert st.enabled is False and st.location == str(backend.path) and "Hidden=true" in st.detail
+    assert "Hidden=true" in backend.path.read_text() and system.exists()
+    validate_desktop_file(backend.path)
+
+    # Enabling again overrides the system entry with an ordinary user entry; disabling hides it again.
+    assert backend.enable([tool]).enabled and "Hidden" not in backend.path.read_text()
+    assert backend.disable().enabled is False and "Hidden=true" in backend.path.read_text()
+
+
+def test_xdg_status_takes_the_first_system_entry_in_config_dirs_order(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, state in ((first, "false"), (second, "true")):
+        (folder / "autostart").mkdir(parents=True)
+        (folder / "autostart" / ENTRY).write_text(
+            f"[Desktop Entry]\nType=Application\nName=vidtray\nExec={_tool(folder)}\n"
+            f"X-GNOME-Autostart-enabled={state}\n")
+    st = XdgAutostart(config_home=tmp_path / "cfg", config_dirs=[first, second]).status()
+    assert st.enabled is False and st.location == str(first / "autostart" / ENTRY)
+    st = XdgAutostart(config_home=tmp_path / "cfg", config_dirs=[second, first]).status()
+    assert st.enabled is True and st.location == str(second / "autostart" / ENTRY)
+
+
+def test_xdg_status_says_when_the_program_is_gone(tmp_path: Path) -> None:
+    backend = XdgAutostart(config_home=tmp_path, config_dirs=[])
+    tool = _tool(tmp_path / "venv" / "bin")
+    backend.enable([tool])
+    Path(tool).unlink()  # vidtray uninstalled: the desktop skips the entry (TryExec)
+    st = backend.status()
+    assert st.enabled is False and tool in st.detail and "vidtray autostart enable" in st.detail
 
 
 @pytest.mark.parametrize(
@@ -65,20 +140,23 @@ def test_xdg_disable_removes_the_file_and_is_idempotent(tmp_path: Path) -> None:
     [("Hidden=true", "Hidden=true"), ("X-GNOME-Autostart-enabled=false", "startup settings")],
 )
 def test_xdg_status_honours_the_desktops_off_switches(tmp_path: Path, extra: str, detail: str) -> None:
-    backend = XdgAutostart(config_home=tmp_path)
-    backend.enable(["/usr/bin/vidtray-tray"])
+    backend = XdgAutostart(config_home=tmp_path, config_dirs=[])
+    tool = _tool(tmp_path / "bin")
+    backend.enable([tool])
     text = backend.path.read_text().replace("X-GNOME-Autostart-enabled=true\n", "") + extra + "\n"
     backend.path.write_text(text)
     st = backend.status()
-    assert st.enabled is False and detail in st.detail and st.command == ["/usr/bin/vidtray-tray"]
+    assert st.enabled is False and detail in st.detail and st.command == [tool]
 
 
 def test_xdg_uses_xdg_config_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "x"))
-    assert XdgAutostart().path == tmp_path / "x" / "autostart" / "vidtray.desktop"
+    assert XdgAutostart().path == tmp_path / "x" / "autostart" / ENTRY
     # A relative value is invalid per the XDG spec and ignored.
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative")
-    assert XdgAutostart().path == Path.home() / ".config" / "autostart" / "vidtray.desktop"
+    assert XdgAutostart().path == Path.home() / ".config" / "autostart" / ENTRY
+    monkeypatch.delenv("XDG_CONFIG_DIRS", raising=False)
+    assert XdgAutostart().config_dirs == [Path("/etc/xdg")]
 
 
 def test_desktop_exec_quotes_reserved_characters() -> None:
@@ -262,7 +340,7 @@ def test_launch_command_falls_back_to_this_python(tmp_path: Path, monkeypatch: p
 
 
 def test_cli_enable_status_disable(cli, isolated_env: dict[str, Path]) -> None:
-    desktop = isolated_env["XDG_CONFIG_HOME"] / "autostart" / "vidtray.desktop"
+    desktop = isolated_env["XDG_CONFIG_HOME"] / "autostart" / ENTRY
     r = cli("autostart", "status", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["enabled"] is False
@@ -283,6 +361,7 @@ def test_cli_enable_status_disable(cli, isolated_env: dict[str, Path]) -> None:
     cwd = workdir or isolated_env["HOME"]
     out = subprocess.run(probe, capture_output=True, text=True, cwd=cwd, env=env).stdout
     assert out.startswith("usage: vidtray tray")
+    validate_desktop_file(desktop)
 
     doc = json.loads(cli("autostart", "status", "--json").stdout)
     assert doc["enabled"] is True and doc["method"] == "xdg" and doc["location"] == str(desktop)

@@ -12,6 +12,7 @@ from desktop import Desktop
 
 from vidtray.config import Config
 from vidtray.services import notify
+from vidtray.services.desktop_entry import APP_ID
 from vidtray.services.notify import Notifier, RecordingNotifier, describe_backend, make_notifier
 
 GiB = 1024**3
@@ -49,6 +50,8 @@ def test_every_kind_reaches_the_daemon(desktop: Desktop) -> None:
         note = desktop.dunst.wait_for(summary)
         assert note.body == body
         assert note.appname == "vidtray"
+        # The desktop maps it to the application entry (name and icon in its notification settings).
+        assert note.fields["desktop_entry"] == APP_ID
     urgencies = {n.summary: n.urgency for n in desktop.dunst.notifications}
     assert urgencies["Video generation failed"] == "CRITICAL"
     assert urgencies["Video ready"] == "NORMAL"

@@ -53,7 +53,7 @@ def test_icon_docks_and_a_second_tray_refuses_to_start(tray_host, cli, isolated_
 
 
 def test_menu_start_on_login_and_pause_watching(tray_host, isolated_env) -> None:  # type: ignore[no-untyped-def]
-    desktop_file = isolated_env["XDG_CONFIG_HOME"] / "autostart" / "vidtray.desktop"
+    desktop_file = isolated_env["XDG_CONFIG_HOME"] / "autostart" / "io.github.vidtray.Vidtray.desktop"
     tray = TrayProcess(tray_host)
     icon = tray.wait_icon()
 

@@ -1,7 +1,8 @@
 """Start the tray on login: one small backend per OS, chosen once by :func:`backend_for`.
 
-- Linux (and other XDG desktops): ``$XDG_CONFIG_HOME/autostart/vidtray.desktop`` whose ``Exec``
-  is an absolute path, so it works whatever ``PATH`` the session starts with.
+- Linux (and other XDG desktops): ``$XDG_CONFIG_HOME/autostart/<APP_ID>.desktop`` (the application
+  entry's id) whose ``Exec`` and ``TryExec`` are absolute paths, so it works whatever ``PATH`` the
+  session starts with; a system-wide entry of that id in ``$XDG_CONFIG_DIRS/autostart`` is honoured.
 - Windows: the ``vidtray`` value under ``HKCU\\...\\CurrentVersion\\Run`` (a windowless launcher,
   so no console flashes at login). Task Manager's "Startup apps" switch lives apart, under
   ``...\\Explorer\\StartupApproved\\Run``; status reads it and enable clears a "disabled" there.
@@ -24,10 +25,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vidtray.errors import OperationFailed
+from vidtray.services.desktop_entry import (  # noqa: F401  # desktop_exec/parse_desktop_exec: re-exported
+    APP_NAME,
+    DESKTOP_FILE,
+    desktop_exec,
+    entry_lines,
+    parse_desktop_exec,
+    read_desktop_entry,
+    try_exec_missing,
+    xdg_config_dirs,
+    xdg_config_home,
+)
 from vidtray.services.fsutil import atomic_write_bytes, atomic_write_text
 
-APP_NAME = "vidtray"
-DESKTOP_FILE = "vidtray.desktop"
+LEGACY_DESKTOP_FILE = "vidtray.desktop"  # the autostart file's name before it took the application id
 LAUNCH_AGENT_LABEL = "io.github.vidtray.tray"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 APPROVED_KEY = r"Software\Microsoft\Windows\CurrentVersion\Explorer\StartupApproved\Run"
@@ -104,153 +115,114 @@ def source_checkout() -> Path | None:
 # -- Linux / XDG -----------------------------------------------------------------------------
 
 
-def _xdg_config_home() -> Path:
-    value = os.environ.get("XDG_CONFIG_HOME", "")
-    # The spec says a relative value is invalid and must be ignored.
-    return Path(value) if value and os.path.isabs(value) else Path.home() / ".config"
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OperationFailed(f"cannot remove {path}: {exc.strerror or exc}") from exc
 
 
-_EXEC_RESERVED = set(' \t\n"\'\\><~|&;$*?#()`')
+class XdgAutostart:
+    """``<config_home>/autostart/<APP_ID>.desktop`` (freedesktop Desktop Application Autostart spec).
 
-
-def desktop_exec(command: Sequence[str]) -> str:
-    """Quote ``command`` for a .desktop ``Exec`` key (Desktop Entry spec, "The Exec key").
-
-    An argument with reserved characters goes in double quotes with ``"`$\\`` escaped by a
-    backslash; ``%`` is doubled (field codes); then the whole value gets the general string
-    escaping, which doubles every backslash again.
+    The same file name as the application entry, so both map to one app. Per the spec a user file
+    overrides a system-wide one of the same name in ``$XDG_CONFIG_DIRS/autostart``: ``status`` reads
+    the user file first, then the system ones; ``disable`` with a system entry writes a user entry
+    with ``Hidden=true`` (removing ours would not stop the system one). The old ``vidtray.desktop``
+    is read when it is the only entry, and removed by ``enable`` and ``disable``.
     """
-    parts = []
-    for arg in command:
-        arg = arg.replace("%", "%%")
-        if not arg or any(c in _EXEC_RESERVED for c in arg):
-            escaped = "".join("\\" + c if c in '"`$\\' else c for c in arg)
-            arg = f'"{escaped}"'
-        parts.append(arg)
-    return " ".join(parts).replace("\\", "\\\\")
-
-
-def parse_desktop_exec(value: str) -> list[str]:
-    """Inverse of :func:`desktop_exec` (enough for files we wrote, and for plain hand edits)."""
-    value = value.replace("\\\\", "\\")
-    args: list[str] = []
-    cur: list[str] = []
-    in_quotes = have_arg = False
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if in_quotes:
-            if c == "\\" and i + 1 < len(value):
-                cur.append(value[i + 1])
-                i += 1
-            elif c == '"':
-                in_quotes = False
-            else:
-                cur.append(c)
-        elif c == '"':
-            in_quotes = have_arg = True
-        elif c in " \t":
-            if have_arg:
-                args.append("".join(cur))
-                cur, have_arg = [], False
-        else:
-            cur.append(c)
-            have_arg = True
-        i += 1
-    if have_arg:
-        args.append("".join(cur))
-    return [a.replace("%%", "%") for a in args]
-
-
-def _read_desktop_entry(text: str) -> dict[str, str]:
-    """Keys of the ``[Desktop Entry]`` group (other groups and comments ignored)."""
-    out: dict[str, str] = {}
-    group = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            group = line[1:-1]
-        elif group == "Desktop Entry" and "=" in line:
-            key, _, val = line.partition("=")
-            out[key.strip()] = val.strip()
-    return out
-
-
-class _FileEntry:
-    """A backend whose whole state is one file: disabling removes it."""
-
-    path: Path
-
-    def status(self) -> AutostartStatus:
-        raise NotImplementedError
-
-    def disable(self) -> AutostartStatus:
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OperationFailed(f"cannot remove {self.path}: {exc.strerror or exc}") from exc
-        return self.status()
-
-
-class XdgAutostart(_FileEntry):
-    """``<config_home>/autostart/vidtray.desktop`` (freedesktop Desktop Application Autostart spec)."""
 
     method = "xdg"
 
     def __init__(self, config_home: Path | None = None, icon: Path | None = None,
-                 workdir: Path | None = None) -> None:
-        self.path = (config_home or _xdg_config_home()) / "autostart" / DESKTOP_FILE
+                 workdir: Path | None = None, config_dirs: Sequence[Path] | None = None) -> None:
+        folder = (config_home or xdg_config_home()) / "autostart"
+        self.path = folder / DESKTOP_FILE
+        self.legacy_path = folder / LEGACY_DESKTOP_FILE
+        self.config_dirs = list(xdg_config_dirs() if config_dirs is None else config_dirs)
         self.icon = icon
         self.workdir = workdir
 
+    def system_entry(self) -> Path | None:
+        """The system-wide autostart entry of this id that applies (the first in XDG_CONFIG_DIRS order)."""
+        for folder in self.config_dirs:
+            path = folder / "autostart" / DESKTOP_FILE
+            if path.is_file():
+                return path
+        return None
+
     def enable(self, command: Sequence[str]) -> AutostartStatus:
-        lines = [
+        lines = entry_lines(command, icon=str(self.icon) if self.icon is not None else None, workdir=self.workdir)
+        lines.append("X-GNOME-Autostart-enabled=true")
+        self._write(lines)
+        _remove(self.legacy_path)
+        return self.status()
+
+    def disable(self) -> AutostartStatus:
+        _remove(self.legacy_path)
+        system = self.system_entry()
+        if system is None:
+            _remove(self.path)
+            return self.status()
+        # Shadow the system entry: a user entry of the same name with Hidden=true (spec, "Hidden").
+        try:
+            entry = read_desktop_entry(system.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            entry = {}
+        self._write([
             "[Desktop Entry]",
             "Type=Application",
-            "Version=1.0",
-            f"Name={APP_NAME}",
-            "Comment=Local AI video generation in the tray",
-            f"Exec={desktop_exec(command)}",
-            "Terminal=false",
-            "Categories=AudioVideo;Video;",
-            "X-GNOME-Autostart-enabled=true",
-        ]
-        if self.icon is not None:
-            lines.append(f"Icon={self.icon}")
-        if self.workdir is not None:
-            lines.append(f"Path={self.workdir}")
+            f"Name={entry.get('Name') or APP_NAME}",
+            f"Exec={entry.get('Exec') or 'vidtray-tray'}",
+            "Hidden=true",
+        ])
+        return self.status()
+
+    def _write(self, lines: Sequence[str]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, "\n".join(lines) + "\n")
         except OSError as exc:
             raise OperationFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        return self.status()
 
     def status(self) -> AutostartStatus:
+        candidates = [self.path]
+        if not self.path.exists():
+            candidates.append(self.legacy_path)
+            system = self.system_entry()
+            if system is not None:
+                candidates.append(system)
+        for path in candidates:
+            if path.exists():
+                return self._status_of(path)
+        return AutostartStatus(False, self.method, str(self.path), None, "not enabled (no file)")
+
+    def _status_of(self, path: Path) -> AutostartStatus:
         try:
-            entry = _read_desktop_entry(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return AutostartStatus(False, self.method, str(self.path), None, "not enabled (no file)")
+            entry = read_desktop_entry(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            return AutostartStatus(False, self.method, str(self.path), None, f"unreadable: {exc}")
+            return AutostartStatus(False, self.method, str(path), None, f"unreadable: {exc}")
         command = parse_desktop_exec(entry.get("Exec", "")) or None
         # Desktops honour Hidden=true (spec) and GNOME's own switch as "turned off".
         if entry.get("Hidden", "").lower() == "true":
-            return AutostartStatus(False, self.method, str(self.path), command, "turned off (Hidden=true)")
+            return AutostartStatus(False, self.method, str(path), command, "turned off (Hidden=true)")
         if entry.get("X-GNOME-Autostart-enabled", "").lower() == "false":
-            return AutostartStatus(False, self.method, str(self.path), command,
+            return AutostartStatus(False, self.method, str(path), command,
                                    "turned off in the desktop's startup settings")
         if not command:
-            return AutostartStatus(False, self.method, str(self.path), None, "the file has no Exec line")
-        return AutostartStatus(True, self.method, str(self.path), command, f"enabled ({self.path})")
+            return AutostartStatus(False, self.method, str(path), None, "the file has no Exec line")
+        missing = try_exec_missing(entry)
+        if missing:
+            return AutostartStatus(False, self.method, str(path), command,
+                                   f"not started: {missing} is gone (TryExec); run: vidtray autostart enable")
+        system_wide = "system-wide, " if path.parent != self.path.parent else ""
+        return AutostartStatus(True, self.method, str(path), command, f"enabled ({system_wide}{path})")
 
 
 # -- macOS -----------------------------------------------------------------------------------
 
 
-class MacLaunchAgent(_FileEntry):
+class MacLaunchAgent:
     """``~/Library/LaunchAgents/<label>.plist`` with ``RunAtLoad`` (launchd loads it at login)."""
 
     method = "launchagent"
@@ -281,6 +253,10 @@ class MacLaunchAgent(_FileEntry):
             atomic_write_bytes(self.path, plistlib.dumps(doc, fmt=plistlib.FMT_XML))
         except OSError as exc:
             raise OperationFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return self.status()
+
+    def disable(self) -> AutostartStatus:
+        _remove(self.path)
         return self.status()
 
     def status(self) -> AutostartStatus:
@@ -412,22 +388,25 @@ def split_windows_cmdline(value: str) -> list[str]:
 # -- choice ----------------------------------------------------------------------------------
 
 
-def backend_for(platform: str = sys.platform) -> AutostartBackend:
-    """The backend for this OS (chosen once per call site; tests build the classes directly)."""
+def backend_for(platform: str = sys.platform, workdir: Path | None = None) -> AutostartBackend:
+    """The backend for this OS (chosen once per call site; tests build the classes directly).
+
+    ``workdir`` is what ``enable`` writes as the working directory (a checkout that is not installed).
+    """
     if platform == "win32":
         return WindowsRunKey()
     if platform == "darwin":
         from vidtray.logs import log_file
 
-        return MacLaunchAgent(log_dir=log_file().parent, workdir=source_checkout())
+        return MacLaunchAgent(log_dir=log_file().parent, workdir=workdir)
     from vidtray.icons import icon_path
 
-    # Run from a checkout (not installed), `python -m vidtray` needs that folder as its working directory.
-    return XdgAutostart(icon=icon_path("idle", "png"), workdir=source_checkout())
+    return XdgAutostart(icon=icon_path("idle", "png"), workdir=workdir)
 
 
 def enable() -> AutostartStatus:
-    return backend_for().enable(launch_command())
+    # Run from a checkout (not installed), `python -m vidtray` needs that folder as its working directory.
+    return backend_for(workdir=source_checkout()).enable(launch_command())
 
 
 def disable() -> AutostartStatus:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from vidtray.services.desktop_entry import APP_ID
 from vidtray.services.fsutil import gib, human_size, plural
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("vidtray.notify")
 
 APP_NAME = "vidtray"
+# The freedesktop ``desktop-entry`` hint: the desktop maps the notification to the application entry
+# (its name and icon in the notification settings and history), see vidtray.services.desktop_entry.
+HINTS = {"desktop-entry": APP_ID}
 # How long a normal notification stays on screen; critical ones stay until the server decides.
 TIMEOUT_S = 10
 SEND_TIMEOUT_S = 10.0
@@ -66,6 +70,7 @@ class NotifySendBackend:
             argv += ["-t", str(TIMEOUT_S * 1000)]
         if self.icon:
             argv += ["-i", self.icon]
+        argv += [f"--hint=string:desktop-entry:{APP_ID}"]
         # "--" so a title that starts with "-" is not read as an option.
         argv += ["--", title, body]
         try:
@@ -92,8 +97,9 @@ class PlyerBackend:
     def send(self, title: str, body: str, urgency: str) -> None:
         if self.escape is not None:
             title, body = self.escape(title), self.escape(body)
+        # Only the D-Bus implementation sends hints; the others take and ignore them.
         self.impl.notify(title=title, message=body, app_name=APP_NAME, app_icon=self.icon,
-                         timeout=TIMEOUT_S)
+                         timeout=TIMEOUT_S, hints=dict(HINTS))
 
 
 @dataclass
@@ -307,6 +313,7 @@ def describe_backend(cfg: Config | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "backend": backend.name,
         "app_name": APP_NAME,
+        "desktop_entry": APP_ID,
         "enabled": cfg.notifications if cfg is not None else None,
     }
     if isinstance(backend, NullBackend):
