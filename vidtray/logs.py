@@ -2,8 +2,8 @@
 
 The log holds prompts and file names, so the file is 0600 in a 0700 folder whatever the umask. One event
 is one line: control characters in a message (a file name with a newline) are escaped, names that are
-not valid UTF-8 are written with backslash escapes, and a log that cannot be written (a full disk) says
-so once on stderr instead of printing a traceback for every record.
+not valid UTF-8 are written with backslash escapes, and a log that cannot be written (a full disk) never
+prints a traceback: the log says how many records it lost once it can be written again.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ class OneLineFormatter(logging.Formatter):
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A RotatingFileHandler whose files are created 0600 and that reports a write failure once."""
+    """A RotatingFileHandler whose files are created 0600 and that survives failing writes quietly."""
 
     def __init__(self, filename: Path, **kwargs: object) -> None:
-        self._failed = False
+        self._lost = 0
+        self._why = ""
         self._wrote = True
         super().__init__(filename, encoding="utf-8", errors="backslashreplace", **kwargs)  # type: ignore[arg-type]
 
@@ -55,18 +56,25 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def emit(self, record: logging.LogRecord) -> None:
         self._wrote = True
         super().emit(record)
-        if self._wrote:
-            self._failed = False  # writing works again: a later failure is reported again
+        if self._wrote and self._lost:
+            # Writing works again: say in the log itself what is missing from it.
+            lost, why, self._lost = self._lost, self._why, 0
+            note = logging.LogRecord(record.name, logging.WARNING, __file__, 0,
+                                     "%d log record(s) were lost: the log could not be written (%s)",
+                                     (lost, why), None)
+            super().emit(note)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        # Never a "--- Logging error ---" traceback on stderr (a full disk would print one per record,
+        # after the command's own one-line error): count what was lost, and say so once writing works.
         self._wrote = False
-        if self._failed:
-            return
-        self._failed = True
         exc = sys.exc_info()[1]
-        with contextlib.suppress(Exception):
-            sys.stderr.write(f"vidtray: cannot write the log {self.baseFilename}: "
-                             f"{getattr(exc, 'strerror', None) or exc}\n")
+        self._lost += 1
+        self._why = getattr(exc, "strerror", None) or str(exc)
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            self.stream = None  # reopened on the next record
 
 
 def setup_logging(verbose: bool = False) -> Path | None:

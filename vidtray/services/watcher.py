@@ -367,10 +367,11 @@ class Watcher:
         next_check = time.monotonic() + self.retry_s
         while not self._stop.is_set():
             try:
+                worked = False
                 if not reconciled:
                     self.reconcile(queue_busy=True)
-                    reconciled = True
-                self._process_once()
+                    reconciled = worked = True
+                worked = self._process_once() or worked
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.retry_s
                     self._check_observer()
@@ -381,7 +382,8 @@ class Watcher:
             except Exception as exc:
                 self._stop.wait(self._guard.failed(exc))
                 continue
-            self._guard.succeeded()
+            if worked:  # a round that only waited for files to settle proves nothing
+                self._guard.succeeded()
             self._wake.wait(self._tick)
             self._wake.clear()
         try:
@@ -390,7 +392,8 @@ class Watcher:
             log.exception("final flush failed")
         self._idle.set()
 
-    def _process_once(self, final: bool = False) -> None:
+    def _process_once(self, final: bool = False) -> bool:
+        """One round: probe what settled and write what was learned. True if it did that."""
         now = time.monotonic()
         with self._mu:
             for key, (due, root) in list(self._retry_due.items()):
@@ -434,7 +437,9 @@ class Watcher:
             idle = not (moves or deleted or gone_dirs or sidecars or ready or self._pending)
         if idle:
             self._idle.set()
-            return
+            return False
+        if not (moves or deleted or gone_dirs or sidecars or ready):
+            return False
         if final:
             log.info("flushing before stop")
         try:
@@ -449,6 +454,7 @@ class Watcher:
                 for key, cand in ready:
                     self._pending.setdefault(key, _Candidate(cand.root, fast=True))
             raise
+        return True
 
     def _import(self, ready: list[tuple[str, _Candidate]], moves: list[tuple[str, str]], deleted: set[str],
                 gone_dirs: set[str], sidecars: set[str]) -> None:
