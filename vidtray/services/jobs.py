@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
+from vidtray.services.backoff import Backoff
 from vidtray.services.fsutil import atomic_write_text, human_size
 
 if TYPE_CHECKING:
@@ -346,6 +347,7 @@ class JobScheduler:
         self.clock = clock
         self._scheduler: Any = None
         self._lock = threading.Lock()
+        self._guards: dict[str, Backoff] = {}
 
     @property
     def running(self) -> bool:
@@ -396,12 +398,18 @@ class JobScheduler:
         log.info("scheduler stopped")
 
     def _guarded(self, name: str, job: Callable[[float], Any]) -> None:
-        """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on."""
+        """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on.
+
+        A job that keeps failing (a disk that stays full) is logged once, with its traceback, and once
+        more when it works again; its schedule is its retry."""
         threading.current_thread().name = "vidtray-jobs"
+        guard = self._guards.setdefault(name, Backoff(log, f"the {name} job"))
         try:
             job(self.clock())
-        except Exception:
-            log.exception("%s job failed; it runs again at its next time", name)
+        except Exception as exc:
+            guard.failed(exc)
+        else:
+            guard.succeeded()
 
 
 def _dt(ts: float) -> datetime:

@@ -183,7 +183,8 @@ def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
     """Upsert videos into ``doc`` in place; returns (the items, anything changed?)."""
     items = doc["items"]
     by_path = video_index(doc) if index is None else index
-    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    # Only string ids can clash with ours; another app's item may hold anything (a list would not hash).
+    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
     out: list[Item] = []
     changed = False
     for path, fields in entries:
@@ -205,7 +206,8 @@ def doc_mark_missing(doc: Doc, keys: set[str]) -> int:
     """``status: missing`` on the video items at these absolute path strings; returns how many changed."""
     n = 0
     for item in doc["items"]:
-        if is_video_item(item) and item.get("path") in keys and item.get("status") != "missing":
+        path = item.get("path") if is_video_item(item) else None
+        if isinstance(path, str) and path in keys and item.get("status") != "missing":
             item["status"] = "missing"
             n += 1
     return n
@@ -297,7 +299,7 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
             # Unversioned files held only videos and did not say so.
             if isinstance(item, dict) and "type" not in item and isinstance(item.get("path"), str):
                 item["type"] = "video"
-    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
     for item in items:
         if is_video_item(item) and not isinstance(item.get("id"), str):
             # The CLI needs an id to address an item; give one to entries another tool added without.
