@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
 from vidtray.services.backoff import Backoff
-from vidtray.services.fsutil import atomic_write_text, human_size
+from vidtray.services.fsutil import atomic_write_text, human_size, private_dir
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -207,7 +207,7 @@ class Jobs:
                       f"wait until {self.cfg.min_free_gb:g} GB is free (min_free_gb).")
             doc = {"reason": reason, "since": _iso(now), "by": PAUSED_BY}
             try:
-                pause_flag_path(self.cfg).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(pause_flag_path(self.cfg).parent)
                 atomic_write_text(pause_flag_path(self.cfg), json.dumps(doc, indent=2) + "\n")
             except OSError as exc:
                 # The same full disk can make this write fail; say so, the check runs again.
@@ -262,7 +262,7 @@ class Jobs:
     def _record_prune(self, now: float) -> None:
         doc = {"version": STATE_VERSION, "last_prune": _iso(now), "last_prune_ts": now}
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_file.parent)
             atomic_write_text(self.state_file, json.dumps(doc, indent=2) + "\n")
         except OSError as exc:
             log.error("cannot record the prune time in %s: %s", self.state_file, exc)

@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _orjson = None  # type: ignore[assignment]
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos, private_dir
 
 log = logging.getLogger("vidtray.library")
 
@@ -399,7 +399,7 @@ class Library:
         """Fail now (OperationFailed, one clear line) if the library's folder cannot be written."""
         folder = self.path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)
             with self._locked():
                 probe = folder / f".{self.path.name}.{os.getpid()}.write-test"
                 probe.write_bytes(b"")
@@ -467,7 +467,7 @@ class Library:
     @contextlib.contextmanager
     def _locked(self):  # -> Iterator[None]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             self._lock.acquire()
         except filelock.Timeout:
             raise OperationFailed(

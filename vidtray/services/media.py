@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from vidtray.services.fsutil import atomic_write_bytes
+from vidtray.services.fsutil import atomic_write_bytes, private_dir
 from vidtray.services.library import abs_path, item_id_for, sidecar_fields
 
 log = logging.getLogger("vidtray.media")
@@ -321,7 +321,7 @@ def make_thumbnails(videos: Iterable[tuple[Path, float | None]], thumbnails_dir:
     if not todo:
         return out
     thumbnails_dir = Path(thumbnails_dir)
-    thumbnails_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(thumbnails_dir)
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=thumbnails_dir) as tmp:

@@ -34,6 +34,7 @@ from typing import Any
 
 from vidtray.services import media
 from vidtray.services.backoff import Backoff
+from vidtray.services.fsutil import private_dir
 from vidtray.services.library import (
     UNCHANGED,
     Doc,
@@ -933,7 +934,7 @@ def watch_folders(cfg: Any) -> list[Path]:
         if not p.is_dir():
             raise UserError(f"watch folder {p} is not a folder (watch_dirs in {cfg.source})")
     try:
-        cfg.videos_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.videos_dir)
     except OSError as exc:
         raise OperationFailed(
             f"cannot create the videos folder {cfg.videos_dir}: {exc.strerror or exc}") from None
