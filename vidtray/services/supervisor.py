@@ -239,8 +239,6 @@ class Supervisor:
     def start(self) -> None:
         if self._thread is not None:
             return
-        for job in self.queue.recover_stale():
-            self._relay({"event": "job_recovered", "job": job["id"], "state": job["state"]})
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="vidtray-supervisor", daemon=True)
         self._thread.start()
@@ -278,8 +276,18 @@ class Supervisor:
         # restart. An event whose handling failed is handled again first, so a result is never lost.
         guard = Backoff(log, "the generation queue (supervisor loop)")
         redo: collections.deque[tuple[WorkerProcess | None, dict[str, Any]]] = collections.deque()
+        recovered = False
         try:
             while not self._stop.is_set():
+                if not recovered:
+                    # Jobs a previous run left "running": in the loop, so a full disk at start only delays it.
+                    try:
+                        for job in self.queue.recover_stale():
+                            self._relay({"event": "job_recovered", "job": job["id"], "state": job["state"]})
+                        recovered = True
+                    except Exception as exc:
+                        self._stop.wait(guard.failed(exc))
+                        continue
                 if redo:
                     source, event = redo.popleft()
                 else:
