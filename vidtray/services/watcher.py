@@ -183,7 +183,7 @@ class Watcher:
             self._arm(folder)
         self._observer.start()
         if self.thumbnails_dir is not None:
-            self._thumbs = _ThumbnailWorker(self.lib, self.thumbnails_dir)
+            self._thumbs = _ThumbnailWorker(self.lib, self.thumbnails_dir, on_write=self._own_write)
             self._thumbs.start()
         self._thread = threading.Thread(target=self._run, name="vidtray-watcher", daemon=True)
         self._thread.start()
@@ -398,7 +398,7 @@ class Watcher:
         now = time.monotonic()
         with self._mu:
             for key, (due, root) in list(self._retry_due.items()):
-                if (due <= now or final) and key not in self._pending:
+                if due <= now and key not in self._pending:
                     del self._retry_due[key]
                     self._pending[key] = _Candidate(root, fast=True)
             moves, self._moves = self._moves, []
@@ -424,7 +424,7 @@ class Watcher:
                     cand.size, cand.mtime_ns, cand.stable_since = st.st_size, st.st_mtime_ns, now
                     continue
                 wait = self.fast_settle_s if cand.fast else self.settle_s
-                if now - cand.stable_since < wait and not final:
+                if now - cand.stable_since < wait:
                     continue
                 del self._pending[key]
                 if st.st_size == 0:
@@ -559,7 +559,7 @@ class Watcher:
             self._identities[ident] = key
         if result is not UNCHANGED:
             self.stats["writes"] += 1
-            self._lib_sig = _file_sig(self.lib.path)
+            self._own_write()
         now = time.monotonic()
         for path, _ in entries:
             self._recent[os.fspath(abs_path(path))] = now
@@ -585,6 +585,10 @@ class Watcher:
             self.reconcile(folders=[Path(folder)], queue_busy=True)
 
     # -- writes lost to other programs ------------------------------------------------------------------
+    def _own_write(self) -> None:
+        """library.json as we (or our thumbnail thread) just wrote it: only a change after this is foreign."""
+        self._lib_sig = _file_sig(self.lib.path)
+
     def _lost_entries(self, index: dict[str, Any]) -> list[str]:
         """Videos this watcher wrote a moment ago that ``index`` lacks although their files are still there."""
         if not self._recent:
@@ -836,9 +840,10 @@ def _thumbnail_ok(item: dict[str, Any]) -> bool:
 class _ThumbnailWorker:
     """Makes thumbnails in its own thread and records them in one library write per batch."""
 
-    def __init__(self, lib: Library, thumbnails_dir: Path) -> None:
+    def __init__(self, lib: Library, thumbnails_dir: Path, on_write: Any = None) -> None:
         self.lib = lib
         self.thumbnails_dir = thumbnails_dir
+        self.on_write = on_write
         self._queue: queue.Queue[tuple[Path, Any] | None] = queue.Queue()
         self._busy = threading.Event()
         self._thread: threading.Thread | None = None
@@ -918,6 +923,8 @@ class _ThumbnailWorker:
 
         if self.lib.update(apply) is not UNCHANGED:
             self.writes += 1
+            if self.on_write is not None:
+                self.on_write()
 
 
 def watch_folders(cfg: Any) -> list[Path]:
