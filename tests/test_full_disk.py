@@ -99,3 +99,29 @@ def test_queue_add_on_a_full_disk_is_one_line_and_exit_1(small_disk: SmallDisk, 
         f"vidtray: error: cannot write the job queue in {data / 'queue'}: No space left on device"]
     listed = cli("queue", "list", env=env)
     assert listed.returncode == 0 and "first" in listed.stdout and "a cat" not in listed.stdout
+
+
+def test_a_result_that_cannot_be_recorded_on_a_full_disk_is_recorded_when_space_returns(
+        small_disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="vidtray")
+    cfg = Config.from_mapping({"data_dir": str(small_disk.root / "data")}, "<test>", env={})
+    q = JobQueue(cfg.queue_dir)
+    job = q.submit({"prompt": "slow one"})  # the fake worker takes ~5 s
+    later = q.submit({"prompt": "after it"})
+    rec = Recorder()
+    sup = Supervisor(cfg, on_event=rec, poll_s=0.05, progress_write_s=0.2,
+                     worker_cmd=[sys.executable, str(FAKE_WORKER), "--keep-alive", "30"])
+    sup.start()
+    try:
+        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == job["id"])
+        small_disk.fill()
+        rec.wait_for(lambda e: e.get("event") == "supervisor_error", timeout=30)
+        time.sleep(7)  # the worker finishes meanwhile; its "done" cannot be written yet
+        assert sup.running
+        assert JobQueue(cfg.queue_dir).get(job["id"])["state"] == "running"
+        small_disk.free()
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == later["id"], timeout=90)
+        assert [JobQueue(cfg.queue_dir).get(j["id"])["state"] for j in (job, later)] == ["done", "done"]
+        assert len(_errors(caplog, "supervisor loop")) == 1
+    finally:
+        sup.stop()
