@@ -96,8 +96,11 @@ def test_rescan_does_not_mark_videos_in_an_unreadable_folder_missing(tmp_path: P
     (videos / "locked").chmod(0o000)
     try:
         again = unprivileged.run(cli, cwd=ROOT, env=os.environ.copy(), timeout=120)
+        text = unprivileged.run(cli[:-1], cwd=ROOT, env=os.environ.copy(), timeout=120)
     finally:
         (videos / "locked").chmod(0o755)
+    assert text.returncode == 0 and "marked missing 0" in text.stdout, text.stderr
+    assert f"cannot list (its videos are left as they are): {videos / 'locked'}" in text.stdout
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert report["missing"] == []
