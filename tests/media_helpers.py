@@ -26,3 +26,32 @@ def write_mp4(path: Path, frames: int = 8, width: int = 64, height: int = 48, fp
         writer.send(frame)
     writer.close()
     return path
+
+
+def write_source(path: Path, seconds: float = 6.0, fps: int = 8, size: str = "160x120") -> Path:
+    """A real H.264 mp4 of ffmpeg's moving test pattern, ``seconds`` long (the input of a live writer)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate={fps}", "-t", f"{seconds:g}", "-c:v", "libx264", "-g", "4",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def start_live_writer(src: Path, dest: Path):  # -> subprocess.Popen[bytes]
+    """Start ffmpeg re-encoding ``src`` into ``dest`` (Matroska or WebM, by its extension) at real-time
+    speed (``-re``), flushing every cluster: the file grows for as long as ``src`` lasts, as a recorder's
+    output does, and gets its duration only when ffmpeg finishes."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    codec = (["-c:v", "libvpx", "-deadline", "realtime"] if dest.suffix == ".webm"
+             else ["-c:v", "libx264", "-preset", "ultrafast"])
+    return subprocess.Popen(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-nostdin", "-re", "-i", str(src), *codec,
+         "-g", "4", "-cluster_time_limit", "250", "-flush_packets", "1", str(dest)],
+        stdin=subprocess.DEVNULL)

@@ -72,6 +72,11 @@ def test_env_data_dir_wins(tmp_path):
         ("[generation]\nheight = 100", "generation.height", "multiple of 8"),
         ("[generation]\ncolour = 1", "generation.colour", "unknown key"),
         ("generation = 3", "generation", "table"),
+        # timers overflow (OverflowError in APScheduler/threading) long before these
+        ("disk_check_interval_s = 1e300", "disk_check_interval_s", "at most 31536000"),
+        ("prune_interval_s = 1e20", "prune_interval_s", "at most 31536000"),
+        ("keep_alive_s = 1e300", "keep_alive_s", "at most 31536000"),
+        ("prune_after_days = 1e300", "prune_after_days", "at most 36500"),
     ],
 )
 def test_bad_values_name_file_and_key(text, key, fragment):
@@ -140,10 +145,13 @@ def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
 
     target = tmp_path / "out" / "library.json"
     target.parent.mkdir()
-    atomic_write_text(target, "one")
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    umask = os.umask(0o002)
+    try:
+        atomic_write_text(target, "one")
+    finally:
+        os.umask(umask)
+    # a new file holds prompts: private whatever the umask; an existing file keeps its mode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     target.chmod(0o640)
     atomic_write_text(target, "two")
     assert target.read_text() == "two" and stat.S_IMODE(target.stat().st_mode) == 0o640
@@ -190,3 +198,20 @@ def test_settings_template_paths_round_trip(monkeypatch, tmp_path) -> None:
     assert "🎬" in str(default_data_dir())
     cfg = Config.from_string(_uncomment(config_template()), "template", env={})
     assert cfg.data_dir == default_data_dir() and cfg.library_file == default_data_dir() / "library.json"
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path, cli):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfmodel = \"from/notepad\"\r\n")
+    assert load_config(path).model == "from/notepad"
+    res = cli("--config", str(path), "config", "show", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["model"] == "from/notepad"
+
+
+def test_a_huge_interval_is_one_line_at_start_not_a_traceback(tmp_path, cli):
+    path = tmp_path / "big.toml"
+    path.write_text("disk_check_interval_s = 1e300\n")
+    res = cli("--config", str(path), "watch", timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        f"vidtray: error: {path}: disk_check_interval_s: must be at most 31536000, got 1e+300"]

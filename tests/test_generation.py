@@ -29,6 +29,7 @@ def test_request_validation_refuses_bad_values() -> None:
         (dict(prompt="x", seed=-5), "--seed"),
         (dict(prompt="x", seed="12"), "whole number"),
         (dict(prompt="x", fps=0), "--fps"),
+        (dict(prompt="x", fps=1e-300), "--fps"),
         (dict(prompt="x", device="tpu"), "--device must be one of"),
         (dict(prompt="x", model=" "), "--model"),
     ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from media_helpers import write_mp4
+from media_helpers import start_live_writer, write_mp4, write_source
 from PIL import Image
 
 from vidtray.services import media
@@ -129,3 +131,69 @@ def test_import_entries_keeps_only_clean_videos_and_reads_sidecars(samples: dict
     assert fields[good]["seed"] == 5 and "steps" not in fields[good]
     assert fields[plain]["source"] == "imported" and fields[plain]["codec"] == "h264"
     assert [p for p, _ in skipped] == [cut]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "PPM"])
+def test_a_still_image_renamed_to_a_video_name_is_refused(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"photo-{fmt.lower()}.mp4"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, fmt)
+    r = media.probe(path)
+    assert not r.ok
+    assert "still image" in (r.error or "") and "not a video" in (r.error or ""), r.error
+
+
+def test_an_animated_gif_renamed_to_a_video_name_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "anim.mkv"
+    frames = [Image.new("RGB", (64, 48), (k * 60, 0, 0)) for k in range(4)]
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    r = media.probe(path)
+    assert not r.ok and "animated image (gif)" in (r.error or ""), r.error
+
+
+def test_a_one_frame_video_with_a_duration_is_a_video(tmp_path: Path) -> None:
+    r = media.probe(write_mp4(tmp_path / "one.mp4", frames=1))
+    assert r.ok, r.error
+    assert r.frames == 1 and r.duration_s
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".webm"])
+def test_a_matroska_file_being_written_is_not_ok_until_its_writer_finishes(tmp_path: Path, ext: str) -> None:
+    src = write_source(tmp_path / "src.mp4", seconds=4)
+    dest = tmp_path / f"live{ext}"
+    writer = start_live_writer(src, dest)
+    verdicts = []
+    try:
+        while writer.poll() is None:
+            if dest.exists() and dest.stat().st_size > 0:
+                r = media.probe(dest)
+                if writer.poll() is None:  # still writing when the probe finished
+                    verdicts.append((dest.stat().st_size, r.ok, r.error))
+            time.sleep(0.2)
+    finally:
+        writer.wait(30)
+    assert writer.returncode == 0
+    assert len(verdicts) >= 3, verdicts
+    assert not any(ok for _, ok, _ in verdicts), verdicts
+    # Once the header and a first cluster are there, the reason names the cause.
+    assert all("still being written" in why for size, _, why in verdicts if size > 5000), verdicts
+    done = media.probe(dest)
+    assert done.ok, done.error
+    assert done.duration_s == 4.0 and done.frames == 32
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".webm"])
+def test_a_matroska_file_whose_writer_was_killed_is_never_ok(tmp_path: Path, ext: str) -> None:
+    src = write_source(tmp_path / "src.mp4", seconds=8)
+    dest = tmp_path / f"killed{ext}"
+    writer = start_live_writer(src, dest)
+    try:
+        deadline = time.monotonic() + 20
+        while (not dest.exists() or dest.stat().st_size < 20_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert dest.stat().st_size >= 20_000
+    r = media.probe(dest)
+    assert not r.ok
+    assert "writer stopped" in (r.error or ""), r.error

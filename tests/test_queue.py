@@ -282,3 +282,76 @@ def test_supervisor_hands_its_config_file_to_the_worker(tmp_path: Path,
     sup = Supervisor(load_config(config))
     assert sup.config_path == str(config) and sup.keep_alive_s == 7
     assert Supervisor(Config.from_mapping({}, "<test>")).config_path is None
+
+
+# -- job files other programs wrote ------------------------------------------------------------------------
+
+
+def _job_doc(job_id: str, **over: Any) -> dict[str, Any]:
+    doc = {"version": 1, "id": job_id, "seq": 1, "state": "queued", "request": {"prompt": "a cat"},
+           "created": "2025-01-01T00:00:00+00:00", "started": None, "finished": None, "owner_pid": None,
+           "attempts": 0, "cancel_requested": False, "progress": None, "result": None, "error": None}
+    doc.update(over)
+    return doc
+
+
+@pytest.mark.parametrize("name,doc", [
+    ("wrongname", _job_doc("otherid")),  # re-ran for ever: claimed from this file, written to another
+    ("intid", {**_job_doc("intid"), "id": 5}),
+    ("strseq", _job_doc("strseq", seq="first")),
+    ("strpid", _job_doc("strpid", state="running", owner_pid="1234")),
+    ("boolseq", _job_doc("boolseq", seq=True)),
+    ("request", _job_doc("request", request="go")),
+    ("progress", _job_doc("progress", progress="half")),
+    ("result", _job_doc("result", state="done", result="/x.mp4")),
+    ("state", _job_doc("state", state="paused")),
+    ("list", [1, 2]),
+    ("traversal", _job_doc("../../escape")),
+])
+def test_a_malformed_job_file_is_set_aside_and_never_wedges_the_queue(tmp_path: Path, cli, name: str,
+                                                                       doc: Any) -> None:
+    qdir = tmp_path / "data" / "queue"
+    q = JobQueue(qdir)
+    good = q.submit(req("good one"))
+    (qdir / f"{name}.json").write_text(json.dumps(doc))
+    listed = cli("queue", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [good["id"]]
+    assert cli("queue", "list").returncode == 0
+    assert [p.name.split(".json")[0] for p in qdir.glob("*.json.corrupt-*")] == [name]
+    # the queue goes on: the good job is claimed once, and nothing is claimed after it
+    assert q.claim_next()["id"] == good["id"]
+    assert q.claim_next() is None
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_a_job_with_a_wrong_id_runs_once_not_for_ever(cfg: Config) -> None:
+    # The repro: a job file whose id differs from its name was claimed from its file and written to
+    # another, again and again (14 videos in 25 s).
+    cfg.queue_dir.mkdir(parents=True)
+    (cfg.queue_dir / "copied.json").write_text(json.dumps(_job_doc("original")))
+    JobQueue(cfg.queue_dir).submit(req("real"))
+    rec = Recorder()
+    sup = supervisor(cfg, rec)
+    sup.start()
+    try:
+        rec.wait_for(lambda e: e.get("event") == "done")
+        time.sleep(1.0)
+    finally:
+        sup.stop()
+    assert rec.kinds().count("done") == 1
+
+
+def test_a_queued_request_the_worker_cannot_run_fails_with_the_reason(cfg: Config) -> None:
+    q = JobQueue(cfg.queue_dir)
+    bad = q.submit({"prompt": "a cat", "frames": "many"})
+    good = q.submit(req("fine"))
+    rec = Recorder()
+    sup = supervisor(cfg, rec)
+    sup.start()
+    try:
+        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == good["id"])
+    finally:
+        sup.stop()
+    failed = q.get(bad["id"])
+    assert failed["state"] == "failed" and "frames" in failed["error"]

@@ -31,6 +31,15 @@ def test_missing_watch_folder_is_exit_2(cli, cfg: Config, tmp_path: Path) -> Non
     assert r.stderr.startswith("vidtray: error: watch folder") and "does not exist" in r.stderr
 
 
+def test_a_library_path_that_is_a_folder_is_exit_2_not_an_idle_watcher(cli, cfg: Config, tmp_path: Path) -> None:
+    (tmp_path / "libdir").mkdir()
+    config = _config(tmp_path, f'library_path = "{tmp_path / "libdir"}"\n')
+    r = cli("--config", str(config), "watch", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"vidtray: error: the library {tmp_path / 'libdir'} is a folder, not a file "
+                                      f"(library_path or data_dir in {config})"]
+
+
 def test_watch_folder_that_is_a_file_is_exit_2(cli, cfg: Config, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     config = _config(tmp_path, f'watch_dirs = ["{tmp_path / "file"}"]\n')

@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import wait_for
-from media_helpers import write_mp4
+from media_helpers import start_live_writer, write_mp4, write_source
 
 from vidtray.services import media
 from vidtray.services.library import Library
@@ -309,7 +310,8 @@ def test_odd_files_are_ignored_and_logged(env: Env, clip: bytes, caplog: pytest.
     (f / "notes.txt").write_text("hello")
     (f / "empty.mp4").write_bytes(b"")
     (f / "garbage.mkv").write_bytes(os.urandom(4096))
-    (f / "line\nbreak.mp4").write_bytes(clip)
+    (f / "line\nbreak.mp4").write_bytes(clip)  # legal names, and JSON holds them: imported
+    (f / "tab\there.mp4").write_bytes(clip)
     fd = os.open(os.fsencode(f) + b"/latin1-\xe9.mp4", os.O_WRONLY | os.O_CREAT)
     os.write(fd, clip)
     os.close(fd)
@@ -321,16 +323,17 @@ def test_odd_files_are_ignored_and_logged(env: Env, clip: bytes, caplog: pytest.
     (f / long_name).write_bytes(clip)
     (f / "spaces & 'quotes'.mp4").write_bytes(clip)
     w = env.start()
-    assert wait_for(lambda: {"target.mp4", long_name, "spaces & 'quotes'.mp4"} <= set(env.by_name()))
+    odd = {"target.mp4", long_name, "spaces & 'quotes'.mp4", "line\nbreak.mp4", "tab\there.mp4"}
+    assert wait_for(lambda: odd <= set(env.by_name()))
     (f / "later.txt").write_text("x")
     (f / "later-empty.webm").write_bytes(b"")
     (f / "after.mp4").write_bytes(clip)
     assert wait_for(lambda: "after.mp4" in env.by_name())
     time.sleep(SETTLE * 2)
     assert w.wait_idle()
-    assert set(env.by_name()) == {"target.mp4", long_name, "spaces & 'quotes'.mp4", "after.mp4"}
+    assert set(env.by_name()) == odd | {"after.mp4"}
     log = caplog.text
-    for expected in ("notes.txt: not a video", "empty.mp4: empty file", "garbage.mkv", "control characters",
+    for expected in ("notes.txt: not a video", "empty.mp4: empty file", "garbage.mkv",
                      "not valid UTF-8", "link.mp4: symlink", "later-empty.webm: empty file"):
         assert expected in log, expected
 
@@ -356,3 +359,60 @@ def test_foreign_edits_made_while_watching_survive(env: Env, clip: bytes) -> Non
 ])
 def test_ignore_reason(tmp_path: Path, rel: str, why: str | None) -> None:
     assert ignore_reason(tmp_path / rel, tmp_path) == why
+
+
+def test_mkv_and_webm_written_live_are_imported_only_when_their_writers_finish(env: Env, tmp_path: Path) -> None:
+    # ffmpeg -re writes for seconds, pausing between clusters longer than the settle time: the watcher
+    # probes the growing files again and again, and must say no until each writer has finished.
+    src = write_source(tmp_path / "src.mp4", seconds=5)
+    w = env.start(settle_s=0.1)
+    writers = {name: start_live_writer(src, env.folder / name) for name in ("live.mkv", "live.webm")}
+    try:
+        while any(p.poll() is None for p in writers.values()):
+            early = [n for n, p in writers.items() if p.poll() is None and n in env.by_name()]
+            assert not early, f"imported while being written: {early}"
+            time.sleep(0.05)
+    finally:
+        for p in writers.values():
+            p.wait(30)
+    assert all(p.returncode == 0 for p in writers.values())
+    assert w.stats["skipped"] >= 2  # it did look at the growing files
+    assert wait_for(lambda: {"live.mkv", "live.webm"} <= set(env.by_name()))
+    for name in ("live.mkv", "live.webm"):
+        item = env.by_name()[name]
+        assert item["status"] == "ready" and item["duration_s"] == 5.0, item
+
+
+def test_a_writer_killed_mid_write_leaves_a_file_that_is_never_imported(env: Env, tmp_path: Path,
+                                                                        clip: bytes) -> None:
+    src = write_source(tmp_path / "src.mp4", seconds=8)
+    w = env.start(settle_s=0.1)
+    target = env.folder / "killed.mkv"
+    writer = start_live_writer(src, target)
+    try:
+        assert wait_for(lambda: target.exists() and target.stat().st_size > 20_000, timeout=20)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    (env.folder / "ok.mp4").write_bytes(clip)
+    assert wait_for(lambda: "ok.mp4" in env.by_name())
+    assert wait_for(lambda: w.stats["skipped"] >= 1)
+    time.sleep(1.0)
+    assert w.wait_idle()
+    assert "killed.mkv" not in env.by_name()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "PPM"])
+def test_a_still_image_renamed_to_mp4_is_not_imported(env: Env, clip: bytes, fmt: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from PIL import Image
+
+    caplog.set_level(logging.INFO, logger="vidtray")
+    w = env.start()
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(env.folder / "photo.mp4", fmt)
+    (env.folder / "video.mp4").write_bytes(clip)
+    assert wait_for(lambda: "video.mp4" in env.by_name())
+    assert wait_for(lambda: w.stats["skipped"] >= 1)
+    assert w.wait_idle()
+    assert set(env.by_name()) == {"video.mp4"}
+    assert "photo.mp4: a still image" in caplog.text

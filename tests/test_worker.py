@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def test_generates_real_mp4_with_sidecar_and_library_item(cfg: Config, tiny_pipe
     assert sidecar["created"][:4].isdigit() and "T" in sidecar["created"]
     assert {"load_s", "denoise_s", "encode_s", "total_s", "per_step_s"} <= set(sidecar["timings"])
     assert sidecar["memory"]["vae_slicing"] is True
+    # the prompt is private: the sidecar and the new library.json are the user's only, whatever the umask
+    assert stat.S_IMODE(os.stat(result["sidecar"]).st_mode) == 0o600
+    assert stat.S_IMODE(cfg.library_file.stat().st_mode) == 0o600
 
     library = json.loads(cfg.library_file.read_text())
     (item,) = library["items"]

@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # A file name that is not UTF-8 (surrogate-escaped) must not turn a report into a traceback.
+        sys.stdout.reconfigure(errors="backslashreplace")
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)

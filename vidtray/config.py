@@ -105,7 +105,7 @@ class Config:
     @classmethod
     def from_string(cls, text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
         try:
-            raw = tomllib.loads(text)
+            raw = tomllib.loads(text.removeprefix("\ufeff"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, f"not valid TOML ({exc})") from None
         return cls.from_mapping(raw, source, env)
@@ -113,7 +113,8 @@ class Config:
     @classmethod
     def from_path(cls, path: Path, env: Mapping[str, str] | None = None) -> Config:
         try:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig: a file saved by Notepad and friends starts with a byte-order mark; TOML wants none.
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise ConfigError(str(path), "config file not found") from None
         except IsADirectoryError:
@@ -239,7 +240,13 @@ def _path(value: Any, source: str, key: str) -> Path:
     return Path(value).expanduser()
 
 
-def _number(minimum: float, *, strict: bool) -> Any:
+#: Upper bounds for times: a timer (APScheduler, threading) overflows long before 1e300 s, and nothing
+#: vidtray waits for is useful beyond these.
+YEAR_S = 365 * 86400
+MAX_DAYS = 36500
+
+
+def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> Any:
     def parse(value: Any, source: str, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(source, f"must be a number, got {_type_name(value)}", key)
@@ -248,6 +255,8 @@ def _number(minimum: float, *, strict: bool) -> Any:
         if (strict and value <= minimum) or value < minimum:
             bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
             raise ConfigError(source, f"must be {bound}, got {value}", key)
+        if maximum is not None and value > maximum:
+            raise ConfigError(source, f"must be at most {maximum:.0f}, got {value:g}", key)
         return float(value)
 
     return parse
@@ -298,12 +307,12 @@ _PARSERS = {
     "model": _model,
     "device": _choice(DEVICES),
     "offload": _choice(OFFLOADS),
-    "keep_alive_s": _number(0, strict=False),
+    "keep_alive_s": _number(0, strict=False, maximum=YEAR_S),
     "min_free_gb": _number(0, strict=False),
     "warn_free_gb": _number(0, strict=False),
-    "disk_check_interval_s": _number(0, strict=True),
-    "prune_after_days": _number(0, strict=False),
-    "prune_interval_s": _number(0, strict=True),
+    "disk_check_interval_s": _number(0, strict=True, maximum=YEAR_S),
+    "prune_after_days": _number(0, strict=False, maximum=MAX_DAYS),
+    "prune_interval_s": _number(0, strict=True, maximum=YEAR_S),
     "prune_to_trash": _bool,
     "notifications": _bool,
 }

@@ -189,4 +189,6 @@ def _rescan(args: argparse.Namespace, ctx) -> int:
         print(f"  skipped: {path}: {why}")
     for path in report.unavailable:
         print(f"  not available: {path}")
+    for path in report.unreadable:
+        print(f"  cannot list (its videos are left as they are): {path}")
     return 0

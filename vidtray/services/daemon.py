@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.config import Config
+from vidtray.errors import UserError
 
 log = logging.getLogger("vidtray.daemon")
 
@@ -43,6 +44,10 @@ class Daemon:
         with self._lock:
             if self._started:
                 return
+            if self.cfg.library_file.is_dir():
+                # Else every library write fails and the watcher would run on, importing nothing.
+                raise UserError(f"the library {self.cfg.library_file} is a folder, not a file "
+                                f"(library_path or data_dir in {self.cfg.source})")
             lib = open_library(self.cfg, on_corrupt=self._library_corrupt)
             lib.ensure_writable()
             watcher = watcher_for(self.cfg, lib, settle_s=self.settle_s)  # validates the watch folders

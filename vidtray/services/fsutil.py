@@ -14,18 +14,45 @@ from pathlib import Path
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
 
 
+#: What vidtray creates holds prompts (library.json, sidecars, queue, logs, state): private to the user,
+#: whatever the umask. An existing file or folder keeps the mode it has (library.json is shared with
+#: other apps, and a person may have opened it up on purpose).
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """``mkdir -p`` where every folder it creates is 0700 whatever the umask; existing ones are kept."""
+    path = Path(path)
+    missing: list[Path] = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode passes through the umask
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one.
 
     Temp file in the same folder, fsync, ``os.replace``, then fsync the folder (POSIX) so the
-    rename itself survives a power cut.
+    rename itself survives a power cut. A new file is 0600; an existing one keeps its mode.
     """
     path = Path(path)
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp makes the file 0600; keep the mode the file had (or what umask gives a new one),
-        # so other apps and users that could read library.json still can.
+        # Keep the mode the file had, so other apps and users that could read library.json still can.
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -43,9 +70,7 @@ def _mode_for(path: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return PRIVATE_FILE
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger("vidtray.generation")
 GIB = 1024**3
 MIN_SIDE, MAX_SIDE = 32, 2048
 MAX_FRAMES, MAX_STEPS, MAX_FPS = 1024, 1000, 120
+#: Below this a clip's frame times overflow the mp4 time base (and nobody watches 1 frame in 10 s).
+MIN_FPS = 0.1
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
 # Extra room on the cache volume beyond the download itself: temp files during the download and the
@@ -158,9 +160,9 @@ class Request:
                 raise UserError(f"--{name} must be a multiple of 8, got {value}")
         if self.fps is not None:
             if isinstance(self.fps, bool) or not isinstance(self.fps, int | float) or not (
-                0 < self.fps <= MAX_FPS
+                MIN_FPS <= self.fps <= MAX_FPS
             ):
-                raise UserError(f"--fps must be a number above 0 and at most {MAX_FPS}, got {self.fps!r}")
+                raise UserError(f"--fps must be a number from {MIN_FPS:g} to {MAX_FPS}, got {self.fps!r}")
         _check_int("seed", self.seed, 0, MAX_SEED)
         if self.device is not None and self.device not in DEVICES:
             raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")

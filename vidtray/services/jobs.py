@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
-from vidtray.services.fsutil import atomic_write_text, gib, human_size, plural
+from vidtray.services.backoff import Backoff
+from vidtray.services.fsutil import atomic_write_text, gib, human_size, plural, private_dir
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -206,7 +207,7 @@ class Jobs:
                       f"wait until {gib(self.cfg.min_free_gb)} is free (min_free_gb).")
             doc = {"reason": reason, "since": _iso(now), "by": PAUSED_BY}
             try:
-                pause_flag_path(self.cfg).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(pause_flag_path(self.cfg).parent)
                 atomic_write_text(pause_flag_path(self.cfg), json.dumps(doc, indent=2) + "\n")
             except OSError as exc:
                 # The same full disk can make this write fail; say so, the check runs again.
@@ -261,7 +262,7 @@ class Jobs:
     def _record_prune(self, now: float) -> None:
         doc = {"version": STATE_VERSION, "last_prune": _iso(now), "last_prune_ts": now}
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_file.parent)
             atomic_write_text(self.state_file, json.dumps(doc, indent=2) + "\n")
         except OSError as exc:
             log.error("cannot record the prune time in %s: %s", self.state_file, exc)
@@ -346,6 +347,7 @@ class JobScheduler:
         self.clock = clock
         self._scheduler: Any = None
         self._lock = threading.Lock()
+        self._guards: dict[str, Backoff] = {}
 
     @property
     def running(self) -> bool:
@@ -396,12 +398,18 @@ class JobScheduler:
         log.info("scheduler stopped")
 
     def _guarded(self, name: str, job: Callable[[float], Any]) -> None:
-        """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on."""
+        """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on.
+
+        A job that keeps failing (a disk that stays full) is logged once, with its traceback, and once
+        more when it works again; its schedule is its retry."""
         threading.current_thread().name = "vidtray-jobs"
+        guard = self._guards.setdefault(name, Backoff(log, f"the {name} job"))
         try:
             job(self.clock())
-        except Exception:
-            log.exception("%s job failed; it runs again at its next time", name)
+        except Exception as exc:
+            guard.failed(exc)
+        else:
+            guard.succeeded()
 
 
 def _dt(ts: float) -> datetime:

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _orjson = None  # type: ignore[assignment]
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos, private_dir
 from vidtray.services.removed import RemovedFiles
 
 log = logging.getLogger("vidtray.library")
@@ -240,7 +240,8 @@ def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
     """Upsert videos into ``doc`` in place; returns (the items, anything changed?)."""
     items = doc["items"]
     by_path = video_index(doc) if index is None else index
-    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    # Only string ids can clash with ours; another app's item may hold anything (a list would not hash).
+    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
     out: list[Item] = []
     changed = False
     for path, fields in entries:
@@ -262,7 +263,8 @@ def doc_mark_missing(doc: Doc, keys: set[str]) -> int:
     """``status: missing`` on the video items at these absolute path strings; returns how many changed."""
     n = 0
     for item in doc["items"]:
-        if is_video_item(item) and item.get("path") in keys and item.get("status") != "missing":
+        path = item.get("path") if is_video_item(item) else None
+        if isinstance(path, str) and path in keys and item.get("status") != "missing":
             item["status"] = "missing"
             n += 1
     return n
@@ -354,7 +356,7 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
             # Unversioned files held only videos and did not say so.
             if isinstance(item, dict) and "type" not in item and isinstance(item.get("path"), str):
                 item["type"] = "video"
-    ids = {item.get("id") for item in items if isinstance(item, dict)}
+    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
     for item in items:
         if is_video_item(item) and not isinstance(item.get("id"), str):
             # The CLI needs an id to address an item; give one to entries another tool added without.
@@ -457,7 +459,7 @@ class Library:
         """Fail now (OperationFailed, one clear line) if the library's folder cannot be written."""
         folder = self.path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)
             with self._locked():
                 probe = folder / f".{self.path.name}.{os.getpid()}.write-test"
                 probe.write_bytes(b"")
@@ -556,7 +558,7 @@ class Library:
     @contextlib.contextmanager
     def _locked(self):  # -> Iterator[None]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             self._lock.acquire()
         except filelock.Timeout:
             raise OperationFailed(

@@ -5,8 +5,11 @@ decoding a short clip, so ``probe_many`` hands up to ``BATCH`` files to one ffmp
 and one null output each) and reads per-input results from its verbose log; a batch that ffmpeg
 refuses as a whole (one file that does not open) is retried file by file.
 
-A file is ``ok`` only if it opens, has a video stream, decodes without errors and yields about as many
-frames as its header promises (a truncated mp4/webm decodes fine up to the cut and then just ends).
+A file is ``ok`` only if it is a video that decodes to its end: it opens as a video container (not a
+still image under a video name), its header states a duration, it decodes without errors, the demuxer
+did not run out of file mid-element, and it yields about as many frames as duration x fps. The duration
+matters most for Matroska/WebM: a writer fills it in only when it finishes, so a file still being
+written (or whose writer was killed) decodes cleanly up to its cut and says ``Duration: N/A``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from vidtray.services.fsutil import atomic_write_bytes
+from vidtray.services.fsutil import atomic_write_bytes, private_dir
 from vidtray.services.library import abs_path, item_id_for, sidecar_fields
 
 log = logging.getLogger("vidtray.media")
@@ -54,7 +57,11 @@ class ProbeResult:
     codec: str | None = None
     size_bytes: int | None = None
     frames: int | None = None
+    #: ffmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "png_pipe"
+    container: str | None = None
     error: str | None = None
+    #: the failure may pass without the file changing (permission, I/O, ffmpeg could not run): try again
+    transient: bool = False
     #: error lines ffmpeg printed for this input (for the log)
     messages: list[str] = field(default_factory=list)
 
@@ -96,12 +103,20 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
             st = os.stat(r.path)
         except OSError as exc:
             r.error = f"cannot read: {exc.strerror or exc}"
+            r.transient = not isinstance(exc, FileNotFoundError)
             continue
         r.size_bytes = st.st_size
         if st.st_size == 0:
             r.error = "empty file (0 bytes)"
-        else:
-            todo.append(n)
+            continue
+        try:
+            # Unreadable (permission) is a passing state, not a verdict on the content: say so without ffmpeg.
+            os.close(os.open(r.path, os.O_RDONLY))
+        except OSError as exc:
+            r.error = f"cannot read: {exc.strerror or exc}"
+            r.transient = not isinstance(exc, FileNotFoundError)
+            continue
+        todo.append(n)
     if not todo:
         return results
     rc, text = _run_ffmpeg_probe([results[n].path for n in todo])
@@ -141,7 +156,7 @@ def _arg(path: Path) -> str:
     return "file:" + os.fspath(abs_path(path))
 
 
-_INPUT = re.compile(r"^Input #(\d+), ")
+_INPUT = re.compile(r"^Input #(\d+), (.*?), from ")
 _DURATION = re.compile(r"^\s+Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)")
 _STREAM = re.compile(r"^\s+Stream #(\d+):\d+\S*: Video: ([A-Za-z0-9_]+)(.*)$")
 _SIZE = re.compile(r", (\d+)x(\d+)")
@@ -149,7 +164,13 @@ _FPS = re.compile(r", (\d+(?:\.\d+)?)(k?) (fps|tbr)")
 _STATS = re.compile(
     r"^\[in#(\d+)/[^\]]*\]\s+Input stream #\d+:\d+ \(video\): (\d+) packets read \(\d+ bytes\); "
     r"(\d+) frames decoded; (\d+) decode errors")
-_PREFIX = re.compile(r"^\[(?:in#|vist#|dec:)?(\d+)")
+_PREFIX = re.compile(r"^\[in#(\d+)[/ ]")
+#: Demuxers of single images (and image sequences/animations): a picture renamed .mp4 is not a video.
+_IMAGE_DEMUXERS = ("image2", "gif", "apng", "webp", "ico", "tiff")
+#: Demuxer lines saying the file stops before its data does (Matroska/WebM cut mid-element).
+_TRUNCATED = ("File ended prematurely", "Truncating packet", "stream ends prematurely")
+#: Messages of a failure that may pass without the file changing.
+_TRANSIENT = ("Permission denied", "Input/output error", "Too many open files", "Resource temporarily")
 
 
 def _parse_probe_log(text: str, results: list[ProbeResult], rc: int) -> None:
@@ -157,10 +178,13 @@ def _parse_probe_log(text: str, results: list[ProbeResult], rc: int) -> None:
     current: int | None = None
     stats: dict[int, tuple[int, int, int]] = {}
     errors: list[str] = []
+    cut: set[int] = set()
     for line in text.splitlines():
         m = _INPUT.match(line)
         if m:
             current = int(m.group(1))
+            if current < len(results):
+                results[current].container = m.group(2)
             continue
         if current is not None and current < len(results):
             r = results[current]
@@ -186,34 +210,53 @@ def _parse_probe_log(text: str, results: list[ProbeResult], rc: int) -> None:
             if old is None or frames > old[1]:
                 stats[k] = (packets, frames, errs)
             continue
+        m = _PREFIX.match(line)
+        if m and line[line.find("] ") + 2:].startswith(_TRUNCATED):
+            cut.add(int(m.group(1)))
         low = line.lower()
-        if ("error" in low or "invalid" in low or "not found" in low or "no such" in low) \
-                and "decode errors" not in low and "error rate" not in low:
+        if ("error" in low or "invalid" in low or "not found" in low or "no such" in low
+                or "denied" in low) and "decode errors" not in low and "error rate" not in low:
             errors.append(line.strip())
     for k, r in enumerate(results):
         r.messages = errors[-5:]
         if rc != 0:
             r.error = _reason(errors) or f"ffmpeg exited with status {rc}"
+            r.transient = rc == -1 or any(t in e for e in errors for t in _TRANSIENT)
             continue
-        if r.codec is None:
-            r.error = "no video stream"
-            continue
-        if k in stats:
-            _packets, frames, errs = stats[k]
-            r.frames = frames
-            if errs:
-                r.error = f"{errs} decode error(s) (truncated or damaged)"
-                continue
-            if frames == 0:
-                r.error = "no frame decodes"
-                continue
-            if r.duration_s and r.fps:
-                expected = r.duration_s * r.fps
-                if frames < expected * 0.9 - 2:
-                    r.error = (f"only {frames} of about {expected:.0f} frames decode "
-                               f"(truncated or still being written)")
-                    continue
-        r.ok = True
+        r.error = _verdict(r, stats.get(k), k in cut)
+        r.ok = r.error is None
+
+
+def _verdict(r: ProbeResult, stats: tuple[int, int, int] | None, cut: bool) -> str | None:
+    """Why the probed file is not a finished video (None: it is one)."""
+    if r.codec is None:
+        return "no video stream"
+    frames = None
+    if stats is not None:
+        _packets, frames, errs = stats
+        r.frames = frames
+        if errs:
+            return f"{errs} decode error(s) (truncated or damaged)"
+        if frames == 0:
+            return "no frame decodes"
+    demuxer = (r.container or "").split(",")[0]
+    if demuxer.endswith("_pipe") or demuxer in _IMAGE_DEMUXERS:
+        kind = "an animated image" if frames is not None and frames > 1 else "a still image"
+        return f"{kind} ({r.codec}) under a video name, not a video"
+    if not r.duration_s:
+        if frames is not None and frames <= 1:
+            return f"a single frame with no duration ({r.codec}): a still image, not a video"
+        # Matroska/WebM get their duration when the writer finishes: none means still being written,
+        # or a writer that was killed (or streamed it); remuxing (ffmpeg -c copy) adds one.
+        return "no duration in the file (still being written, or its writer stopped before finishing)"
+    if frames is not None and r.fps:
+        expected = r.duration_s * r.fps
+        if frames < expected * 0.9 - 2:
+            return (f"only {frames} of about {expected:.0f} frames decode "
+                    f"(truncated or still being written)")
+    if cut:
+        return "the file ends early (truncated or still being written)"
+    return None
 
 
 def _reason(errors: list[str]) -> str | None:
@@ -223,7 +266,7 @@ def _reason(errors: list[str]) -> str | None:
             return "incomplete file (moov atom not found)"
     for line in reversed(errors):
         cleaned = re.sub(r"^(\[[^\]]*\]\s*)+", "", line).strip()
-        if cleaned and not cleaned.startswith("Error opening input files"):
+        if cleaned and not cleaned.startswith(("Error opening input file", "Error opening output file")):
             return cleaned
     return None
 
@@ -278,7 +321,7 @@ def make_thumbnails(videos: Iterable[tuple[Path, float | None]], thumbnails_dir:
     if not todo:
         return out
     thumbnails_dir = Path(thumbnails_dir)
-    thumbnails_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(thumbnails_dir)
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=thumbnails_dir) as tmp:

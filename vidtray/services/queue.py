@@ -23,7 +23,7 @@ from typing import Any
 from filelock import FileLock
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import atomic_write_text
+from vidtray.services.fsutil import atomic_write_text, private_dir
 
 log = logging.getLogger("vidtray.queue")
 
@@ -33,6 +33,38 @@ FINISHED = ("done", "failed", "cancelled")
 PAUSE_FILE = "paused.json"
 MAX_ATTEMPTS = 3  # a job interrupted by a dying owner is retried at most this often
 KEEP_FINISHED = 200  # finished jobs kept for `queue list`; older ones are pruned
+
+
+_JOB_FIELDS: dict[str, tuple[type, ...]] = {
+    # field: the JSON types it may hold (absent is fine for all but id, state and request)
+    "seq": (int,), "owner_pid": (int, type(None)), "attempts": (int, type(None)),
+    "cancel_requested": (bool,), "created": (str,), "started": (str, type(None)),
+    "finished": (str, type(None)), "progress": (dict, type(None)), "result": (dict, type(None)),
+    "history": (list,),
+}
+
+
+def job_problem(doc: Any, name: str) -> str | None:
+    """Why ``doc`` (read from ``<name>.json``) is not a job this queue can hold; None if it is one.
+
+    The id must be the file's name: the queue writes a job back to ``<id>.json``, so a job whose id
+    differs would be claimed from its old file again and again, for ever.
+    """
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    job_id = doc.get("id")
+    if not isinstance(job_id, str) or job_id != name:
+        return f"its id {job_id!r} is not its file name {name!r}"
+    if doc.get("state") not in STATES:
+        return f"unknown state {doc.get('state')!r}"
+    if not isinstance(doc.get("request"), dict):
+        return "its request is not a JSON object"
+    for key, types in _JOB_FIELDS.items():
+        if key in doc and (not isinstance(doc[key], types) or isinstance(doc[key], bool) and bool not in types):
+            return f"{key} has the wrong type ({type(doc[key]).__name__}: {doc[key]!r:.40})"
+    if doc.get("seq", 0) < 0 or (doc.get("owner_pid") or 0) < 0:
+        return "seq or owner_pid is negative"
+    return None
 
 
 def now_iso() -> str:
@@ -51,40 +83,66 @@ class JobQueue:
     def __init__(self, queue_dir: Path, *, lock_timeout: float = 30.0) -> None:
         self.dir = Path(queue_dir)
         self._lock = FileLock(str(self.dir / ".lock"), timeout=lock_timeout)
+        self._bad: set[tuple[str, str]] = set()
 
     # -- locking and files
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            with self._lock:
-                yield
+            private_dir(self.dir)
+            self._lock.acquire()
         except TimeoutError as exc:  # filelock.Timeout subclasses TimeoutError
             raise OperationFailed(
                 f"the job queue is locked by another process ({self.dir / '.lock'})") from exc
+        except OSError as exc:
+            raise OperationFailed(f"cannot use the job queue in {self.dir}: {exc.strerror or exc}") from exc
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _path(self, job_id: str) -> Path:
         return self.dir / f"{job_id}.json"
 
     def _read(self, path: Path) -> dict[str, Any] | None:
+        """The one reader of job files: a file that is not a valid job is set aside (never run, never
+        fatal to the queue or to ``queue list``); None for it and for a file that is gone."""
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            # A job file another program mangled: set it aside instead of failing the whole queue.
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            log.warning("job file %s is unreadable (%s); moved to %s", path, exc, aside)
-            with contextlib.suppress(OSError):
-                os.replace(path, aside)
+            self._set_aside(path, f"unreadable ({exc})")
             return None
-        if not isinstance(doc, dict) or doc.get("state") not in STATES or "id" not in doc:
+        problem = job_problem(doc, path.stem)
+        if problem is not None:
+            self._set_aside(path, problem)
             return None
         return doc
 
+    def _set_aside(self, path: Path, why: str) -> None:
+        # A job file another program mangled: moved aside (kept for a person to look at), once.
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            key = (os.fspath(path), why)
+            if key not in self._bad:
+                self._bad.add(key)
+                log.warning("job file %s is not a valid job (%s) and cannot be moved aside (%s); skipping it",
+                            path, why, exc.strerror or exc)
+            return
+        log.warning("job file %s is not a valid job (%s); moved it to %s", path, why, aside.name)
+
     def _write(self, job: dict[str, Any]) -> None:
         job["updated"] = now_iso()
-        atomic_write_text(self._path(job["id"]), json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+        path = self._path(job["id"])
+        try:
+            atomic_write_text(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise OperationFailed(f"cannot write the job queue in {self.dir}: {exc.strerror or exc}") from exc
 
     def _all(self) -> list[dict[str, Any]]:
         if not self.dir.is_dir():

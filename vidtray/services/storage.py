@@ -269,8 +269,11 @@ def _trash(path: Path) -> None:
     try:
         send2trash(str(path))
     except (TrashPermissionError, OSError) as exc:
+        # send2trash's GIO backend hides GIO's reason ("Trashing on system internal mounts is not
+        # supported") behind a bare "Permission denied"; the GLib error it came from says what happened.
+        why = getattr(exc.__cause__, "message", None) or exc
         raise OperationFailed(
-            f"cannot move {path} to the trash ({exc}); nothing was deleted for good. "
+            f"cannot move {path} to the trash ({why}); nothing was deleted for good. "
             "Use --permanent (or prune_to_trash = false) to delete without the trash"
         ) from exc
 

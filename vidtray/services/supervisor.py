@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.config import Config
+from vidtray.services.backoff import Backoff
 from vidtray.services.queue import JobQueue
 
 log = logging.getLogger("vidtray.supervisor")
@@ -171,6 +172,20 @@ class WorkerProcess:
                 log.debug("worker %d stderr: %s", proc.pid, line)
 
 
+def _request_problem(request: Any) -> str | None:
+    """Why a queued request cannot be run (None if it can): the same checks as ``vidtray queue add``."""
+    from vidtray.errors import UserError
+    from vidtray.services.generation import Request
+
+    if not isinstance(request, dict):
+        return "the job's request is not a JSON object"
+    try:
+        Request.from_dict(request)
+    except UserError as exc:
+        return f"invalid request: {exc}"
+    return None
+
+
 def crash_reason(code: int | None, stderr: list[str]) -> str:
     """One line: how the worker died and its last words."""
     if code is not None and code < 0:
@@ -218,13 +233,12 @@ class Supervisor:
         self._last_progress_write = 0.0
         self._was_paused = False
         self._cancel_sent: set[str] = set()
+        self._orphan: str | None = None
 
     # -- lifecycle
     def start(self) -> None:
         if self._thread is not None:
             return
-        for job in self.queue.recover_stale():
-            self._relay({"event": "job_recovered", "job": job["id"], "state": job["state"]})
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="vidtray-supervisor", daemon=True)
         self._thread.start()
@@ -257,18 +271,48 @@ class Supervisor:
 
     # -- the loop (one thread owns all state below)
     def _run(self) -> None:
+        # Whatever one round raises (a full disk under the queue, a job file another program mangled),
+        # the loop goes on after a bounded backoff: a dead supervisor would leave jobs queued until a
+        # restart. An event whose handling failed is handled again first, so a result is never lost.
+        guard = Backoff(log, "the generation queue (supervisor loop)")
+        redo: collections.deque[tuple[WorkerProcess | None, dict[str, Any]]] = collections.deque()
+        recovered = False
         try:
             while not self._stop.is_set():
+                if not recovered:
+                    # Jobs a previous run left "running": in the loop, so a full disk at start only delays it.
+                    try:
+                        for job in self.queue.recover_stale():
+                            self._relay({"event": "job_recovered", "job": job["id"], "state": job["state"]})
+                        recovered = True
+                    except Exception as exc:
+                        self._stop.wait(guard.failed(exc))
+                        continue
+                if redo:
+                    source, event = redo.popleft()
+                else:
+                    try:
+                        source, event = self._events.get(timeout=self.poll_s)
+                    except queue.Empty:
+                        source, event = None, None
                 try:
-                    source, event = self._events.get(timeout=self.poll_s)
-                except queue.Empty:
-                    source, event = None, None
-                if event is not None and event.get("event") != "_wake":
+                    if event is not None and event.get("event") != "_wake":
+                        self._handle(source, event)
+                    self._tick()
+                except Exception as exc:
+                    if event is not None and event.get("event") != "_wake":
+                        redo.appendleft((source, event))
+                    if not guard.failing:
+                        self._relay({"event": "supervisor_error", "error": str(exc)})
+                    self._stop.wait(guard.failed(exc))
+                else:
+                    if guard.failing:
+                        guard.succeeded()
+                        self._relay({"event": "supervisor_recovered"})
+            # Stopping: what could not be recorded yet gets one last try.
+            for source, event in redo:
+                with contextlib.suppress(Exception):
                     self._handle(source, event)
-                self._tick()
-        except Exception:  # never let the supervisor thread die silently
-            log.exception("supervisor loop failed")
-            self._relay({"event": "supervisor_error"})
         finally:
             self._shutdown()
 
@@ -283,13 +327,28 @@ class Supervisor:
             self._was_paused = True
             return
         self._was_paused = False
+        if self._orphan is not None:
+            # Claimed but never handed to a worker (it could not start): back to the queue first.
+            self.queue.requeue(self._orphan, "the worker could not be started")
+            self._orphan = None
         if self.gave_up or time.monotonic() < self._next_start:
             return
         job = self.queue.claim_next(os.getpid())
         if job is None:
             return
+        problem = _request_problem(job.get("request"))
+        if problem is not None:
+            # Another program queued a request the worker cannot run: fail it now, with the reason.
+            log.warning("job %s cannot run: %s", job["id"], problem)
+            self.queue.finish(job["id"], "failed", error=problem)
+            self._relay({"event": "failed", "job": job["id"], "error": problem})
+            return
         self.current = job["id"]
-        worker = self._ensure_worker()
+        try:
+            worker = self._ensure_worker()
+        except BaseException:
+            self.current, self._orphan = None, job["id"]
+            raise
         self._relay({"event": "job_claimed", "job": job["id"], "worker_pid": worker.pid})
         if not worker.submit(job["id"], job["request"]):
             # Died between start and submit: the exit event marks the job failed.
@@ -372,11 +431,14 @@ class Supervisor:
             self.worker = None
         if self.current is not None:
             reason = crash_reason(code, event.get("stderr") or [])
-            job_id, self.current = self.current, None
+            job_id = self.current
+            # The job stays ours until its state is written (a full disk: this event is handled again).
             if self._stop.is_set():
                 self.queue.requeue(job_id, "vidtray stopped while it ran")
+                self.current = None
             else:
                 self.queue.finish(job_id, "failed", error=reason)
+                self.current = None
                 self.crashes += 1
                 delay = min(30.0, 2.0 ** (self.crashes - 1))
                 self._next_start = time.monotonic() + delay

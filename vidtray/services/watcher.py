@@ -10,7 +10,13 @@ Threads (all named, none touches a UI):
 * ``vidtray-thumbs`` makes thumbnails after the entries are in, so thumbnails never slow an import.
 
 A file is imported only if it probes cleanly (decodes to the end): a slow writer that pauses longer than
-the settle time still is not imported early, because its partial file does not decode. A file the user
+the settle time still is not imported early, because its partial file does not decode.
+
+Nothing that failed for a reason that can pass is dropped: a tick whose library write failed (a full
+disk, another program's bad item) puts everything it learned back and is retried with backoff; a file
+that could not be read (permission, I/O) goes to a retry set with its own backoff; entries that another
+program's unlocked write dropped a moment after they were imported are imported again. A folder that
+cannot be listed is "unknown", never "empty": its videos are not marked missing. A file the user
 removed from the library (``lib.removed``) stays out, on events and on reconcile alike.
 """
 
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.services import media
+from vidtray.services.backoff import Backoff
+from vidtray.services.fsutil import private_dir
 from vidtray.services.library import (
     UNCHANGED,
     Doc,
@@ -51,6 +59,14 @@ DEFAULT_RETRY_S = 5.0
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".temp", ".swp")
 #: Most files probed per tick; the rest wait for the next one (keeps each library write bounded).
 MAX_PROBE_PER_TICK = 512
+#: A file that could not be read is tried again after this long, doubling up to RETRY_MAX_S.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+#: For this long after an import, an entry that vanishes from library.json while its file stays was lost
+#: to another program's write (it read the file before ours landed): it is imported again.
+LOST_WRITE_WINDOW_S = 120.0
+#: A batch of thumbnails whose write failed is tried this many times before the next reconcile's turn.
+THUMB_ATTEMPTS = 4
 
 
 def ignore_reason(path: Path, root: Path | None = None) -> str | None:
@@ -69,11 +85,10 @@ def ignore_reason(path: Path, root: Path | None = None) -> str | None:
         return "temporary name"
     if not is_video_name(path):
         return "not a video (extension)"
-    text = os.fspath(path)
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        return "control characters in the name"
+    # Newlines and tabs are fine (JSON holds them); bytes that are not UTF-8 have no faithful JSON text,
+    # so other apps could not find the file by the path in library.json.
     try:
-        text.encode("utf-8")
+        os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
         return "name is not valid UTF-8"
     return None
@@ -89,12 +104,15 @@ class ScanReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # the user removed them from the library: kept out
+    #: folders that could not be listed: what they hold is unknown, so nothing in them is marked missing
+    unreadable: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": self.imported, "updated": self.updated, "missing": self.missing,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "unavailable_folders": self.unavailable, "removed": self.removed,
+            "unavailable_folders": self.unavailable, "unreadable_folders": self.unreadable,
+            "removed": self.removed,
         }
 
 
@@ -132,6 +150,17 @@ class Watcher:
         self._moves: list[tuple[str, str]] = []
         self._sidecars: set[str] = set()
         self._broken: dict[str, tuple[int, int]] = {}
+        # Files to probe again later (could not be read, or their tick's library write failed):
+        # path -> (when, root); and the current backoff of each, kept until it gets in or is dropped.
+        self._retry_due: dict[str, tuple[float, Path]] = {}
+        self._retry_delay: dict[str, float] = {}
+        # path -> when this watcher wrote it to the library (see LOST_WRITE_WINDOW_S); the file's
+        # (inode, size, mtime) right after our last write.
+        self._recent: dict[str, float] = {}
+        self._lib_sig: tuple[int, int, int] | None = None
+        self._guard = Backoff(log, "the watcher")
+        # sub-folders the last reconcile could not list: reconciled again once they can be
+        self._unlisted: set[str] = set()
         # (dev, inode, size, mtime_ns) -> path of every video this watcher has seen: a file that left
         # one path and turns up at another with the same identity was moved (the inotify pair can be
         # lost, e.g. into a folder created a moment before, or between two watch folders).
@@ -157,7 +186,7 @@ class Watcher:
             self._arm(folder)
         self._observer.start()
         if self.thumbnails_dir is not None:
-            self._thumbs = _ThumbnailWorker(self.lib, self.thumbnails_dir)
+            self._thumbs = _ThumbnailWorker(self.lib, self.thumbnails_dir, on_write=self._own_write)
             self._thumbs.start()
         self._thread = threading.Thread(target=self._run, name="vidtray-watcher", daemon=True)
         self._thread.start()
@@ -226,6 +255,16 @@ class Watcher:
         self._down.discard(folder)
         return True
 
+    def _check_observer(self) -> None:
+        """watchdog's observer thread should never end while we run; if it did, start a new one (the
+        folders are re-armed and reconciled by ``_check_folders``, so what happened meanwhile comes in)."""
+        if self._observer is None or self._observer.is_alive() or self._stop.is_set():
+            return
+        log.warning("the file-system observer stopped; starting a new one")
+        self._watches.clear()
+        self._observer = _make_observer()
+        self._observer.start()
+
     def _check_folders(self) -> list[Path]:
         """Notice folders that vanished (unplugged drive) or came back; returns the ones re-armed."""
         back: list[Path] = []
@@ -270,6 +309,7 @@ class Watcher:
             return
         key = os.fspath(path)
         with self._mu:
+            self._retry_due.pop(key, None)
             cand = self._pending.get(key)
             if cand is None:
                 self._pending[key] = _Candidate(root, stable_since=time.monotonic(), fast=fast)
@@ -324,33 +364,46 @@ class Watcher:
 
     # -- the worker thread -------------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self.reconcile(queue_busy=True)
-        except Exception:
-            log.exception("reconcile on start failed; watching for new files anyway")
+        # Never let a failure end the watcher: a library locked too long, a full disk, an item another
+        # program wrote that makes the merge raise. A failed round is logged once and retried with backoff
+        # (what it had taken is put back first); the start-up reconcile is retried the same way.
+        reconciled = False
         next_check = time.monotonic() + self.retry_s
         while not self._stop.is_set():
-            self._wake.wait(self._tick)
-            self._wake.clear()
             try:
-                self._process_once()
+                worked = False
+                if not reconciled:
+                    self.reconcile(queue_busy=True)
+                    reconciled = worked = True
+                worked = self._process_once() or worked
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.retry_s
+                    self._check_observer()
                     for folder in self._check_folders():
                         self.reconcile(folders=[folder], queue_busy=True)
-            except Exception:
-                # Never let one bad tick (a library that is locked too long, a disk error) end the watcher.
-                log.exception("watcher tick failed; retrying")
-                self._stop.wait(1.0)
+                    self._check_lost_writes()
+                    self._check_unlisted()
+            except Exception as exc:
+                self._stop.wait(self._guard.failed(exc))
+                continue
+            if worked:  # a round that only waited for files to settle proves nothing
+                self._guard.succeeded()
+            self._wake.wait(self._tick)
+            self._wake.clear()
         try:
             self._process_once(final=True)
         except Exception:
             log.exception("final flush failed")
         self._idle.set()
 
-    def _process_once(self, final: bool = False) -> None:
+    def _process_once(self, final: bool = False) -> bool:
+        """One round: probe what settled and write what was learned. True if it did that."""
         now = time.monotonic()
         with self._mu:
+            for key, (due, root) in list(self._retry_due.items()):
+                if due <= now and key not in self._pending:
+                    del self._retry_due[key]
+                    self._pending[key] = _Candidate(root, fast=True)
             moves, self._moves = self._moves, []
             deleted, self._deleted = self._deleted, set()
             gone_dirs, self._gone_dirs = self._gone_dirs, set()
@@ -359,8 +412,12 @@ class Watcher:
             for key, cand in list(self._pending.items()):
                 try:
                     st = os.lstat(key)
-                except OSError:
+                except OSError as exc:
                     del self._pending[key]
+                    if not _is_gone_error(exc):
+                        self._schedule_retry(key, cand.root, exc.strerror or str(exc))
+                    else:
+                        self._retry_delay.pop(key, None)
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     del self._pending[key]
@@ -384,11 +441,29 @@ class Watcher:
             idle = not (moves or deleted or gone_dirs or sidecars or ready or self._pending)
         if idle:
             self._idle.set()
-            return
+            return False
         if ready and self.lib.removed is not None:
             ready = self._without_removed(ready)
+        if not (moves or deleted or gone_dirs or sidecars or ready):
+            return False
         if final:
             log.info("flushing before stop")
+        try:
+            self._import(ready, moves, deleted, gone_dirs, sidecars)
+        except BaseException:
+            # Nothing this tick took is dropped: it is all tried again (after the loop's backoff).
+            with self._mu:
+                self._moves[:0] = moves
+                self._deleted |= deleted
+                self._gone_dirs |= gone_dirs
+                self._sidecars |= sidecars
+                for key, cand in ready:
+                    self._pending.setdefault(key, _Candidate(cand.root, fast=True))
+            raise
+        return True
+
+    def _import(self, ready: list[tuple[str, _Candidate]], moves: list[tuple[str, str]], deleted: set[str],
+                gone_dirs: set[str], sidecars: set[str]) -> None:
         entries: list[tuple[Path, dict[str, Any]]] = []
         idents: dict[str, tuple[int, int, int, int]] = {}
         if ready:
@@ -406,16 +481,23 @@ class Watcher:
                         self._pending.setdefault(key, _Candidate(cand.root, stable_since=time.monotonic()))
                     continue
                 if not result.ok:
+                    if result.transient:
+                        with self._mu:
+                            self._schedule_retry(key, cand.root, result.error)
+                        continue
                     self._broken[key] = sig
+                    self._retry_delay.pop(key, None)
                     self.stats["skipped"] += 1
                     log.info("not importing %s: %s (will look again if it changes)", key, result.error)
                     continue
                 self._broken.pop(key, None)
                 entries.append((Path(key), media.import_fields(Path(key), result)))
                 idents[key] = _identity(st)
-        missing_keys = {k for k in deleted if not os.path.lexists(k)}
+        missing_keys = {k for k in deleted if _gone(k)}
         sidecar_fields_by_path = {k: sidecar_fields(Path(k)) for k in sidecars}
         summary = self._write(entries, moves, missing_keys, gone_dirs, sidecar_fields_by_path, idents)
+        for path, _ in entries:
+            self._retry_delay.pop(os.fspath(path), None)
         if summary and self._thumbs is not None:
             self._thumbs.put([(p, f.get("duration_s")) for p, f in entries])
 
@@ -435,6 +517,16 @@ class Watcher:
             keep.append((key, cand))
         return keep
 
+    def _schedule_retry(self, key: str, root: Path, why: str | None) -> None:
+        """Probe ``key`` again later, with backoff (call with ``_mu`` held)."""
+        delay = self._retry_delay.get(key)
+        delay = RETRY_FIRST_S if delay is None else min(RETRY_MAX_S, delay * 2)
+        if key not in self._retry_delay and why is not None:
+            log.info("cannot import %s yet: %s; trying again (with backoff, up to every %.0f s)",
+                     key, why, RETRY_MAX_S)
+        self._retry_delay[key] = delay
+        self._retry_due[key] = (time.monotonic() + delay, root)
+
     def _write(self, entries: list[tuple[Path, dict[str, Any]]], moves: list[tuple[str, str]],
                missing: set[str], gone_dirs: set[str], sidecars: dict[str, dict[str, Any]],
                idents: dict[str, tuple[int, int, int, int]] | None = None) -> bool:
@@ -446,8 +538,9 @@ class Watcher:
         # A new path whose file was last seen at a path that is gone now: a move inotify did not pair.
         for key, ident in idents.items():
             old = self._identities.get(ident)
-            if old is not None and old != key and not os.path.lexists(old):
+            if old is not None and old != key and _gone(old):
                 moves.append((old, key))
+        lost: list[str] = []
 
         def apply(doc: Doc) -> Any:
             index = video_index(doc)
@@ -465,14 +558,15 @@ class Watcher:
             before = len(index)
             known = {os.fspath(abs_path(p)) for p, _ in entries} & index.keys()
             _, upserted = doc_upsert(doc, entries, index)
+            lost[:] = self._lost_entries(index)
             counts["imported"] = len(index) - before
             counts["updated"] = len(known)
             changed = changed or upserted
             gone = set(missing)
             for d in gone_dirs:
-                if not os.path.isdir(d):
+                if _gone(d):
                     prefix = d.rstrip(os.sep) + os.sep
-                    gone.update(k for k in index if k.startswith(prefix) and not os.path.lexists(k))
+                    gone.update(k for k in index if k.startswith(prefix) and _gone(k))
             counts["missing"] = doc_mark_missing(doc, gone)
             changed = changed or bool(counts["missing"])
             for key, fields in sidecars.items():
@@ -486,12 +580,75 @@ class Watcher:
             self._identities[ident] = key
         if result is not UNCHANGED:
             self.stats["writes"] += 1
+            self._own_write()
+        now = time.monotonic()
+        for path, _ in entries:
+            self._recent[os.fspath(abs_path(path))] = now
+        self._reimport(lost)
         for k in ("imported", "updated", "missing"):
             self.stats[k] += counts[k]
         if any(counts.values()):
             log.info("library: %d imported, %d updated, %d missing", counts["imported"], counts["updated"],
                      counts["missing"])
         return True
+
+    def _check_unlisted(self) -> None:
+        """A folder that could not be listed (permission) and can be now: import what it holds."""
+        for folder in sorted(self._unlisted):
+            try:
+                os.scandir(folder).close()
+            except OSError as exc:
+                if _is_gone_error(exc):
+                    self._unlisted.discard(folder)
+                continue
+            self._unlisted.discard(folder)
+            log.info("folder %s can be listed again", folder)
+            self.reconcile(folders=[Path(folder)], queue_busy=True)
+
+    # -- writes lost to other programs ------------------------------------------------------------------
+    def _own_write(self) -> None:
+        """library.json as we (or our thumbnail thread) just wrote it: only a change after this is foreign."""
+        self._lib_sig = _file_sig(self.lib.path)
+
+    def _lost_entries(self, index: dict[str, Any]) -> list[str]:
+        """Videos this watcher wrote a moment ago that ``index`` lacks although their files are still there."""
+        if not self._recent:
+            return []
+        now = time.monotonic()
+        for key in [k for k, t in self._recent.items() if now - t > LOST_WRITE_WINDOW_S]:
+            del self._recent[key]
+        lost = [k for k in self._recent if k not in index and os.path.lexists(k)]
+        if lost and self.lib.removed is not None:
+            # Gone from the library because the user removed it (`vidtray library remove`), not lost.
+            removed = self.lib.removed.matcher()
+            for key in [k for k in lost if _removed_now(removed, k)]:
+                del self._recent[key]
+                lost.remove(key)
+        return lost
+
+    def _check_lost_writes(self) -> None:
+        """Another program that writes library.json without the lock can drop what we just wrote (it read
+        the file before our write landed): notice it when the file changes, and import those again."""
+        if not self._recent:
+            return
+        sig = _file_sig(self.lib.path)
+        if sig == self._lib_sig:
+            self._lost_entries({})  # only ages the window
+            return
+        self._lib_sig = sig
+        self._reimport(self._lost_entries(video_index(self.lib.document())))
+
+    def _reimport(self, lost: list[str]) -> None:
+        if not lost:
+            return
+        log.warning("%d video(s) imported a moment ago vanished from %s while their files stayed (another "
+                    "program wrote it without the lock?); importing them again", len(lost), self.lib.path)
+        for key in lost:
+            self._recent.pop(key, None)
+            self._broken.pop(key, None)
+            root = self._root_of(Path(key))
+            if root is not None:
+                self._note_candidate(Path(key), root, fast=True)
 
     # -- reconcile ---------------------------------------------------------------------------------------
     def reconcile(self, folders: Iterable[Path] | None = None, *, queue_busy: bool = False) -> ScanReport:
@@ -519,9 +676,11 @@ class Watcher:
             # Every folder was walked: forget removed files that are gone from all of them.
             self.lib.removed.prune(available, ((k, st) for k, (_, st) in found.items()))
         prefixes = tuple(os.fspath(r).rstrip(os.sep) + os.sep for r in available)
+        # What a folder we could not list holds is unknown: none of it is "missing".
+        unknown = tuple(d.rstrip(os.sep) + os.sep for d in report.unreadable)
         missing = {k for k, item in index.items()
                    if k.startswith(prefixes) and k not in found and item.get("status") != "missing"
-                   and not os.path.lexists(k)}
+                   and not (unknown and k.startswith(unknown)) and _gone(k)}
         now = time.time()
         to_probe: list[str] = []
         sidecars: dict[str, dict[str, Any]] = {}
@@ -557,10 +716,17 @@ class Watcher:
                     thumbs.append((Path(key), result.duration_s))
                 else:
                     report.skipped.append((key, result.error or "does not decode"))
+                    if result.transient:
+                        if queue_busy:
+                            with self._mu:
+                                self._schedule_retry(key, found[key][0], result.error)
+                        continue
                     st = found[key][1]
                     self._broken[key] = (st.st_size, st.st_mtime_ns)
         report.missing = sorted(missing)
         self._write(entries, [], missing, set(), sidecars)
+        if queue_busy:
+            self._unlisted.update(report.unreadable)
         for key, why in report.skipped:
             log.info("rescan: not importing %s: %s", key, why)
         log.info("reconciled %s: %d imported, %d updated, %d missing, %d skipped, %d kept out (removed)",
@@ -575,7 +741,10 @@ class Watcher:
 
     def _walk(self, root: Path, report: ScanReport) -> Iterable[tuple[Path, os.stat_result]]:
         def onerror(exc: OSError) -> None:
-            log.warning("cannot list %s: %s", exc.filename, exc.strerror)
+            if _is_gone_error(exc):
+                return  # removed while we walked
+            log.warning("cannot list %s: %s; its videos are left as they are", exc.filename, exc.strerror)
+            report.unreadable.append(os.fspath(exc.filename))
 
         # followlinks=False: a symlink loop (or a link to / ) is never descended into.
         for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
@@ -584,7 +753,7 @@ class Watcher:
                 path = Path(dirpath, name)
                 why = ignore_reason(path, root)
                 if why is not None:
-                    if why.startswith(("not a video", "control", "name is")) and not name.startswith("."):
+                    if why.startswith(("not a video", "name is")) and not name.startswith("."):
                         self._log_once(path, why)
                         if not why.startswith("not a video") and path.suffix.lower() != ".json":
                             report.skipped.append((os.fspath(path), why))
@@ -592,7 +761,7 @@ class Watcher:
                 try:
                     st = os.lstat(path)
                 except OSError:
-                    continue
+                    continue  # gone, or not ours to look at: either way not "missing" (see _gone)
                 if stat.S_ISLNK(st.st_mode):
                     self._log_once(path, "symlink (not followed)")
                     report.skipped.append((os.fspath(path), "symlink (not followed)"))
@@ -646,6 +815,35 @@ class _Handler:
                 self.watcher._note_deleted(src)
 
 
+def _is_gone_error(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError | NotADirectoryError)
+
+
+def _gone(path: str) -> bool:
+    """True only if ``path`` is known not to exist: a path we may not look at (permission, I/O error) is
+    unknown, and an unknown video is never marked missing."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        return _is_gone_error(exc)
+    return False
+
+
+def _file_sig(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _removed_now(removed: Any, path: str) -> bool:
+    try:
+        return bool(removed(path, os.lstat(path)))
+    except OSError:
+        return False
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """Same inode, size and mtime (to the nanosecond): the same file, even under another name.
     Size and mtime guard against a new file that reuses a deleted file's inode."""
@@ -684,13 +882,15 @@ def _thumbnail_ok(item: dict[str, Any]) -> bool:
 class _ThumbnailWorker:
     """Makes thumbnails in its own thread and records them in one library write per batch."""
 
-    def __init__(self, lib: Library, thumbnails_dir: Path) -> None:
+    def __init__(self, lib: Library, thumbnails_dir: Path, on_write: Any = None) -> None:
         self.lib = lib
         self.thumbnails_dir = thumbnails_dir
+        self.on_write = on_write
         self._queue: queue.Queue[tuple[Path, Any] | None] = queue.Queue()
         self._busy = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._guard = Backoff(log, "making thumbnails")
         self.writes = 0
 
     def start(self) -> None:
@@ -729,8 +929,17 @@ class _ThumbnailWorker:
                 batch.append(nxt)
             try:
                 self.run_batch(batch)
-            except Exception:
-                log.exception("thumbnails failed for %d videos", len(batch))
+            except Exception as exc:
+                # A full disk or a library another program holds locked: wait, then try the batch again
+                # (a few times; the next reconcile makes what is still missing).
+                delay = self._guard.failed(exc)
+                if self._guard.failures <= THUMB_ATTEMPTS and not self._stopping.wait(delay):
+                    for video in batch:
+                        self._queue.put(video)
+                    continue
+                log.warning("gave up on %d thumbnails for now; the next rescan makes them", len(batch))
+            else:
+                self._guard.succeeded()
             if self._queue.empty():
                 self._busy.clear()
             if self._stopping.is_set():
@@ -747,8 +956,8 @@ class _ThumbnailWorker:
         def apply(doc: Doc) -> Any:
             changed = False
             for item in doc["items"]:
-                if is_video_item(item):
-                    thumb = by_path.get(item.get("path"))
+                if is_video_item(item) and isinstance(item.get("path"), str):
+                    thumb = by_path.get(item["path"])
                     if thumb is not None and item.get("thumbnail") != thumb:
                         item["thumbnail"] = thumb
                         changed = True
@@ -756,6 +965,8 @@ class _ThumbnailWorker:
 
         if self.lib.update(apply) is not UNCHANGED:
             self.writes += 1
+            if self.on_write is not None:
+                self.on_write()
 
 
 def watch_folders(cfg: Any) -> list[Path]:
@@ -772,7 +983,7 @@ def watch_folders(cfg: Any) -> list[Path]:
         if not p.is_dir():
             raise UserError(f"watch folder {p} is not a folder (watch_dirs in {cfg.source})")
     try:
-        cfg.videos_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.videos_dir)
     except OSError as exc:
         raise OperationFailed(
             f"cannot create the videos folder {cfg.videos_dir}: {exc.strerror or exc}") from None

@@ -42,7 +42,7 @@ from vidtray import __version__
 from vidtray.config import Config, load_config
 from vidtray.errors import OperationFailed, UserError, VidtrayError
 from vidtray.services import generation as gen
-from vidtray.services.fsutil import atomic_write_text
+from vidtray.services.fsutil import atomic_write_text, private_dir
 from vidtray.services.memplan import MemoryPlan, apply_plan, choose_plan, denoiser_of, set_runtime_options
 
 log = logging.getLogger("vidtray.worker")
@@ -452,7 +452,7 @@ class Worker:
                cfg: Config) -> dict[str, Any]:
         self.phase = "encode"
         videos, partial_dir = cfg.videos_dir, cfg.partial_dir
-        partial_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(partial_dir)  # and the videos folder above it, if new: 0700
         created = datetime.now().astimezone()
         stem = gen.video_stem(params, created.timestamp(), videos)
         partial = partial_dir / f"{stem}.{os.getpid()}.mp4"
@@ -533,7 +533,7 @@ def write_thumbnail(frames: np.ndarray, fps: float, dest: Path) -> None:
 
     from PIL import Image
 
-    from vidtray.services.fsutil import atomic_write_bytes
+    from vidtray.services.fsutil import atomic_write_bytes, private_dir
     from vidtray.services.media import THUMB_MAX
 
     index = min(len(frames) - 1, int(min(1.0, len(frames) / fps * 0.1) * fps))
@@ -541,7 +541,7 @@ def write_thumbnail(frames: np.ndarray, fps: float, dest: Path) -> None:
     image.thumbnail(THUMB_MAX)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent)
     atomic_write_bytes(dest, buf.getvalue())
 
 
