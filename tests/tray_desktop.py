@@ -152,7 +152,7 @@ class TrayProcess:
         return wait_until(settled, timeout, "the tray icon to dock in trayer")
 
     def xdotool(self, *args: str) -> None:
-        subprocess.run(["xdotool", *args], env=self.env, check=True, timeout=30)
+        subprocess.run(["xdotool", *args], env=self.desk.env, check=True, timeout=30)  # not the tray's env (PATH)
 
     def click(self, icon: XWin, button: int) -> None:
         self.xdotool("mousemove", "--window", str(icon.id), str(icon.width // 2), str(icon.height // 2),
