@@ -26,6 +26,7 @@ import ctypes.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from types import ModuleType
@@ -81,19 +82,33 @@ def _gi_namespaces() -> dict[str, list[str]] | None:
     return {ns: list(repo.enumerate_versions(ns)) for ns in ("Gtk", "AppIndicator3", "AyatanaAppIndicator3")}
 
 
+NO_BUS_RETRY_S = 60.0
+_no_bus_since: float | None = None
+
+
 def sni_watcher_present(timeout_ms: int = 2000) -> bool:
     """True if a StatusNotifierWatcher (what AppIndicator icons register with) is on the session bus."""
+    global _no_bus_since
     try:
         from gi.repository import Gio, GLib
     except ImportError:
         return False
+    # Without a session bus GIO tries to start one (dbus-launch) on every call: not every 1.5 s.
+    if _no_bus_since is not None and time.monotonic() - _no_bus_since < NO_BUS_RETRY_S:
+        return False
     try:
         bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    except Exception as exc:  # GLib.Error
+        log.debug("no session bus to ask for %s: %s", SNI_WATCHER, exc)
+        _no_bus_since = time.monotonic()
+        return False
+    _no_bus_since = None
+    try:
         reply = bus.call_sync(
             "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner",
             GLib.Variant("(s)", (SNI_WATCHER,)), GLib.VariantType("(b)"), Gio.DBusCallFlags.NONE, timeout_ms, None,
         )
-    except Exception as exc:  # GLib.Error: no session bus, or it did not answer
+    except Exception as exc:  # GLib.Error: the bus did not answer
         log.debug("cannot ask the session bus for %s: %s", SNI_WATCHER, exc)
         return False
     return bool(reply.unpack()[0])
