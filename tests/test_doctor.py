@@ -22,11 +22,34 @@ def test_doctor_json_reports_torch_ffmpeg_disk_and_paths(cli, cfg):
         assert doc["device"] in ("cuda", "mps", "cpu") and isinstance(torch_info["cuda"], bool)
     else:
         assert doc["device"] is None
+    assert doc["tk"]["available"] is True and doc["tk"]["version"]  # python3-tk is installed for the tests
+    assert doc["xdg_open"] is None or "path" in doc["xdg_open"]
 
 
 @pytest.mark.gui
-def test_doctor_sees_the_notification_daemon(cli, desktop):
+def test_doctor_sees_the_notification_daemon_and_the_tray_host(cli, desktop):
+    from tray_desktop import start_trayer
+
     res = cli("doctor", env=desktop.env)
     assert res.returncode == 0, res.stderr
     assert "notifications:" in res.stdout and "dunst" in res.stdout
-    assert "tray: gtk (with menu)" in res.stdout
+    # No panel yet: no icon, and what to do about it.
+    assert (f"tray: none (no icon) - no system tray found (no XEmbed tray manager on {desktop.display.name}, "
+            "no StatusNotifierWatcher on the session bus); on GNOME install and enable the AppIndicator extension "
+            "(Debian/Ubuntu: gnome-shell-extension-appindicator)") in res.stdout
+    assert "`vidtray tray` runs its services meanwhile and shows the icon once a tray is there" in res.stdout
+    assert "tk: 8.6 (prompt window and dialogs)" in res.stdout
+    start_trayer(desktop)
+    res = cli("doctor", "--json", env=desktop.env)
+    tray = json.loads(res.stdout)["tray"]
+    assert (tray["backend"], tray["has_menu"], tray["xembed_tray"], tray["sni_watcher"]) == ("gtk", True, True, False)
+    assert "tray: gtk (with menu) - an XEmbed system tray manages" in cli("doctor", env=desktop.env).stdout
+
+
+@pytest.mark.gui
+def test_doctor_says_when_no_notification_daemon_answers(cli, desktop_no_daemon):
+    res = cli("doctor", env=desktop_no_daemon.env)
+    line = next(line for line in res.stdout.splitlines() if line.startswith("notifications:"))
+    assert "no notification daemon answered" in line
+    assert line.endswith("vidtray's notifications will not show: start the desktop's notification daemon, or "
+                         "install one (for example dunst)")

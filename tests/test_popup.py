@@ -263,3 +263,30 @@ def test_popup_process_typed_into_with_xdotool(desktop, cfg: Config, tmp_path: P
     job_id = json.loads(out)["queued"]
     job = open_queue(Config.from_path(config)).get(job_id)
     assert job["request"]["prompt"] == "a cat surfing a wave" and job["request"]["model"] == str(model)
+
+
+@pytest.mark.gui
+def test_popup_opens_under_the_pointer_on_the_screen(desktop, cfg: Config, tmp_path: Path) -> None:
+    """Without a window manager a Tk window lands at 0,0; the popup opens where the user just clicked
+    (the icon, top right here), kept on the screen."""
+    from vidtray.tray.tkhelp import EDGE_MARGIN, POINTER_GAP
+
+    desktop.run(["xdotool", "mousemove", "1200", "12"])
+    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
+        window = found.stdout.split()[0]
+        geo = desktop.run(["xdotool", "getwindowgeometry", "--shell", window]).stdout
+        pos = dict(line.split("=") for line in geo.split())
+        x, y, w, h = (int(pos[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+        screen = desktop.run(["xdotool", "getdisplaygeometry"]).stdout.split()
+        sw, sh = int(screen[0]), int(screen[1])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (x, y) != (0, 0)
+    assert x + w == sw - EDGE_MARGIN  # as near the pointer as the screen allows
+    assert y == 12 + POINTER_GAP  # below the pointer, clear of a top panel
+    assert x <= 1200 <= x + w and y + h <= sh

@@ -86,31 +86,72 @@ def test_storage_report_parsing_and_lines() -> None:
 
 # -- backend choice -----------------------------------------------------------------------------
 
+GTK_ONLY = {"Gtk": ["3.0"], "AppIndicator3": [], "AyatanaAppIndicator3": []}
+WITH_INDICATOR = {**GTK_ONLY, "AyatanaAppIndicator3": ["0.1"]}
+
+
+def desktop_probe(spaces: dict[str, list[str]] | None = GTK_ONLY, sni: bool = False,
+                  xembed: bool | None = False) -> backend.Probe:
+    """What a given desktop offers (the real probes are checked under Xvfb in test_tray_gui.py)."""
+    return backend.Probe(lambda: spaces, lambda: sni, lambda _display: xembed)
+
 
 def test_backend_choice_without_a_display_or_on_other_systems() -> None:
-    assert backend.choose_backend("linux", {}).name == "none"
-    wayland = backend.choose_backend("linux", {"WAYLAND_DISPLAY": "wayland-0"})
-    assert wayland.name == "none" and "Wayland" in wayland.reason
+    none = backend.choose_backend("linux", {}, desktop_probe(xembed=True))
+    assert (none.name, none.fatal, none.shows_icon) == ("none", True, False)
+    assert none.reason == "no display (DISPLAY is not set)"
     assert backend.choose_backend("win32", {}).as_dict() == {
-        "name": "win32", "has_menu": True, "reason": "Windows notification area"}
+        "name": "win32", "has_menu": True, "reason": "Windows notification area", "hint": "", "wait": False,
+        "fatal": False}
     assert backend.choose_backend("darwin", {}).has_menu is True
-    forced = backend.choose_backend("linux", {"DISPLAY": ":9", "PYSTRAY_BACKEND": "xorg"})
-    assert (forced.name, forced.has_menu) == ("xorg", False)
 
 
-def test_backend_choice_prefers_gtk_without_a_status_notifier_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No session bus at all here: nobody can be the watcher.
+def test_backend_choice_follows_the_tray_host_that_is_there() -> None:
+    x11 = {"DISPLAY": ":9"}
+    gtk = backend.choose_backend("linux", x11, desktop_probe(xembed=True))
+    assert (gtk.name, gtk.has_menu, gtk.shows_icon) == ("gtk", True, True)
+    assert "XEmbed system tray manages :9" in gtk.reason
+    both = desktop_probe(WITH_INDICATOR, sni=True, xembed=True)
+    assert backend.choose_backend("linux", x11, both).name == "appindicator"
+    assert backend.choose_backend("linux", {**x11, "PYSTRAY_BACKEND": "gtk"}, both).name == "gtk"
+    # A StatusNotifierWatcher alone hosts AppIndicator icons, on Wayland without X too.
+    sni_only = desktop_probe(WITH_INDICATOR, sni=True, xembed=False)
+    assert backend.choose_backend("linux", {"WAYLAND_DISPLAY": "wayland-0"}, sni_only).name == "appindicator"
+
+
+def test_backend_choice_never_the_icon_only_xorg_backend() -> None:
+    # pystray's xorg icon ignores clicks and has no menu: asked for by name, the tray still takes GTK...
+    forced = backend.choose_backend("linux", {"DISPLAY": ":9", "PYSTRAY_BACKEND": "xorg"}, desktop_probe(xembed=True))
+    assert forced.name == "gtk"
+    # ...and without PyGObject it shows no icon at all, saying what to install, and does not wait for one.
+    bare = backend.choose_backend("linux", {"DISPLAY": ":9"}, desktop_probe(spaces=None, xembed=True))
+    assert (bare.name, bare.wait, bare.fatal) == ("none", False, False)
+    assert "PyGObject" in bare.reason
+    assert "pip install 'vidtray[linux]'" in bare.hint and "python3-gi" in bare.hint
+    no_gtk = backend.choose_backend("linux", {"DISPLAY": ":9"}, desktop_probe(spaces={**GTK_ONLY, "Gtk": []}))
+    assert no_gtk.name == "none" and "gir1.2-gtk-3.0" in no_gtk.hint
+
+
+def test_without_a_tray_host_the_choice_is_to_wait_and_say_what_to_install() -> None:
+    nothing = backend.choose_backend("linux", {"DISPLAY": ":9"}, desktop_probe())
+    assert (nothing.name, nothing.wait, nothing.fatal) == ("none", True, False)
+    assert nothing.reason == ("no system tray found (no XEmbed tray manager on :9, no StatusNotifierWatcher on "
+                              "the session bus)")
+    assert "AppIndicator extension" in nothing.hint and "gnome-shell-extension-appindicator" in nothing.hint
+    # A StatusNotifierItem-only tray, and no AppIndicator typelib to speak to it.
+    sni = backend.choose_backend("linux", {"DISPLAY": ":9"}, desktop_probe(sni=True))
+    assert (sni.name, sni.wait) == ("none", True) and "gir1.2-ayatanaappindicator3-0.1" in sni.hint
+    # Without libX11 we cannot look: GTK, which docks by itself once a tray is there.
+    assert backend.choose_backend("linux", {"DISPLAY": ":9"}, desktop_probe(xembed=None)).name == "gtk"
+
+
+def test_real_probes_without_a_session_bus_or_an_x_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+    monkeypatch.setattr(backend, "_no_bus_since", None)  # the back-off it sets stays in this test
     assert backend.sni_watcher_present() is False
-    choice = backend.choose_backend("linux", {"DISPLAY": ":9"})
-    assert (choice.name, choice.has_menu) == ("gtk", True)
-
-
-def test_backend_choice_without_pygobject(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend, "_gi_namespaces", lambda: None)
-    choice = backend.choose_backend("linux", {"DISPLAY": ":9"})
-    assert (choice.name, choice.has_menu) == ("xorg", False)
-    assert "pip install 'vidtray[linux]'" in choice.reason
+    assert backend.xembed_manager_present(":4242") is False  # nothing listens there: no tray either
+    choice = backend.choose_backend("linux", {"DISPLAY": ":4242"})
+    assert (choice.name, choice.wait) == ("none", True)
 
 
 def test_prepare_env_sets_the_backend_before_import() -> None:
@@ -122,12 +163,18 @@ def test_prepare_env_sets_the_backend_before_import() -> None:
     assert env == {"PYSTRAY_BACKEND": "appindicator", "GDK_GL": "disable"}
 
 
+def test_load_pystray_refuses_a_choice_without_an_icon() -> None:
+    with pytest.raises(RuntimeError, match="cannot show a tray icon: no system tray found"):
+        backend.load_pystray(backend.BackendChoice("none", False, "no system tray found", wait=True))
+
+
 def test_tray_backend_info_for_doctor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("PYSTRAY_BACKEND", raising=False)
     info = backend.tray_backend_info()
     assert info["backend"] == "none" and info["has_menu"] is False and info["display"] is None
+    assert info["fatal"] is True and info["xembed_tray"] is None
     assert isinstance(info["pygobject"], str)  # the `linux` extra is installed for the tests
 
 
@@ -199,8 +246,8 @@ def test_second_tray_exits_1_while_another_holds_the_lock(cli, isolated_env: dic
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         r = cli("tray")
         assert r.returncode == 1
-        assert r.stderr == f"vidtray: error: vidtray tray is already running (pid {holder.pid}); use its icon, " \
-                           "or quit it from its menu first\n"
+        assert r.stderr == f"vidtray: error: vidtray tray is already running (pid {holder.pid}); quit it from " \
+                           "its menu, or with `vidtray tray --quit`\n"
     finally:
         holder.kill()
         holder.wait()
@@ -208,6 +255,24 @@ def test_second_tray_exits_1_while_another_holds_the_lock(cli, isolated_env: dic
     assert (folder / "tray.pid").exists()
     r = cli("tray", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert r.returncode == 1 and "cannot show a tray icon: no display" in r.stderr
+
+
+def test_tray_quit_ends_the_running_tray_and_waits_for_its_lock(cli, isolated_env: dict[str, Path]) -> None:
+    r = cli("tray", "--quit")
+    assert (r.returncode, r.stdout) == (0, "no vidtray tray is running\n")
+    folder = lock_dir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = cli("tray", "--quit")
+        assert (r.returncode, r.stdout, r.stderr) == (0, f"vidtray tray (pid {holder.pid}) has quit\n", "")
+        assert holder.wait(5) == -15  # SIGTERM
+        with single_instance(folder):  # free
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_tray_without_a_display_says_so(cli) -> None:
@@ -233,6 +298,96 @@ def test_lock_wait_is_instant(tmp_path: Path) -> None:
             with single_instance(tmp_path):
                 pass
         assert time.monotonic() - start < 1.0
+
+
+# -- a quit that hangs -------------------------------------------------------------------------------
+
+_HANGING_STOP = """
+import sys, threading
+from pathlib import Path
+from vidtray.config import Config
+from vidtray.logs import setup_logging
+from vidtray.services.notify import RecordingNotifier
+from vidtray.tray import app
+from vidtray.tray.backend import BackendChoice
+
+app.SERVICES_STOP_S, app.QUIT_DEADLINE_S = 0.5, 1.5
+
+class Link:  # the service boundary: a service thread that never ends, so neither does its stop
+    on_event = None
+    def start(self):
+        self.stuck = threading.Thread(target=threading.Event().wait, name="stuck-service", daemon=False)
+        self.stuck.start()
+        print("started", flush=True)
+    def stop(self): self.stuck.join()
+    def snapshot(self): return {}
+
+setup_logging()
+tray = app.TrayApp(Config.from_mapping({}, "<test>"), link=Link(), notifier=RecordingNotifier())
+sys.exit(tray.run(BackendChoice("none", False, "no icon in this test")))
+"""
+
+
+def test_a_quit_that_hangs_still_ends_the_process_at_the_deadline(isolated_env: dict[str, Path]) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _HANGING_STOP], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        time.sleep(0.3)
+        start = time.monotonic()
+        proc.terminate()
+        # Python's exit would wait for the stuck thread for ever; the deadline ends the process.
+        assert proc.wait(10) == 1  # not a clean stop: the services were left behind
+        assert time.monotonic() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()
+    log = (isolated_env["VIDTRAY_LOG_DIR"] / "vidtray.log").read_text()
+    assert "SIGTERM: quitting" in log
+    assert "services did not stop within 0.5 s; quitting anyway" in log
+    assert "the tray did not end within 1.5 s of the quit; exiting now (status 1)" in log
+
+
+# -- Tk missing, and where windows open ----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_tk(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python cannot import tkinter, as on Debian/Ubuntu without python3-tk."""
+    shim = tmp_path / "no-tk"
+    shim.mkdir()
+    (shim / "tkinter.py").write_text("raise ModuleNotFoundError(\"No module named 'tkinter'\", name='tkinter')\n")
+    return {**os.environ, "PYTHONPATH": f"{shim}{os.pathsep}{ROOT}"}
+
+
+@pytest.mark.parametrize(("module", "args", "what"), [
+    ("vidtray.tray.popup", [], "The prompt window"),
+    ("vidtray.tray.dialog", ["confirm", "--message", "Delete?"], "The confirmation dialog"),
+])
+def test_tk_children_say_which_package_is_missing(no_tk: dict[str, str], module: str, args: list[str],
+                                                   what: str) -> None:
+    from vidtray.tray.tkhelp import EXIT_MISSING_TK
+
+    r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=no_tk, cwd=ROOT,
+                       timeout=60)
+    assert r.returncode == EXIT_MISSING_TK
+    assert r.stderr == (f"vidtray: error: {what} needs Tk (tkinter), which is not installed "
+                        "(Debian/Ubuntu: python3-tk, Fedora: python3-tkinter, Arch: tk)\n")
+
+
+def test_windows_open_near_the_pointer_and_stay_on_the_screen() -> None:
+    from vidtray.tray.tkhelp import EDGE_MARGIN, POINTER_GAP, placement
+
+    screen, size = (1280, 800), (600, 400)
+    # The icon in a top-right panel: under the pointer, pushed left to stay on the screen.
+    assert placement((1263, 16), size, screen) == (1280 - 600 - EDGE_MARGIN, 16 + POINTER_GAP)
+    # A bottom panel: above the pointer.
+    assert placement((640, 790), size, screen) == (340, 790 - POINTER_GAP - 400)
+    # No pointer on this screen: centred. Never 0,0 unless the window fills the screen.
+    assert placement(None, size, screen) == (340, 200)
+    assert placement((-1, -1), size, screen) == (340, 200)
+    assert placement((0, 0), size, screen) == (EDGE_MARGIN, POINTER_GAP)
+    assert placement((10, 10), (1400, 900), screen) == (0, 0)
 
 
 # -- the link to the services ------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """The tray under Xvfb with a real tray host (trayer), a private session bus and dunst: it docks, its
 GTK menu works with the mouse and keyboard, the popup it opens queues a job, a second copy refuses to
-start, a bad config is one notification and exit 2, and Quit stops everything."""
+start, a bad config is one notification and exit 2, and Quit stops everything. Without a tray host it
+runs its services, says so once and docks when trayer comes; SIGTERM and SIGINT end it in every phase;
+a missing Tk or xdg-open is one notification naming the package."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,10 +17,13 @@ import gen_fixtures
 import pytest
 from hf_cache import make_repo
 from media_helpers import write_mp4
-from tray_desktop import TrayProcess, docked_icons, start_trayer, wait_until
+from tray_desktop import TrayProcess, docked_icons, open_menus, start_trayer, wait_until
 
 from vidtray.config import Config
+from vidtray.services.library import Library
 from vidtray.services.queue import open_queue
+from vidtray.tray.backend import xembed_manager_present
+from vidtray.tray.instance import lock_dir, single_instance
 
 pytestmark = pytest.mark.gui
 tiny_pipeline = gen_fixtures.tiny_pipeline  # the generation tests' session-scoped tiny pipeline
@@ -43,12 +50,12 @@ def test_icon_docks_and_a_second_tray_refuses_to_start(tray_host, cli, isolated_
     second = cli("tray", env={"DISPLAY": tray_host.display.name})
     assert second.returncode == 1
     assert second.stderr == (f"vidtray: error: vidtray tray is already running (pid {tray.proc.pid}); "
-                             "use its icon, or quit it from its menu first\n")
+                             "quit it from its menu, or with `vidtray tray --quit`\n")
     assert tray.proc.poll() is None and len(docked_icons(tray_host.display.name)) == 1
 
     assert tray.stop() == 0  # SIGTERM: a clean quit
     log = _log(isolated_env)
-    assert "tray starting (backend gtk, menu yes)" in log
+    assert "tray icon (backend gtk, menu yes): an XEmbed system tray manages" in log
     assert "daemon stopped" in log and "tray stopped" in log
 
 
@@ -239,4 +246,161 @@ def test_a_job_from_the_popup_ends_in_a_video_ready_notification(  # type: ignor
     wait_until(lambda: tray.title(icon) == "Idle - 1 video", 30, "the idle tooltip with the new video")
     maps = Path(f"/proc/{tray.proc.pid}/maps").read_text()
     assert "torch" not in maps  # generation ran in the worker, never in the tray
+    assert tray.stop() == 0
+
+
+# -- no tray host, a late one, signals, a lock left behind ------------------------------------------------
+
+NO_ICON = "vidtray: no tray icon"
+WAITING = "no tray icon yet: no system tray found"
+
+
+def _lock_is_free() -> bool:
+    from vidtray.tray.instance import AlreadyRunning
+
+    try:
+        with single_instance(lock_dir()):
+            return True
+    except AlreadyRunning:
+        return False
+
+
+def test_without_a_tray_host_the_services_run_and_one_notification_says_why(  # type: ignore[no-untyped-def]
+        desktop, cli, cfg: Config, isolated_env) -> None:
+    assert xembed_manager_present(desktop.display.name) is False
+    doctor = cli("doctor", env=desktop.env)
+    assert "tray: none (no icon) - no system tray found (no XEmbed tray manager on" in doctor.stdout
+    assert "gnome-shell-extension-appindicator" in doctor.stdout
+
+    tray = TrayProcess(desktop)
+    note = desktop.dunst.wait_for(NO_ICON, timeout=30)
+    assert note.body.startswith(f"No system tray found (no XEmbed tray manager on {desktop.display.name}, "
+                                "no StatusNotifierWatcher on the session bus). On GNOME install and enable the "
+                                "AppIndicator extension (Debian/Ubuntu: gnome-shell-extension-appindicator)")
+    assert note.body.endswith("the icon appears as soon as a tray does; quit it with `vidtray tray --quit`.")
+    # The services run without an icon: a finished video is imported into the library.
+    video = write_mp4(cfg.videos_dir / "no_icon_20240101-000000_dddddddd.mp4")
+    wait_until(lambda: Library(cfg.library_file).find_by_path(video) is not None, 30, "the watcher to import it")
+    assert tray.proc.poll() is None and not docked_icons(desktop.display.name)
+    assert f"WARNING [MainProcess/MainThread] vidtray.tray: no tray icon: {note.body}" in _log(isolated_env)
+
+    quit_ = cli("tray", "--quit", env=desktop.env)
+    assert (quit_.returncode, quit_.stdout) == (0, f"vidtray tray (pid {tray.proc.pid}) has quit\n")
+    assert tray.proc.wait(10) == 0  # the lock is free; the process may take a moment more to exit
+    tray.stop()
+    assert desktop.dunst.count(NO_ICON) == 1  # said once, not every time it looked again
+
+
+def test_the_icon_docks_when_a_tray_host_appears_after_the_tray(desktop, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    tray = TrayProcess(desktop)
+    wait_until(lambda: WAITING in _log(isolated_env), 30, "the tray to wait for a host")
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - start)))  # the panel comes 3 s after the tray
+    start_trayer(desktop)
+    assert xembed_manager_present(desktop.display.name) is True
+    icon = tray.wait_icon(timeout=20)
+    tray.click(icon, 3)  # a working icon: the menu opens
+    wait_until(lambda: open_menus(desktop.display.name), 10, "the tray menu to open")
+    tray.xdotool("key", "Escape")
+    assert tray.stop() == 0
+    assert "a system tray is there now (an XEmbed system tray manages" in _log(isolated_env)
+
+
+SIGTERM_RUNS = 20
+
+
+def test_sigterm_ends_a_docked_tray_every_time(tray_host, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    for run in range(SIGTERM_RUNS):
+        tray = TrayProcess(tray_host)
+        tray.wait_icon()
+        time.sleep((run % 4) * 0.15)  # early runs catch the services still starting
+        began = time.monotonic()
+        tray.proc.send_signal(signal.SIGTERM)
+        code = tray.proc.wait(10)  # one signal: TrayProcess.stop() would send a second
+        took = time.monotonic() - began
+        tray.stop()
+        assert code == 0, f"run {run}: exit {code}\n{tray.output}"
+        assert took < 5, f"run {run}: {took:.1f} s"
+        assert _lock_is_free(), f"run {run}: the lock is still held"
+    assert _log(isolated_env).count("SIGTERM: quitting") == SIGTERM_RUNS
+
+
+def test_sigterm_ends_a_tray_waiting_for_a_host_every_time(desktop, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    for run in range(SIGTERM_RUNS):
+        tray = TrayProcess(desktop)
+        wait_until(lambda n=run: _log(isolated_env).count(WAITING) > n, 30, "the tray to wait for a host")
+        time.sleep((run % 4) * 0.15)
+        began = time.monotonic()
+        tray.proc.send_signal(signal.SIGTERM)
+        code = tray.proc.wait(10)  # one signal: TrayProcess.stop() would send a second
+        took = time.monotonic() - began
+        tray.stop()
+        assert code == 0, f"run {run}: exit {code}\n{tray.output}"
+        assert took < 5, f"run {run}: {took:.1f} s"
+        assert _lock_is_free(), f"run {run}: the lock is still held"
+
+
+def test_sigint_ends_the_tray_with_and_without_an_icon(desktop, isolated_env) -> None:  # type: ignore[no-untyped-def]
+    waiting = TrayProcess(desktop)
+    wait_until(lambda: WAITING in _log(isolated_env), 30, "the tray to wait for a host")
+    waiting.proc.send_signal(signal.SIGINT)
+    assert waiting.proc.wait(5) == 0
+    waiting.stop()
+    start_trayer(desktop)
+    docked = TrayProcess(desktop)
+    docked.wait_icon()
+    docked.proc.send_signal(signal.SIGINT)
+    assert docked.proc.wait(5) == 0
+    docked.stop()
+    assert _log(isolated_env).count("SIGINT: quitting") == 2 and _lock_is_free()
+
+
+def test_a_killed_tray_never_blocks_the_next_one(tray_host) -> None:  # type: ignore[no-untyped-def]
+    first = TrayProcess(tray_host)
+    first.wait_icon()
+    first.proc.kill()  # no clean-up at all: the pid file stays, the OS lock goes with the process
+    assert first.stop() == -signal.SIGKILL
+    assert (lock_dir() / "tray.pid").read_text().strip() == str(first.proc.pid)
+    second = TrayProcess(tray_host)
+    second.wait_icon()
+    assert second.stop() == 0
+
+
+# -- missing parts ---------------------------------------------------------------------------------------
+
+
+def test_without_tk_a_left_click_says_which_package_to_install(tray_host, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                isolated_env) -> None:
+    shim = tmp_path / "no-tk"
+    shim.mkdir()
+    (shim / "tkinter.py").write_text("raise ModuleNotFoundError(\"No module named 'tkinter'\", name='tkinter')\n")
+    tray = TrayProcess(tray_host, env={"PYTHONPATH": f"{shim}{os.pathsep}{Path(__file__).resolve().parent.parent}"})
+    icon = tray.wait_icon()
+    tray.click(icon, 1)
+    note = tray_host.dunst.wait_for("Cannot open the prompt window", timeout=30)
+    assert note.body == ("The prompt window needs Tk (tkinter), which is not installed "
+                         "(Debian/Ubuntu: python3-tk, Fedora: python3-tkinter, Arch: tk)")
+    assert f"WARNING [MainProcess/tray-popup] vidtray.tray: prompt window: {note.body}" in _log(isolated_env)
+    assert tray.stop() == 0
+
+
+def test_without_xdg_open_opening_a_folder_says_which_package_to_install(  # type: ignore[no-untyped-def]
+        tray_host, tmp_path: Path, cfg: Config, cli) -> None:
+    # A PATH with what the tray uses from it (notify-send for notifications) and no xdg-open.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("notify-send", "gdbus"):
+        (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    env = {"PATH": str(bin_dir)}
+    doctor = cli("doctor", env={**tray_host.env, **env})
+    assert "xdg-open: MISSING - the tray cannot open the videos folder, library, settings or log (package: " \
+           "xdg-utils)" in doctor.stdout
+    tray = TrayProcess(tray_host, env=env)
+    icon = tray.wait_icon()
+    tray.pick(icon, "Open videos folder")
+    note = tray_host.dunst.wait_for(lambda n: n.summary.startswith("Could not open"), timeout=30)
+    assert note.summary == f"Could not open {cfg.videos_dir}"
+    assert note.body == "xdg-open is not installed (package: xdg-utils)"
+    time.sleep(0.5)
+    assert len([n for n in tray_host.dunst.notifications if n.summary.startswith("Could not open")]) == 1
     assert tray.stop() == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TRAYER = ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32",
           "--SetDockType", "true", "--transparent", "false"]
+ICON_SETTLE_READS = 4  # reads 0.1 s apart with the same geometry: trayer is done placing the icon
 # Visible menu items of an idle tray, top to bottom (separators are skipped by the keyboard).
 MENU = ["Generate video...", "Open videos folder", "Open library", "Storage", "Pause watching",
         "Start on login", "Settings", "Open log", "Quit"]
@@ -58,6 +59,8 @@ class XWin:
     ancestors: tuple[str, ...]  # names of the parents, nearest first
     width: int
     height: int
+    x: int  # position on the screen (root coordinates)
+    y: int
     viewable: bool
     override_redirect: bool
 
@@ -70,7 +73,7 @@ def windows(display: str) -> list[XWin]:
     with x_connection(display) as d:
         root = d.screen().root  # type: ignore[attr-defined]
 
-        def walk(win, ancestors: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+        def walk(win, ancestors: tuple[str, ...], ox: int, oy: int) -> None:  # type: ignore[no-untyped-def]
             try:
                 children = win.query_tree().children
             except error.XError:
@@ -84,11 +87,12 @@ def windows(display: str) -> list[XWin]:
                 except error.XError:
                     continue  # gone meanwhile
                 name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-                out.append(XWin(child.id, name, tuple(cls), ancestors, geo.width, geo.height,
+                x, y = ox + geo.x + geo.border_width, oy + geo.y + geo.border_width
+                out.append(XWin(child.id, name, tuple(cls), ancestors, geo.width, geo.height, x, y,
                                 attrs.map_state == X.IsViewable, bool(attrs.override_redirect)))
-                walk(child, (name, *ancestors))
+                walk(child, (name, *ancestors), x, y)
 
-        walk(root, ())
+        walk(root, (), 0, 0)
     return out
 
 
@@ -125,17 +129,30 @@ class TrayProcess:
         return self.out_path.read_text(errors="replace")
 
     def wait_icon(self, timeout: float = 30.0) -> XWin:
-        def found() -> XWin | None:
+        """The docked icon once trayer has finished laying it out, so a click lands on it.
+
+        trayer maps a new icon 1 px wide, then sizes it, and with ``--widthtype request`` the panel
+        grows and moves left meanwhile: a click aimed at the icon while that settles can hit the bare
+        panel (the icon once caught at 16x30 on its way to 32x30 took a right click that opened no
+        menu). So: square or wider than tall, and at the same place and size over a few reads.
+        """
+        seen: list[tuple[int, int, int, int, int]] = []
+
+        def settled() -> XWin | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"tray exited with {self.proc.returncode}: {self.output[-2000:]}")
-            # Docked at its final size (trayer maps it 1 px wide first, then sizes it).
-            icons = [i for i in docked_icons(self.display) if i.width >= 16 and i.height >= 16]
-            return icons[0] if icons else None
+            icons = [i for i in docked_icons(self.display) if i.width >= 16 and i.width >= i.height]
+            if not icons:
+                seen.clear()
+                return None
+            icon = icons[0]
+            seen.append((icon.id, icon.x, icon.y, icon.width, icon.height))
+            return icon if len(seen) >= ICON_SETTLE_READS and len(set(seen[-ICON_SETTLE_READS:])) == 1 else None
 
-        return wait_until(found, timeout, "the tray icon to dock in trayer")
+        return wait_until(settled, timeout, "the tray icon to dock in trayer")
 
     def xdotool(self, *args: str) -> None:
-        subprocess.run(["xdotool", *args], env=self.env, check=True, timeout=30)
+        subprocess.run(["xdotool", *args], env=self.desk.env, check=True, timeout=30)  # not the tray's env (PATH)
 
     def click(self, icon: XWin, button: int) -> None:
         self.xdotool("mousemove", "--window", str(icon.id), str(icon.width // 2), str(icon.height // 2),

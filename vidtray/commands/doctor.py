@@ -1,10 +1,12 @@
-"""``vidtray doctor [--json]``: what this machine offers vidtray (GPU, ffmpeg, disk, locations, notifications)."""
+"""``vidtray doctor [--json]``: what this machine offers vidtray (GPU, ffmpeg, disk, locations, notifications,
+tray icon, Tk for the prompt window, xdg-open). Anything missing is one line that names the package."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -74,7 +76,28 @@ def collect(cfg) -> dict[str, Any]:
                                     cfg.warn_free_gb),
         "notifications": notify.describe_backend(cfg),
         "tray": _tray_info(),
+        "tk": probe_tk(),
+        "xdg_open": probe_xdg_open(),
     }
+
+
+def probe_tk() -> dict[str, Any]:
+    """The prompt window and the confirmation dialogs are Tk child processes of this same Python."""
+    from vidtray.tray.tkhelp import TK_PACKAGES
+
+    try:
+        import tkinter
+    except ImportError as exc:
+        return {"available": False, "error": str(exc), "hint": TK_PACKAGES}
+    return {"available": True, "version": str(tkinter.TkVersion)}
+
+
+def probe_xdg_open() -> dict[str, Any] | None:
+    """What the tray opens folders and files with on Linux and the BSDs (None elsewhere: not used)."""
+    if sys.platform in ("win32", "darwin"):
+        return None
+    path = shutil.which("xdg-open")
+    return {"path": path} if path else {"path": None, "hint": "package: xdg-utils"}
 
 
 def _tray_info() -> dict[str, Any]:
@@ -83,7 +106,7 @@ def _tray_info() -> dict[str, Any]:
     try:
         return tray_backend_info()
     except Exception as exc:  # a broken GUI stack is a finding for doctor, not a crash
-        return {"backend": None, "has_menu": False, "reason": f"{type(exc).__name__}: {exc}"}
+        return {"backend": None, "has_menu": False, "reason": f"{type(exc).__name__}: {exc}", "hint": ""}
 
 
 def run(args: argparse.Namespace, ctx) -> int:
@@ -113,8 +136,35 @@ def run(args: argparse.Namespace, ctx) -> int:
         print(f"free space ({' + '.join(vol['roles'])}): {free} [{vol['status']}]")
     from vidtray.services.notify import backend_summary
 
-    print(backend_summary(doc["notifications"]))
-    tray = doc["tray"]
-    print(f"tray: {tray['backend'] or 'none'} ({'with' if tray.get('has_menu') else 'no'} menu)"
-          + (f" - {tray['reason']}" if tray.get("reason") else ""))
+    print(_notification_line(doc["notifications"], backend_summary))
+    print(_tray_line(doc["tray"]))
+    tk = doc["tk"]
+    print(f"tk: {tk['version']} (prompt window and dialogs)" if tk["available"] else
+          f"tk: MISSING - the prompt window and the confirmation dialogs need Tk ({tk['hint']})")
+    xdg = doc["xdg_open"]
+    if xdg is not None:
+        print(f"xdg-open: {xdg['path']}" if xdg["path"] else
+              f"xdg-open: MISSING - the tray cannot open the videos folder, library, settings or log ({xdg['hint']})")
     return 0
+
+
+def _notification_line(info: dict[str, Any], summary) -> str:  # type: ignore[no-untyped-def]
+    line = summary(info)
+    if info.get("enabled") is not False and info.get("daemon", {}).get("reached") is False:
+        line += ("; vidtray's notifications will not show: start the desktop's notification daemon, or install "
+                 "one (for example dunst)")
+    return line
+
+
+def _tray_line(tray: dict[str, Any]) -> str:
+    backend = tray.get("backend") or "none"
+    if backend != "none":
+        return f"tray: {backend} ({'with' if tray.get('has_menu') else 'no'} menu) - {tray.get('reason', '')}"
+    line = f"tray: none (no icon) - {tray.get('reason', 'unknown')}"
+    if tray.get("hint"):
+        line += f"; {tray['hint']}"
+    if tray.get("fatal"):
+        return line + "; `vidtray tray` does not start here, `vidtray watch` runs the same services"
+    if tray.get("wait"):
+        return line + "; `vidtray tray` runs its services meanwhile and shows the icon once a tray is there"
+    return line + "; `vidtray tray` runs its services without an icon"

@@ -1,8 +1,12 @@
 """``vidtray tray``: the tray icon with the watcher, scheduler and worker supervisor behind it.
 
-Also the ``vidtray-tray`` gui-script (no console on Windows). Exit status: 0 after Quit,
-1 when another tray of this user already runs (or no tray can be shown), 2 for a bad config:
-then one desktop notification names the file and the key, since at login nobody reads stderr.
+Also the ``vidtray-tray`` gui-script (no console on Windows). Exit status: 0 after Quit (menu,
+SIGTERM, SIGINT, SIGHUP or ``vidtray tray --quit``), 1 when another tray of this user already runs,
+when there is no display at all, or when a quit had to leave the services behind; 2 for a bad
+config: then one desktop notification names the file and the key, since at login nobody reads stderr.
+
+Where a display is there but no icon can be shown yet (no tray host, no PyGObject) the tray still
+starts: the services run, one notification says what is missing, and the icon comes with the host.
 """
 
 from __future__ import annotations
@@ -17,30 +21,30 @@ log = logging.getLogger("vidtray.tray")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tray", help="run the tray icon (and the watcher, scheduler and worker behind it)")
+    p.add_argument("--quit", action="store_true",
+                   help="ask the running tray to quit (one without an icon too) and wait until it has")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx) -> int:
     from vidtray.errors import ConfigError, OperationFailed
 
+    if args.quit:
+        return quit_running()
     try:
         cfg = ctx.cfg
     except ConfigError as exc:
         notify_bad_config(exc)
         raise
-    from vidtray.tray.backend import choose_backend, load_pystray
+    from vidtray.tray.backend import choose_backend
     from vidtray.tray.instance import single_instance
 
     # The lock first: a second tray says "already running" whatever else is wrong with this start.
     with single_instance():
         choice = choose_backend()
-        if choice.name == "none":
+        if choice.fatal:
             raise OperationFailed(f"cannot show a tray icon: {choice.reason}; "
                                   "`vidtray watch` runs the same services without one")
-        try:
-            pystray, choice = load_pystray(choice)
-        except RuntimeError as exc:
-            raise OperationFailed(str(exc)) from exc
         from vidtray.services.notify import make_notifier
         from vidtray.tray.app import TrayApp
         from vidtray.tray.link import ServiceLink
@@ -50,9 +54,16 @@ def run(args: argparse.Namespace, ctx) -> int:
             # Every child (the worker, the popup, dialogs, `vidtray clean`) reads the same settings.
             os.environ["VIDTRAY_CONFIG"] = config_arg
         notifier = make_notifier(cfg)
-        app = TrayApp(cfg, pystray=pystray, choice=choice, link=ServiceLink(cfg, notifier), notifier=notifier,
-                      config_arg=config_arg)
-        app.run()
+        app = TrayApp(cfg, link=ServiceLink(cfg, notifier), notifier=notifier, config_arg=config_arg)
+        return app.run(choice)
+
+
+def quit_running() -> int:
+    from vidtray.tray.app import QUIT_DEADLINE_S
+    from vidtray.tray.instance import stop_running
+
+    pid = stop_running(timeout=QUIT_DEADLINE_S + 5)
+    print("no vidtray tray is running" if pid is None else f"vidtray tray (pid {pid}) has quit")
     return 0
 
 

@@ -1,8 +1,15 @@
 """The tray: a pystray icon on the main thread, driving the headless services through ``ServiceLink``.
 
+The services start at once; the icon when there is a place for it (see ``backend.py``). Until a
+tray host is there (the panel often starts after vidtray at login), or for good where no icon can
+be shown (no PyGObject), the main thread waits in a small loop of its own, asks again every
+couple of seconds, and says once (a notification and a log line) what is missing.
+
 Threads and who touches what:
 
-- main thread: pystray's loop (``icon.run``); menu callbacks run here and only post or start work;
+- main thread: the waiting loop, then pystray's loop (``icon.run``); menu callbacks run here and
+  only post or start work; signals arrive here as bytes on a socket (``signals.py``), never as
+  work done inside a signal handler;
 - ``tray-ui``-side (see ``dispatch.py``): the only code that changes ``self.state`` and the icon;
 - ``tray-monitor``: every few seconds reads job progress, queue pause flag, free space, library
   count and autostart status, and posts what changed;
@@ -10,31 +17,35 @@ Threads and who touches what:
   huggingface_hub) at start, after deletions and finished jobs, and every half hour;
 - ``tray-action``: one at a time, the slow menu actions (confirmation dialogs and ``vidtray
   clean`` children, autostart, pause, cancel);
-- the Daemon's own threads (watcher, scheduler, supervisor), started and stopped through the link.
+- the Daemon's own threads (watcher, scheduler, supervisor), started and stopped through the link;
+- ``tray-quit`` and ``tray-deadline``: Quit (menu, SIGTERM, SIGINT, SIGHUP) stops the services
+  (``SERVICES_STOP_S`` at most), then the icon; whatever still hangs, the process ends
+  ``QUIT_DEADLINE_S`` after the quit began, and the OS lock goes with it.
 
 Torch never loads here: generation runs in the worker process the supervisor starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from vidtray.config import Config, config_path, config_template
 from vidtray.services.fsutil import human_size, plural
-from vidtray.tray.backend import BackendChoice
+from vidtray.tray import tkhelp
+from vidtray.tray.backend import BackendChoice, Probe, choose_backend, load_pystray
 from vidtray.tray.dispatch import Dispatcher
+from vidtray.tray.signals import SignalPipe
 from vidtray.tray.state import StorageView, TrayState, icon_name, job_line, parse_storage_report, storage_lines, tooltip
 
 log = logging.getLogger("vidtray.tray")
@@ -44,7 +55,11 @@ BUSY_INTERVAL_S = 1.0  # while a job runs, so "Generating 12/40" keeps up
 AUTOSTART_EVERY = 12  # monitor ticks between autostart re-reads (a minute)
 STORAGE_INTERVAL_S = 1800.0
 CHILD_TIMEOUT_S = 600.0
-QUIT_TIMEOUT_S = 30.0
+SERVICES_STOP_S = 8.0  # a quit waits this long for the watcher, scheduler and worker...
+QUIT_DEADLINE_S = 10.0  # ...and the process ends this long after the quit began, whatever still runs
+HOST_POLL_S = 1.5  # while no tray host is there: how often to look again
+NO_HOST_GRACE_S = 5.0  # at login the panel may come a moment after us: say "no tray" only after this
+QUIT_HINT = "quit it with `vidtray tray --quit`"
 
 
 def child_env() -> dict[str, str]:
@@ -65,31 +80,36 @@ def open_path(path: Path) -> None:
         subprocess.Popen([opener, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
-        raise OSError(f"{opener} is not installed (Debian: xdg-utils)") from None
+        raise OSError(f"{opener} is not installed (package: xdg-utils)") from None
 
 
 class TrayApp:
-    def __init__(self, cfg: Config, *, pystray: ModuleType, choice: BackendChoice, link: Any, notifier: Any,
-                 config_arg: str | None = None) -> None:
+    def __init__(self, cfg: Config, *, link: Any, notifier: Any, config_arg: str | None = None,
+                 probe: Probe | None = None) -> None:
         self.cfg = cfg
-        self.ps = pystray
-        self.choice = choice
+        self.ps: ModuleType | None = None  # pystray, once a backend is chosen
+        self.choice: BackendChoice | None = None
+        self.probe = probe
         self.link = link
         self.notifier = notifier
         self.config_arg = config_arg
         self.state = TrayState(warn_free_gb=cfg.warn_free_gb)
         self.dispatcher = Dispatcher()
-        self.actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tray-action")
+        self.actions = Dispatcher()  # the slow menu actions, one at a time on `tray-action`
+        self._signals = SignalPipe()
         self._stop = threading.Event()
         self._wake = threading.Event()  # a generation event: read the status now
         self._storage_due = threading.Event()
+        self._services_stopped = threading.Event()
+        self._clean_stop = False  # the services stopped within SERVICES_STOP_S
         self._popup: subprocess.Popen[bytes] | None = None
+        self._dialogs: set[subprocess.Popen[str]] = set()
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
         self._reports: set[subprocess.Popen[str]] = set()  # running read-only children
         self._service_problems: tuple[str, ...] = ()  # set once at start; the monitor adds live ones
         self.images = self._load_images()
-        self.icon = self._make_icon()
+        self.icon: Any = None  # the pystray icon, once there is a tray host for it
         link.on_event = self._on_generation_event
 
     # -- icon -------------------------------------------------------------------------------
@@ -105,10 +125,12 @@ class TrayApp:
         return images
 
     def _make_icon(self) -> Any:
+        assert self.ps is not None and self.choice is not None
         cls = _icon_class(self.ps, self.choice.name)
-        return cls("vidtray", self.images["idle"], tooltip(self.state), menu=self._menu())
+        return cls("vidtray", self.images[icon_name(self.state)], tooltip(self.state), menu=self._menu())
 
     def _menu(self) -> Any:
+        assert self.ps is not None
         menu, item = self.ps.Menu, self.ps.MenuItem
 
         def when_job(_item: Any) -> bool:
@@ -139,6 +161,7 @@ class TrayApp:
         return f"{job_line(job)}: {prompt}"
 
     def _storage_items(self) -> Any:
+        assert self.ps is not None
         item, sep = self.ps.MenuItem, self.ps.Menu.SEPARATOR
         for line in storage_lines(self.state.storage, self.state.free_bytes):
             yield item(line, None, enabled=False)
@@ -167,6 +190,8 @@ class TrayApp:
         if new == old:
             return
         self.state = new
+        if self.icon is None:  # no tray host yet: the icon starts from this state when it comes
+            return
         if icon_name(new) != icon_name(old):
             self.icon.icon = self.images[icon_name(new)]
         if tooltip(new) != tooltip(old):
@@ -174,27 +199,100 @@ class TrayApp:
         self.icon.update_menu()
 
     # -- run --------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Block on the main thread until Quit (or SIGTERM/SIGINT/SIGHUP)."""
-        if self.choice.name in ("gtk", "appindicator"):
-            self.dispatcher.use_glib()
-        else:
-            self.dispatcher.use_thread()
-            self._python_signals()
-        log.info("tray starting (backend %s, menu %s)", self.choice.name, "yes" if self.choice.has_menu else "no")
+    def run(self, first: BackendChoice | None = None) -> int:
+        """Main thread: block until Quit, SIGTERM, SIGINT or SIGHUP; 0 once everything stopped,
+        1 when the services had to be left behind (see ``QUIT_DEADLINE_S``).
+
+        ``first``: the backend choice the caller already made (it is made again while waiting)."""
+        self._signals.install()
+        self.actions.use_thread("tray-action")
+        log.info("tray starting")
+        self._spawn("tray-start", self._start_services)
         try:
-            self.icon.run(self._setup)
+            if self._wait_for_host(first or self._choose()):
+                self._run_icon()
+                if not self._stop.is_set():
+                    log.warning("the icon's loop ended without a quit; quitting")
+                    self.quit()
+            # The services are stopping on `tray-quit` (after the icon, they have already stopped).
+            while not self._services_stopped.is_set():
+                self._wait_main(0.5)
         finally:
+            # The signal handlers stay: a second signal (logout sends SIGHUP and SIGTERM) on the way
+            # out must not kill the process with the default action instead of letting it finish.
             self._shutdown_threads()
         log.info("tray stopped")
+        return 0 if self._clean_stop else 1
+
+    def _choose(self) -> BackendChoice:
+        return choose_backend(probe=self.probe)
+
+    def _wait_for_host(self, choice: BackendChoice) -> bool:
+        """Main thread, before any icon: True once pystray is loaded for a tray host that is there,
+        False when the tray quits first. Meanwhile the services run and the UI queue is drained here."""
+        self.dispatcher.use_wake(self._signals.wake)
+        began = time.monotonic()
+        announced = waiting_logged = False
+        while not self._stop.is_set():
+            if choice.shows_icon:
+                try:
+                    self.ps, self.choice = load_pystray(choice)
+                except RuntimeError as exc:
+                    log.error("tray icon: %s", exc)
+                    choice = BackendChoice("none", False, str(exc).removeprefix("cannot show a tray icon: "))
+                else:
+                    if waiting_logged:
+                        log.info("a system tray is there now (%s): showing the icon", self.choice.reason)
+                    return True
+            if not waiting_logged:
+                log.info("no tray icon yet: %s; %s", choice.reason,
+                         f"looking again every {HOST_POLL_S:g} s" if choice.wait else "the services run without one")
+                waiting_logged = True
+            if not announced and (not choice.wait or time.monotonic() - began >= NO_HOST_GRACE_S):
+                self._announce_no_icon(choice)
+                announced = True
+            self._wait_main(HOST_POLL_S if choice.wait else None)
+            if choice.wait and not self._stop.is_set():
+                choice = self._choose()
+        return False
+
+    def _wait_main(self, timeout: float | None) -> None:
+        """Main thread without an icon: wait for a signal, a UI post or the timeout; handle what came."""
+        received = self._signals.wait(timeout)
+        if received:
+            self._on_signals(received)
+        self.dispatcher.drain()
+
+    def _announce_no_icon(self, choice: BackendChoice) -> None:
+        """Once per start: the log line and the notification that say why there is no icon."""
+        what = ("the watcher, scheduled jobs and generation queue run, and the icon appears as soon as a tray "
+                "does" if choice.wait else "the watcher, scheduled jobs and generation queue run without it")
+        parts = [choice.reason, choice.hint, f"meanwhile {what}; {QUIT_HINT}"]
+        text = " ".join(f"{p[:1].upper()}{p[1:]}." for p in parts if p)
+        log.warning("no tray icon: %s", text)
+        self.notifier.send("vidtray: no tray icon", text)
+
+    def _run_icon(self) -> None:
+        """Main thread: show the icon and run pystray's loop until the icon stops."""
+        assert self.choice is not None
+        self.icon = self._make_icon()
+        if self.choice.name in ("gtk", "appindicator"):
+            self.dispatcher.use_glib()
+            self._signals.watch_glib(self._on_signals)
+        else:
+            self.dispatcher.use_thread("tray-ui")
+        log.info("tray icon (backend %s, menu %s): %s", self.choice.name, "yes" if self.choice.has_menu else "no",
+                 self.choice.reason)
+        self.icon.run(self._setup)
 
     def _setup(self, icon: Any) -> None:
         # pystray's setup thread: return quickly, the icon's stop() joins it.
         icon.visible = True
         icon.title = tooltip(self.state)  # GTK shows no tooltip until the title is set once
-        if self.choice.name in ("gtk", "appindicator"):
-            self._glib_signals()
-        self._spawn("tray-start", self._start_services)
+        assert self.choice is not None
+        if self.choice.name not in ("gtk", "appindicator"):
+            # Loops without a hook (win32, darwin) hear signals on a thread, now that stop() can end them.
+            self._signals.watch_thread(self._on_signals)
 
     def _start_services(self) -> None:
         try:
@@ -203,31 +301,37 @@ class TrayApp:
             log.exception("services did not start")
             self._service_problems = (f"Services failed: {exc}",)
         self._started.set()
+        self._check_notification_daemon()
         _release_startup_memory()
         _dump_modules()
         self._spawn("tray-monitor", self._monitor)
         self._spawn("tray-storage", self._storage_loop)
+
+    def _check_notification_daemon(self) -> None:
+        """A log line when nothing on the session bus would show our notifications (doctor says it too)."""
+        if not self.notifier.enabled or sys.platform in ("win32", "darwin") or os.path.isdir("/app"):
+            return
+        from vidtray.services.notify import query_notification_daemon
+
+        answer = query_notification_daemon()
+        if answer.get("reached") is False:
+            log.warning("no notification daemon answers on the session bus (%s): vidtray's notifications will "
+                        "not show; desktops bring their own, else install one (for example dunst)",
+                        answer.get("detail"))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _glib_signals(self) -> None:
-        from gi.repository import GLib
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, self._on_signal, sig)
-
-    def _python_signals(self) -> None:
-        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), lambda signum, _frame: self._on_signal(signum))
-
-    def _on_signal(self, signum: int) -> bool:
-        log.info("signal %s: quitting", signum)
+    def _on_signals(self, received: list[int]) -> None:
+        """Main thread (``tray-signals`` on win32/darwin)."""
+        names = ", ".join(dict.fromkeys(SignalPipe.name(s) for s in received))  # C and Python both write it
+        if self._stop.is_set():
+            log.info("%s while quitting: the quit goes on (at most %g s in all)", names, QUIT_DEADLINE_S)
+            return
+        log.info("%s: quitting", names)
         self.quit()
-        return False  # GLib: remove the source; a second signal falls back to the default action
 
     # -- background loops -------------------------------------------------------------------
     def _monitor(self) -> None:
@@ -326,15 +430,24 @@ class TrayApp:
         return out
 
     def _dialog(self, kind: str, message: str, ok: str, default: float | None = None) -> str | None:
-        """A Tk dialog child; its stdout when confirmed, None when cancelled (or it could not open)."""
+        """A Tk dialog child (``tray-action``): its stdout when confirmed, None when cancelled;
+        RuntimeError, saying why, when it could not open (Tk missing, no display)."""
         argv = [sys.executable, "-m", "vidtray.tray.dialog", kind, "--title", "vidtray", "--message", message,
                 "--ok", ok]
         if default is not None:
             argv += ["--default", f"{default:g}"]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=child_env(), stdin=subprocess.DEVNULL)
-        if proc.returncode == 2:
-            log.warning("dialog failed: %s", proc.stderr.strip())
-        return proc.stdout.strip() if proc.returncode == 0 else None
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                stdin=subprocess.DEVNULL)
+        self._dialogs.add(proc)
+        try:
+            out, err = proc.communicate()
+        finally:
+            self._dialogs.discard(proc)
+        if proc.returncode == 0:
+            return out.strip()
+        if proc.returncode == 1 or self._stop.is_set():
+            return None
+        raise RuntimeError(_child_error(err, proc.returncode, "the confirmation dialog"))
 
     # -- menu actions (main thread: post or hand off, never block) --------------------------
     def _on_generate(self) -> None:
@@ -345,7 +458,8 @@ class TrayApp:
         if self.config_arg:
             argv += ["--config", str(Path(self.config_arg).expanduser().absolute())]
         try:
-            self._popup = subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            self._popup = subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
         except OSError as exc:
             log.error("cannot open the prompt popup: %s", exc)
             self.notifier.send("Cannot open the prompt window", str(exc))
@@ -353,10 +467,19 @@ class TrayApp:
         self._spawn("tray-popup", lambda p=self._popup: self._wait_popup(p))
 
     def _wait_popup(self, proc: subprocess.Popen[bytes]) -> None:
-        out, _ = proc.communicate()
+        out, err = proc.communicate()
         if proc.returncode == 0:
             log.info("popup queued: %s", out.decode(errors="replace").strip())
             self.post_state(**self.link.snapshot())
+            return
+        text = err.decode(errors="replace")
+        # 1 without a word: closed without queueing. Anything else is something the user must hear
+        # about, or the click that opened nothing would say nothing.
+        if self._stop.is_set() or (proc.returncode == 1 and "vidtray: error:" not in text):
+            return
+        reason = _child_error(text, proc.returncode, "the prompt window")
+        log.warning("prompt window: %s", reason)
+        self.notifier.send("Cannot open the prompt window", reason)
 
     def _on_cancel(self) -> None:
         job = self.state.job
@@ -365,7 +488,7 @@ class TrayApp:
                 self.link.cancel(job.id)
                 self.post_state(**self.link.snapshot())
 
-            self.actions.submit(self._guard, "cancel the job", work)
+            self._act("cancel the job", work)
 
     def _open(self, path: Path, create: bool = False) -> None:
         def work() -> None:
@@ -375,7 +498,7 @@ class TrayApp:
                 raise OSError(f"{path} does not exist yet")
             open_path(path)
 
-        self.actions.submit(self._guard, f"open {path}", work)
+        self._act(f"open {path}", work)
 
     def _on_settings(self) -> None:
         def work() -> None:
@@ -387,7 +510,7 @@ class TrayApp:
                 atomic_write_text(path, config_template())
             open_path(path)
 
-        self.actions.submit(self._guard, "open the settings", work)
+        self._act("open the settings", work)
 
     def _on_open_log(self) -> None:
         from vidtray.logs import log_file
@@ -401,7 +524,7 @@ class TrayApp:
             self.link.set_watching_paused(paused)
             self.post_state(watching_paused=paused)
 
-        self.actions.submit(self._guard, "pause watching" if paused else "resume watching", work)
+        self._act("pause watching" if paused else "resume watching", work)
 
     def _on_autostart(self) -> None:
         enable = not self.state.autostart
@@ -413,10 +536,10 @@ class TrayApp:
             log.info("start on login: %s", st.detail)
             self.post_state(autostart=st.enabled)
 
-        self.actions.submit(self._guard, "change start on login", work)
+        self._act("change start on login", work)
 
     def _on_delete_videos(self) -> None:
-        self.actions.submit(self._guard, "delete videos", lambda: self._delete_videos(None))
+        self._act("delete videos", lambda: self._delete_videos(None))
 
     def _on_delete_older(self) -> None:
         def work() -> None:
@@ -426,7 +549,7 @@ class TrayApp:
             if answer is not None:
                 self._delete_videos(float(answer))
 
-        self.actions.submit(self._guard, "delete old videos", work)
+        self._act("delete old videos", work)
 
     def _delete_videos(self, older_than: float | None) -> None:
         age = [] if older_than is None else ["--older-than", f"{older_than:g}"]
@@ -459,13 +582,20 @@ class TrayApp:
             self.notifier.send("Model deleted", f"{repo}: {human_size(result['freed_bytes'])} freed")
             self._storage_due.set()
 
-        self.actions.submit(self._guard, f"delete {repo}", work)
+        self._act(f"delete {repo}", work)
+
+    def _act(self, what: str, work: Callable[[], None]) -> None:
+        """Main thread: run a slow action on ``tray-action``, after the ones before it."""
+        self.actions.post(lambda: self._guard(what, work))
 
     def _guard(self, what: str, work: Callable[[], None]) -> None:
         """Run an action; a failure is logged and shown, never raised into pystray."""
         try:
             work()
         except Exception as exc:
+            if self._stop.is_set():
+                log.info("%s: stopped by the quit (%s)", what, exc)
+                return
             log.warning("could not %s: %s", what, exc, exc_info=True)
             self.notifier.send(f"Could not {what}", str(exc))
 
@@ -474,13 +604,15 @@ class TrayApp:
 
     # -- quit -------------------------------------------------------------------------------
     def quit(self) -> None:
-        """Any thread: stop the services (watcher, scheduler, worker), then the icon."""
+        """Main thread: stop the services (watcher, scheduler, worker), then the icon, within the deadline."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._wake.set()
         self._storage_due.set()
+        _start_deadline(self)
         self.post_state(quitting=True)
+        self._end_children()
         threading.Thread(target=self._stop_all, name="tray-quit", daemon=True).start()
 
     def _stop_all(self) -> None:
@@ -489,26 +621,72 @@ class TrayApp:
             proc.terminate()
         stopper = threading.Thread(target=self._stop_services, name="tray-stop-services", daemon=True)
         stopper.start()
-        stopper.join(QUIT_TIMEOUT_S)
+        stopper.join(SERVICES_STOP_S)
         if stopper.is_alive():
-            log.error("services did not stop within %.0f s; quitting anyway", QUIT_TIMEOUT_S)
-        log.info("services stopped in %.1f s", time.monotonic() - started)
-        self.dispatcher.post(self.icon.stop)
+            log.error("services did not stop within %g s; quitting anyway", SERVICES_STOP_S)
+        else:
+            self._clean_stop = True
+            log.info("services stopped in %.1f s", time.monotonic() - started)
+        self._services_stopped.set()
+        if self.icon is not None:
+            self.dispatcher.post(self.icon.stop)
+        else:
+            self._signals.wake()
 
     def _stop_services(self) -> None:
-        self._started.wait(QUIT_TIMEOUT_S)
+        if not self._started.wait(SERVICES_STOP_S):
+            return  # still starting: the deadline takes it down with the process
         try:
             self.link.stop()
         except Exception:
             log.exception("stopping the services failed")
 
+    def _end_children(self) -> None:
+        """The Tk children (prompt window, dialogs) go with the tray; `vidtray clean` children finish."""
+        for proc in [self._popup, *self._dialogs]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+
     def _shutdown_threads(self) -> None:
         self._stop.set()
         self._storage_due.set()
-        self.actions.shutdown(wait=False, cancel_futures=True)
+        self.actions.close()
         self.dispatcher.close()
-        if self._popup is not None and self._popup.poll() is None:
-            self._popup.terminate()
+        self._end_children()
+
+    def hard_exit(self, code: int) -> None:
+        """End the process now (the OS lock goes with it): the last resort of a quit that hangs."""
+        from vidtray.tray.instance import forget_pid
+
+        forget_pid()
+        for handler in logging.getLogger("vidtray").handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(code)
+
+
+def _start_deadline(app: TrayApp) -> None:
+    """From the quit on, the process has ``QUIT_DEADLINE_S``: a service that will not stop, a GTK loop that
+    will not end or a thread that keeps the interpreter from exiting cannot keep the tray (and its lock)."""
+
+    def expire() -> None:
+        time.sleep(QUIT_DEADLINE_S)
+        code = 0 if app._clean_stop else 1
+        log.error("the tray did not end within %g s of the quit; exiting now (status %d)", QUIT_DEADLINE_S, code)
+        app.hard_exit(code)
+
+    threading.Thread(target=expire, name="tray-deadline", daemon=True).start()
+
+
+def _child_error(stderr: str, code: int | None, what: str) -> str:
+    """The reason a Tk child gave (its ``vidtray: error:`` line), or what is known without one."""
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("vidtray: error: ")]
+    if lines:
+        return lines[-1].removeprefix("vidtray: error: ")
+    if code == tkhelp.EXIT_MISSING_TK:
+        return tkhelp.missing_tk_message(what[:1].upper() + what[1:])
+    tail = stderr.strip().splitlines()
+    return f"{what} exited with status {code}" + (f": {tail[-1]}" if tail else "")
 
 
 def _release_startup_memory() -> None:
@@ -565,16 +743,17 @@ def _icon_class(pystray: ModuleType, backend: str) -> type:
 
     class Icon(base):  # type: ignore[misc,valid-type]
         def _initialize(self) -> None:
-            # pystray's GTK base connects to the notification daemon here and raises if none
-            # answers, which would take the whole tray down; vidtray notifies through its own Notifier.
+            # pystray's own version (a) connects to the notification daemon and raises if none answers,
+            # which would take the whole tray down (vidtray notifies through its own Notifier), and
+            # (b) resets SIGINT to the default action, which would kill the tray without a quit.
+            from pystray._util import notify_dbus
+
             try:
-                super()._initialize()
+                self._notifier = _SafeNotifier(notify_dbus.Notifier())
             except Exception as exc:
                 log.warning("tray: no notification daemon for pystray (%s); the icon works without it", exc)
                 self._notifier = _SafeNotifier()
-                self._mark_ready()
-            else:
-                self._notifier = _SafeNotifier(self._notifier)
+            self._mark_ready()
 
         if backend == "gtk":
             def _update_title(self) -> None:

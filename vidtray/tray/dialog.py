@@ -2,8 +2,9 @@
 
 The tray's main thread belongs to pystray's loop and Tk wants a main thread of its own, so a
 confirmation is a child process: ``python -m vidtray.tray.dialog confirm|days ...``; the tray
-waits for it on an action thread. Exit 0 = confirmed (``days`` prints the number), 1 = cancelled.
-Enter confirms, Esc cancels.
+waits for it on an action thread. Exit 0 = confirmed (``days`` prints the number), 1 = cancelled,
+2 = the window could not open, 3 = Tk is not installed (``tkhelp.EXIT_MISSING_TK``); for 2 and 3 one
+``vidtray: error:`` line says why. Enter confirms, Esc cancels.
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tkinter as tk
 from collections.abc import Sequence
-from tkinter import ttk
+
+from vidtray.tray import tkhelp
+
+try:
+    import tkinter as tk
+    from tkinter import ttk
+except ImportError as exc:  # Debian/Ubuntu ship Tk apart (python3-tk): main() says so in one line
+    _TK_MISSING: ImportError | None = exc
+else:
+    _TK_MISSING = None
 
 WINDOW_CLASS = "VidtrayDialog"
 
@@ -90,12 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ok", default="OK")
     parser.add_argument("--default", type=float, default=30.0)
     args = parser.parse_args(argv)
+    if _TK_MISSING is not None:
+        return tkhelp.exit_missing_tk("The confirmation dialog")
     try:
         root = tk.Tk(className=WINDOW_CLASS)
     except tk.TclError as exc:
         print(f"vidtray: error: cannot open a dialog: {exc}", file=sys.stderr)
         return 2
     dialog = Dialog(root, args.title, args.message, args.ok, args.default if args.kind == "days" else None)
+    tkhelp.place_window(root)
     root.lift()
     root.attributes("-topmost", True)
     root.focus_force()

@@ -4,8 +4,13 @@ Threads (monitor, storage refresh, actions, the daemon's callbacks) never touch 
 post a function, and the UI side runs posted functions one at a time, in order:
 
 - GTK / AppIndicator: on the GLib main loop (the main thread), woken with ``GLib.idle_add``;
-- other backends: on one named consumer thread (``tray-ui``), because pystray's xorg and win32
+- before there is an icon (no tray host yet): on the main thread's waiting loop, which ``use_wake``
+  wakes and which calls ``drain``;
+- other backends: on one named consumer thread (``tray-ui``), because pystray's win32 and darwin
   loops offer no hook; pystray's own calls are safe from a single foreign thread there.
+
+The tray's slow menu actions use a second Dispatcher on its own thread (``tray-action``): one at a
+time, in order, and a daemon thread, so an action still waiting for a dialog never holds up the exit.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.ui_thread: int | None = None
 
-    # -- wiring (once, before the icon runs) --------------------------------------------------
+    # -- wiring (before the icon runs; the waiting loop's wake may be replaced by the icon's) ---
+    def use_wake(self, wake: Callable[[], None]) -> None:
+        """Someone calls ``drain`` on their thread; ``wake`` (any thread) tells them there is work."""
+        self._wake = wake
+        wake()
+
     def use_glib(self) -> None:
         """Run posted work on the GLib main loop (GTK-based pystray backends)."""
         from gi.repository import GLib
@@ -38,9 +48,10 @@ class Dispatcher:
         self._wake = wake
         wake()  # anything posted before wiring
 
-    def use_thread(self) -> None:
-        """Run posted work on one consumer thread (backends without a main-loop hook)."""
-        self._thread = threading.Thread(target=self._consume, name="tray-ui", daemon=True)
+    def use_thread(self, name: str = "tray-ui") -> None:
+        """Run posted work on one consumer thread (backends without a main-loop hook, slow actions)."""
+        self._wake = None
+        self._thread = threading.Thread(target=self._consume, name=name, daemon=True)
         self._thread.start()
 
     # -- producer side (any thread) ------------------------------------------------------------

@@ -3,7 +3,8 @@
 The lock lives in the per-user state folder (platformdirs), not under the data dir, so two
 configs with different data folders still cannot run two trays for one user. It is an OS lock
 (``flock`` / ``LockFileEx`` through filelock): a crashed tray releases it with its process, so a
-stale file never blocks the next login. The holder's pid sits next to it for the message.
+stale file never blocks the next login. The holder's pid sits next to it for the message and for
+``vidtray tray --quit`` (:func:`stop_running`), which is how a tray without an icon is ended.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,14 +57,62 @@ def single_instance(folder: Path | None = None) -> Iterator[None]:
     except Timeout:
         pid = running_pid(folder)
         who = f" (pid {pid})" if pid else ""
-        raise AlreadyRunning(f"vidtray tray is already running{who}; use its icon, "
-                             "or quit it from its menu first") from None
+        raise AlreadyRunning(f"vidtray tray is already running{who}; quit it from its menu, "
+                             "or with `vidtray tray --quit`") from None
     pid_file = folder / "tray.pid"
     try:
         atomic_write_text(pid_file, f"{os.getpid()}\n")
         yield
     finally:
-        with contextlib.suppress(OSError):
-            if running_pid(folder) == os.getpid():
-                pid_file.unlink()
+        forget_pid(folder)
         lock.release()
+
+
+def forget_pid(folder: Path | None = None) -> None:
+    """Remove the pid file if it names this process (also called right before a forced exit)."""
+    folder = folder or lock_dir()
+    with contextlib.suppress(OSError):
+        if running_pid(folder) == os.getpid():
+            folder.joinpath("tray.pid").unlink()
+
+
+def _lock_free(folder: Path) -> bool:
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(folder / "tray.lock", thread_local=False, fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    lock.release()
+    return True
+
+
+def stop_running(folder: Path | None = None, timeout: float = 20.0) -> int | None:
+    """Ask the running tray to quit (SIGTERM) and wait until its lock is free.
+
+    Returns its pid, or None when no tray runs. OperationFailed when it does not end within ``timeout``.
+    """
+    folder = folder or lock_dir()
+    if not folder.joinpath("tray.lock").exists() or _lock_free(folder):
+        return None
+    pid = running_pid(folder)
+    for _ in range(20):  # a tray that just took the lock writes its pid a moment later
+        if pid is not None:
+            break
+        time.sleep(0.05)
+        pid = running_pid(folder)
+    if pid is None:
+        raise OperationFailed(f"a tray holds {folder / 'tray.lock'} but wrote no pid to {folder / 'tray.pid'}")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # ended meanwhile: the lock tells
+    except PermissionError as exc:
+        raise OperationFailed(f"cannot stop the tray (pid {pid}): {exc.strerror}") from exc
+    deadline = time.monotonic() + timeout
+    while not _lock_free(folder):
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"the tray (pid {pid}) did not quit within {timeout:g} s")
+        time.sleep(0.1)
+    return pid

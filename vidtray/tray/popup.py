@@ -5,8 +5,9 @@ popup imports huggingface_hub (model cache, download sizes), which the tray neve
 Fields are checked on every keystroke; a field with a problem says what is wrong under it,
 and nothing is queued until every field is fine. Enter submits, Esc closes.
 
-Exit status: 0 a job was queued (its id printed as one JSON line), 1 closed without queueing,
-2 bad config.
+Exit status: 0 a job was queued (its id printed as one JSON line), 1 closed without queueing (or
+the window could not open: then a ``vidtray: error:`` line says why), 2 bad config, 3 Tk is not
+installed (``tkhelp.EXIT_MISSING_TK``; the line names the package).
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ import logging
 import queue as thread_queue
 import sys
 import threading
-import tkinter as tk
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from tkinter import ttk
 
 from vidtray.config import Config
 from vidtray.errors import VidtrayError
 from vidtray.services.fsutil import gib, human_size
-from vidtray.tray import form
+from vidtray.tray import form, tkhelp
+
+try:
+    import tkinter as tk
+    from tkinter import ttk
+except ImportError as exc:  # Debian/Ubuntu ship Tk apart (python3-tk): main() says so in one line
+    _TK_MISSING: ImportError | None = exc
+else:
+    _TK_MISSING = None
 
 log = logging.getLogger("vidtray.popup")
 
@@ -298,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vidtray.logs import setup_logging
 
     setup_logging()
+    if _TK_MISSING is not None:
+        return tkhelp.exit_missing_tk("The prompt window")
     try:
         cfg = load_config(args.config)
     except VidtrayError as exc:
@@ -306,8 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         window = build_window(cfg, args.prompt)
     except tk.TclError as exc:
-        print(f"vidtray: error: cannot open the popup window: {exc}", file=sys.stderr)
+        print(f"vidtray: error: cannot open the prompt window: {exc}", file=sys.stderr)
         return 1
+    tkhelp.place_window(window.master)
     # Come to the front: the tray's click gave focus to the panel, not to us.
     window.master.lift()
     window.master.attributes("-topmost", True)
