@@ -143,8 +143,8 @@ if [ "$os" != Darwin ]; then
         extras="linux"
         say "tray menu: building PyGObject (no system PyGObject for $PY, but its build headers are there)"
     else
-        say "NOTE: no PyGObject for $PY: the tray icon will have no menu (left click still opens the popup)."
-        say "  For the menu install it and run this again:"
+        say "NOTE: no PyGObject for $PY: vidtray runs its services but shows no tray icon (it says so when it starts)."
+        say "  For the icon install it and run this again:"
         say "    Debian/Ubuntu: sudo apt install python3-gi gir1.2-gtk-3.0"
         say "    Fedora:        sudo dnf install python3-gobject gtk3"
         say "    Arch:          sudo pacman -S python-gobject gtk3"

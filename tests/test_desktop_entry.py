@@ -37,8 +37,9 @@ def test_install_writes_a_valid_entry_and_the_icon_and_remove_takes_both(cli, is
     r = cli("autostart", "enable")
     assert r.returncode == 0, r.stderr
     auto = isolated_env["XDG_CONFIG_HOME"] / "autostart" / f"{APP_ID}.desktop"
-    # One app to the desktop: the same file name, the same program.
-    assert read_desktop_entry(auto.read_text())["Exec"] == keys["Exec"]
+    # One app to the desktop: the same file name, the same program; from the menu it also opens the
+    # prompt window of a tray that already runs (--activate), at login it just starts the tray.
+    assert read_desktop_entry(auto.read_text())["Exec"] + " --activate" == keys["Exec"]
 
     r = cli("desktop-entry", "remove")
     assert r.returncode == 0 and r.stdout.startswith("application menu entry: not installed")

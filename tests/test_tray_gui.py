@@ -53,6 +53,14 @@ def test_icon_docks_and_a_second_tray_refuses_to_start(tray_host, cli, isolated_
                              "quit it from its menu, or with `vidtray tray --quit`\n")
     assert tray.proc.poll() is None and len(docked_icons(tray_host.display.name)) == 1
 
+    # The application menu's entry (`--activate`): a second start opens the running tray's prompt window.
+    third = cli("tray", "--activate", env={"DISPLAY": tray_host.display.name})
+    assert third.returncode == 0 and third.stderr == ""
+    popup = wait_until(lambda: tray_host.run(["xdotool", "search", "--onlyvisible", "--class",
+                                              "VidtrayPopup"]).stdout.split(), 30, "the prompt popup")
+    tray_host.run(["xdotool", "windowclose", popup[0]])
+    assert tray.proc.poll() is None and len(docked_icons(tray_host.display.name)) == 1
+
     assert tray.stop() == 0  # SIGTERM: a clean quit
     log = _log(isolated_env)
     assert "tray icon (backend gtk, menu yes): an XEmbed system tray manages" in log

@@ -33,7 +33,9 @@ def _run(args: argparse.Namespace, ctx) -> int:
     if args.action == "install":
         from vidtray.icons import icon_path
 
-        st = entry.install(autostart.launch_command(), icon_path("idle", "png"), workdir=autostart.source_checkout())
+        # --activate: picked from the menu while the tray runs, it opens the prompt window.
+        st = entry.install([*autostart.launch_command(), "--activate"], icon_path("idle", "png"),
+                           workdir=autostart.source_checkout())
     elif args.action == "remove":
         st = entry.remove()
     else:

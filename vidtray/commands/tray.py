@@ -12,6 +12,7 @@ starts: the services run, one notification says what is missing, and the icon co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tray", help="run the tray icon (and the watcher, scheduler and worker behind it)")
     p.add_argument("--quit", action="store_true",
                    help="ask the running tray to quit (one without an icon too) and wait until it has")
+    p.add_argument("--activate", action="store_true",
+                   help="if a tray already runs, open its prompt window instead of saying so (the app menu's entry)")
     p.set_defaults(handler=run)
 
 
@@ -37,10 +40,18 @@ def run(args: argparse.Namespace, ctx) -> int:
         notify_bad_config(exc)
         raise
     from vidtray.tray.backend import choose_backend
-    from vidtray.tray.instance import single_instance
+    from vidtray.tray.instance import AlreadyRunning, single_instance
 
     # The lock first: a second tray says "already running" whatever else is wrong with this start.
-    with single_instance():
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(single_instance())
+        except AlreadyRunning:
+            if not args.activate:
+                raise
+            # Started from the application menu while the tray runs: the person wants to make a video.
+            open_popup(ctx.config_arg)
+            return 0
         choice = choose_backend()
         if choice.fatal:
             raise OperationFailed(f"cannot show a tray icon: {choice.reason}; "
@@ -56,6 +67,20 @@ def run(args: argparse.Namespace, ctx) -> int:
         notifier = make_notifier(cfg)
         app = TrayApp(cfg, link=ServiceLink(cfg, notifier), notifier=notifier, config_arg=config_arg)
         return app.run(choice)
+
+
+def open_popup(config_arg: str | None) -> None:
+    """The prompt window as its own process, detached: this command returns at once."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "vidtray.tray.popup"]
+    if config_arg:
+        argv += ["--config", str(Path(config_arg).expanduser().absolute())]
+    # Detached, pipes included: a caller reading our output must not wait for the window to close.
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    log.info("a tray already runs: opened its prompt window")
 
 
 def quit_running() -> int:
