@@ -266,14 +266,15 @@ if [ "$START" = yes ]; then
     # Detached, from the home folder (not this checkout: `python -m` children would import it), output
     # in vidtray's log file (vidtray doctor shows where).
     cd "$HOME"
+    # An update: the tray that runs now has the old code; it quits (and waits until it has) first.
+    "$VIDTRAY" tray --quit >/dev/null 2>&1 || true
     nohup "$venv/bin/vidtray-tray" >/dev/null 2>&1 </dev/null &
     pid=$!
     sleep 2
     if kill -0 "$pid" 2>/dev/null; then
         say "tray started (pid $pid): left click opens the prompt popup, right click the menu"
     else
-        say "the tray did not stay up. If vidtray was already running, quit it from its menu and run"
-        say "  $VIDTRAY_BIN/vidtray-tray; otherwise see: $VIDTRAY doctor"
+        say "the tray did not stay up; see: $VIDTRAY doctor (and the log file it names)"
     fi
 else
     say "start the tray with: $VIDTRAY_BIN/vidtray-tray (or from the application menu)"
