@@ -16,6 +16,7 @@ from vidtray.config import Config
 from vidtray.services.jobs import Jobs, JobScheduler
 from vidtray.services.library import open_library
 from vidtray.services.notify import RecordingNotifier
+from vidtray.services.storage import iso
 
 DAY = 86400.0
 NOW = time.time()
@@ -40,8 +41,11 @@ class Scene:
         v = cfg.videos_dir
         v.mkdir(parents=True, exist_ok=True)
 
+        ages: dict[Path, float] = {}
+
         def video(name: str, days: float, sidecar: bool = True) -> Path:
             path = v / name
+            ages[path] = days
             shutil.copyfile(sample, path)
             if sidecar:
                 path.with_suffix(".json").write_text(json.dumps({"prompt": f"prompt of {name}", "seed": 1}))
@@ -67,7 +71,8 @@ class Scene:
         lib = open_library(cfg)
         items = {}
         for path in (self.old, self.old2, self.new, self.pinned, self.scheduled):
-            items[path] = lib.add_video(path)
+            # Imported when it was made: the library first listed it as long ago as its mtime says.
+            items[path] = lib.add_video(path, added=iso(NOW - ages[path] * DAY))
         lib.update(lambda doc: _edit(doc, {
             str(self.pinned): {"pinned": True},
             str(self.scheduled): {"scheduled_at": "2030-01-01T09:00:00+00:00"},

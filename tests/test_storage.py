@@ -42,6 +42,14 @@ def _video(folder: Path, name: str, size: int = 1000, age_days: float = 0, sidec
     return path
 
 
+def _listed(cfg, *videos: Path, days: float) -> None:
+    """Put ``videos`` in the library as first listed ``days`` ago (their age for --older-than)."""
+    from vidtray.services.library import open_library
+
+    added = storage.iso(time.time() - days * 86400)
+    open_library(cfg).add_videos([(v, {"added": added}) for v in videos])
+
+
 def test_models_report_lists_repos_and_broken(hub):
     report = storage.models_report(hub)
     ids = {r["repo_id"]: r for r in report["repos"]}
@@ -142,6 +150,7 @@ def test_clean_videos_to_trash_with_sidecar(cli, cfg, isolated_env):
     old = _video(cfg.videos_dir, "old.mp4", 4000, age_days=40, sidecar=True)
     new = _video(cfg.videos_dir, "new.mp4", 4000, age_days=1, sidecar=True)
     partial = _video(cfg.partial_dir, "old2.mp4", 10, age_days=90)
+    _listed(cfg, old, new, days=40)
     res = cli("clean", "videos", "--older-than", "30d", "--yes", "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
@@ -189,7 +198,7 @@ def test_protected_are_kept(cfg):
     a = _video(cfg.videos_dir, "a.mp4", age_days=50)
     b = _video(cfg.videos_dir, "b.mp4", age_days=50)
     res = storage.delete_videos(cfg.videos_dir, older_than_days=30, now=time.time(), to_trash=False,
-                                protected={a})
+                                protected={a}, first_seen={a: 0.0, b: 0.0})
     assert res.deleted_paths == [b] and res.kept == [{"path": str(a), "reason": "pinned or scheduled in the library"}]
     assert a.exists() and not b.exists()
 
@@ -240,7 +249,8 @@ def test_clean_videos_keeps_pinned_and_scheduled_and_drops_the_deleted(cli, cfg)
     pinned = _video(cfg.videos_dir, "pinned.mp4", age_days=40)
     scheduled = _video(cfg.videos_dir, "scheduled.mp4", age_days=40)
     plain = _video(cfg.videos_dir, "plain.mp4", age_days=40)
-    items = {p.name: lib.add_video(p, title=p.stem) for p in (pinned, scheduled, plain)}
+    items = {p.name: lib.add_video(p, title=p.stem, added=storage.iso(time.time() - 40 * 86400))
+             for p in (pinned, scheduled, plain)}
     lib.edit(items["pinned.mp4"]["id"], pinned=True)
     lib.edit(items["scheduled.mp4"]["id"], scheduled_at="2031-01-01T09:00:00+00:00")
 
@@ -290,7 +300,58 @@ def test_clean_drops_entries_through_a_symlinked_data_dir(tmp_path):
     (tmp_path / "link").symlink_to(real, target_is_directory=True)
     cfg = Config.from_mapping({"data_dir": str(tmp_path / "link")}, "<test>", env={})
     lib = open_library(cfg)
-    lib.add_videos([(_video(cfg.videos_dir, "a.mp4"), {}), (_video(cfg.videos_dir, "b.mp4", age_days=9), {})])
+    lib.add_videos([(_video(cfg.videos_dir, "a.mp4"), {}),
+                    (_video(cfg.videos_dir, "b.mp4", age_days=9), {"added": storage.iso(time.time() - 9 * 86400)})])
     result = storage.clean_videos(cfg, lib, older_than_days=5, now=time.time(), to_trash=False, dry_run=False)
     assert [Path(p).name for p in result.deleted_paths] == ["b.mp4"]
     assert [i["path"] for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
+
+
+def _read_pty(fd: int, until: bytes | None, timeout: float = 60) -> bytes:
+    """What the program wrote on its terminal: up to ``until``, or until it closed the terminal."""
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while until is None or until not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {until!r} on the terminal in {timeout} s; got {out!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the program closed its end of the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_clean_videos_deletes_exactly_what_was_confirmed(cfg, isolated_env):
+    """A real `vidtray clean videos` on a pseudo-terminal: a video copied in while the question is open
+    is not in the plan the user said yes to, so it stays."""
+    import subprocess
+
+    a, b = _video(cfg.videos_dir, "a.mp4", 100), _video(cfg.videos_dir, "b.mp4", 200)
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray", "clean", "videos"], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ))
+    os.close(slave)
+    try:
+        question = _read_pty(master, b"[y/N] ")
+        assert b"Delete 2 videos (300 B) to the trash?" in question
+        third = _video(cfg.videos_dir, "c.mp4", 400)
+        os.write(master, b"y\n")
+        answer = _read_pty(master, None).decode(errors="replace")
+        assert proc.wait(timeout=60) == 0, answer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "Moved to trash 2 videos, 300 B." in answer
+    assert "c.mp4" not in answer
+    assert not a.exists() and not b.exists() and third.read_bytes() == b"v" * 400
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+    assert sorted(p.name for p in trash.iterdir()) == ["a.mp4", "b.mp4"]
