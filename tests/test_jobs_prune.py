@@ -248,3 +248,30 @@ def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path, caplog: pytes
     finally:
         sched.stop()
     assert sum("disk_check job failed" in r.getMessage() for r in caplog.records) >= 1
+
+
+def test_a_clip_copied_in_with_its_old_date_is_not_pruned(tmp_path: Path, sample_mp4: Path) -> None:
+    """`cp -p` keeps a 400-day-old mtime; the clip is new to vidtray, so the prune leaves it until it has
+    been in the library for prune_after_days."""
+    import subprocess
+
+    from vidtray.services.watcher import Watcher
+
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4)
+    camera = aged(shutil.copyfile(sample_mp4, tmp_path / "holiday.mp4"), 400)
+    clip = scene.cfg.videos_dir / "holiday.mp4"
+    subprocess.run(["cp", "-p", str(camera), str(clip)], check=True)
+    assert clip.stat().st_mtime == pytest.approx(NOW - 400 * DAY, abs=1)
+
+    # Seconds after it arrived, before the watcher imported it: not in the library, so it counts as new.
+    assert jobs.prune(time.time()).deleted == 2  # the two old videos of the scene
+    assert clip.exists() and not scene.old.exists()
+    # Imported (a real reconcile, as the watcher and `library rescan` do): first listed now.
+    lib = open_library(scene.cfg)
+    assert Watcher(lib, [scene.cfg.videos_dir]).reconcile().imported == [str(clip)]
+    assert jobs.prune(time.time()).deleted == 0
+    assert jobs.prune(time.time() + 29 * DAY).deleted == 1  # only the scene's 2-day-old video is old now
+    assert clip.exists() and not scene.new.exists()
+    # In the library for longer than prune_after_days: old now.
+    assert jobs.prune(time.time() + 31 * DAY).deleted == 1
+    assert not clip.exists()

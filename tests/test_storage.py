@@ -355,3 +355,68 @@ def test_clean_videos_deletes_exactly_what_was_confirmed(cfg, isolated_env):
     assert not a.exists() and not b.exists() and third.read_bytes() == b"v" * 400
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
     assert sorted(p.name for p in trash.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_older_than_counts_from_when_the_library_first_listed_the_video(cli, cfg, tmp_path):
+    import subprocess
+
+    camera = _video(tmp_path / "camera", "holiday.mp4", 500, age_days=400)
+    copied = cfg.videos_dir / "holiday.mp4"
+    subprocess.run(["cp", "-p", str(camera), str(copied)], check=True)  # keeps the 400-day-old mtime
+    listed_late = _video(cfg.videos_dir, "late.mp4", 300, age_days=90)
+    _listed(cfg, listed_late, days=2)
+    old = _video(cfg.videos_dir, "old.mp4", 100, age_days=60)
+    _listed(cfg, old, days=60)
+
+    res = cli("clean", "videos", "--older-than", "30", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [d["path"] for d in doc["deleted"]] == [str(old)] and doc["deleted"][0]["age_days"] >= 60
+    assert doc["age_from"] == "max(added, mtime)" and doc["older_than_days"] == 30
+    reasons = {Path(k["path"]).name: k["reason"] for k in doc["kept"]}
+    assert reasons["holiday.mp4"] == "not in the library yet: its age counts from now"
+    assert reasons["late.mp4"].startswith("in the library only since ")
+    assert copied.exists() and listed_late.exists() and not old.exists()
+
+    human = cli("clean", "videos", "--older-than", "30", "--dry-run").stdout
+    assert "age counts from the later of when the library first listed the video" in human
+    assert "Nothing to delete." in human
+    assert "first listed the video ('added')" in " ".join(cli("clean", "videos", "--help").stdout.split())
+
+
+def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entries(cfg, monkeypatch):
+    import send2trash
+
+    from vidtray.services.library import open_library
+
+    lib = open_library(cfg)
+    a, b, c, d = (_video(cfg.videos_dir, f"{n}.mp4", 100, sidecar=True) for n in "abcd")
+    lib.add_videos([(p, {}) for p in (a, b, c, d)])
+    plan = storage.plan_clean(cfg, lib, older_than_days=None, now=time.time())
+    assert [v.video.path.name for v in plan.videos] == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+
+    with b.open("ab") as fh:  # still being written to
+        fh.write(b"more")
+    c.with_suffix(".json").write_text('{"prompt": "edited"}')  # its sidecar changed
+    trash = send2trash.send2trash
+
+    def someone_else_deletes_d_first(path):
+        if path.endswith("d.mp4"):
+            os.unlink(path)  # another cleanup won the race
+            raise OSError(2, f"File not found: {path}")
+        trash(path)
+
+    monkeypatch.setattr(send2trash, "send2trash", someone_else_deletes_d_first)
+    result = storage.execute_clean(lib, plan, to_trash=True)
+
+    assert result.deleted_paths == [a, c]
+    assert result.deleted[1]["companions"] == []  # c went, its changed sidecar stayed
+    assert result.freed_bytes == 100 + len('{"prompt": "x"}') + 100
+    assert {(Path(s["path"]).name, s["reason"]) for s in result.skipped} == {
+        ("b.mp4", "changed since it was planned (size or modification time)"),
+        ("c.json", "changed since it was planned (size or modification time)"),
+        ("d.mp4", "gone before it could be deleted")}
+    assert b.exists() and b.with_suffix(".json").exists() and c.with_suffix(".json").exists()
+    # Only what this cleanup really deleted leaves the library; d's entry is the watcher's to mark missing.
+    assert sorted(Path(i["path"]).name for i in lib.items()) == ["b.mp4", "d.mp4"]
+    assert result.as_dict()["skipped"] == result.skipped
