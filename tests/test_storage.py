@@ -420,3 +420,24 @@ def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entri
     # Only what this cleanup really deleted leaves the library; d's entry is the watcher's to mark missing.
     assert sorted(Path(i["path"]).name for i in lib.items()) == ["b.mp4", "d.mp4"]
     assert result.as_dict()["skipped"] == result.skipped
+
+
+def test_clean_sees_a_video_listed_under_two_paths_once(cfg, tmp_path):
+    """An older library may list one video twice (a watch_dirs symlink to the videos folder): one video,
+    the later 'added' counts, a pin on either entry keeps it, and deleting it drops both entries."""
+    from vidtray.services.library import open_library
+
+    link = tmp_path / "link"
+    link.symlink_to(cfg.videos_dir, target_is_directory=True)
+    a, b = _video(cfg.videos_dir, "a.mp4", 100, age_days=90), _video(cfg.videos_dir, "b.mp4", 100, age_days=90)
+    lib = open_library(cfg)
+    old, recent = storage.iso(time.time() - 90 * 86400), storage.iso(time.time() - 86400)
+    lib.add_videos([(a, {"added": old}), (link / "a.mp4", {"added": recent}),
+                    (b, {"added": old}), (link / "b.mp4", {"added": old, "pinned": True})])
+    plan = storage.plan_clean(cfg, lib, older_than_days=30, now=time.time())
+    assert plan.videos == [] and sorted((Path(k["path"]).name, k["reason"][:6]) for k in plan.kept) == [
+        ("a.mp4", "in the"), ("b.mp4", "pinned")]
+    lib.update(lambda doc: [i.update(added=old, pinned=False) for i in doc["items"]] and doc)
+    result = storage.execute_clean(lib, storage.plan_clean(cfg, lib, older_than_days=30, now=time.time()),
+                                   to_trash=False)
+    assert result.deleted_paths == [a, b] and lib.items() == []
