@@ -255,19 +255,18 @@ class CleanResult:
 
 
 def _companions(video: Path, root: Path, thumb: Path | None, thumbs_root: Path | None) -> tuple[PlannedFile, ...]:
-    found = []
-    sidecar = video.with_suffix(".json")
-    if _inside(sidecar, root):
-        found.append((sidecar, root))
-    if thumb is not None and thumbs_root is not None and _inside(thumb, thumbs_root):
-        found.append((thumb, thumbs_root))
+    # The sidecar sits beside the video, in a real folder of the resolved videos folder; the thumbnail
+    # must be inside the thumbnails folder.
+    wanted = [(video.with_suffix(".json"), root)]
+    if thumb is not None and thumbs_root is not None:
+        wanted.append((thumb, thumbs_root))
     out = []
-    for path, where in found:
+    for path, where in wanted:
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode):
+        if stat.S_ISREG(st.st_mode) and (where is root or _inside(path, where)):
             out.append(PlannedFile.of(path, where, st))
     return tuple(out)
 
