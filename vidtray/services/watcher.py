@@ -690,8 +690,8 @@ def distinct_folders(folders: Iterable[Path]) -> list[Path]:
         except OSError:
             pass  # not there (yet): its resolved path is all we can compare
         if any(k in seen for k in keys):
-            first = next(f for f in out if os.path.realpath(f) == keys[0] or _same_dir(f, keys[1:]))
-            log.info("watch folder %s is %s; watching it once", path, first)
+            first = next((f for f in out if os.path.realpath(f) == keys[0] or _same_dir(f, keys[1:])), None)
+            log.info("watch folder %s is the same folder as %s; watching it once", path, first)
             continue
         seen.update(keys)
         out.append(path)
