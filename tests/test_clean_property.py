@@ -18,8 +18,17 @@ names = st.sampled_from(["a", "b", "clip", "x y", "ünï", "~lock", ".hidden", "
 exts = st.sampled_from([".mp4", ".webm", ".MOV", ".json", ".txt", ".mp4.tmp", ".crdownload"])
 folders = st.lists(st.sampled_from(["", "sub", "sub/deep", ".partial", ".partial/x", "linkdir", "other"]),
                    min_size=1, max_size=1)
+# When the library first listed the file: days ago, not listed (None: counts as now), or listed without
+# a usable "added" ("undated": its mtime alone counts).
+listed = st.one_of(st.none(), st.just("undated"), st.integers(0, 90))
 entry = st.tuples(folders.map(lambda f: f[0]), names, exts, st.integers(0, 90),
-                  st.sampled_from(["file", "file", "file", "link_in", "link_out"]))
+                  st.sampled_from(["file", "file", "file", "link_in", "link_out"]), listed)
+
+
+def _first_seen(when: int | str | None) -> float:
+    if when is None:
+        return NOW
+    return float("-inf") if when == "undated" else NOW - when * 86400
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,7 +47,8 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
         os.utime(outside_file, (NOW - 99 * 86400,) * 2)
 
         created: list[Path] = []
-        for folder, name, ext, age, kind in entries:
+        first_seen: dict[Path, float] = {}
+        for folder, name, ext, age, kind, when in entries:
             path = root / folder / f"{name}{ext}"
             if path.exists() or path.is_symlink():
                 continue
@@ -51,6 +61,8 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
             else:
                 path.symlink_to(outside_file)
             created.append(path)
+            if when is not None:
+                first_seen[path] = _first_seen(when)
         protected = {created[i] for i in protect if i < len(created)}
 
         before = _snapshot(tmp)
@@ -61,14 +73,15 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
             in_real_dir = rel.parts[0] != "linkdir" and not any(p.startswith(".") for p in rel.parts[:-1])
             if (in_real_dir and not path.is_symlink() and is_finished_video_name(path.name)
                     and path not in protected
-                    and (older is None or path.stat().st_mtime <= NOW - older * 86400)):
+                    and (older is None or max(first_seen.get(path, NOW), path.stat().st_mtime)
+                         <= NOW - older * 86400)):
                 expected.add(path)
                 sidecar = path.with_suffix(".json")
                 if sidecar.is_file() and not sidecar.is_symlink():
                     expected.add(sidecar)
 
         result = storage.delete_videos(root, older_than_days=older, now=NOW, protected=protected,
-                                       to_trash=to_trash, dry_run=False)
+                                       first_seen=first_seen, to_trash=to_trash, dry_run=False)
 
         after = _snapshot(tmp)
         gone = set(before) - set(after)
@@ -88,3 +101,70 @@ def _snapshot(tmp: Path) -> dict[Path, bytes | str]:
             p = Path(dirpath) / name
             out[p] = ("link:" + os.readlink(p)) if p.is_symlink() else p.read_bytes()
     return out
+
+
+# What happens to a planned video between the plan (the question) and its execution (the answer).
+CHANGES = ["none", "none", "touch", "append", "delete", "replace", "sidecar_touch", "sidecar_delete",
+           "sidecar_new"]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(videos=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]), st.booleans(),
+                                 st.sampled_from(CHANGES)), max_size=8, unique_by=lambda v: v[0]),
+       newcomers=st.integers(0, 3), to_trash=st.booleans())
+def test_executing_a_plan_deletes_only_what_was_planned_and_is_unchanged(videos, newcomers, to_trash):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "videos"
+        root.mkdir()
+        old = NOW - 50 * 86400
+        for name, sidecar, _ in videos:
+            (root / f"{name}.mp4").write_bytes(os.urandom(16))
+            os.utime(root / f"{name}.mp4", (old, old))
+            if sidecar:
+                (root / f"{name}.json").write_text("{}")
+        plan = storage.plan_videos(root, older_than_days=None, now=NOW)
+
+        expected_gone: set[Path] = set()
+        expected_skipped: set[Path] = set()
+        for name, sidecar, change in videos:
+            video, side = root / f"{name}.mp4", root / f"{name}.json"
+            if change == "touch":
+                os.utime(video, (NOW, NOW))
+            elif change == "append":
+                with video.open("ab") as fh:
+                    fh.write(b"more")
+            elif change == "delete":
+                video.unlink()
+            elif change == "replace":  # same name, size and mtime, another file (another inode)
+                tmp_file = root / f".{name}.new"
+                tmp_file.write_bytes(os.urandom(16))
+                st_old = video.stat()
+                os.utime(tmp_file, ns=(st_old.st_atime_ns, st_old.st_mtime_ns))
+                os.replace(tmp_file, video)
+            elif change == "sidecar_touch" and sidecar:
+                os.utime(side, (NOW, NOW))
+            elif change == "sidecar_delete" and sidecar:
+                side.unlink()
+            elif change == "sidecar_new" and not sidecar:
+                side.write_text("{}")
+            if change in ("touch", "append", "delete", "replace"):
+                expected_skipped.add(video)  # it and its sidecar stay
+                continue
+            expected_gone.add(video)
+            if sidecar and change in ("sidecar_touch", "sidecar_delete"):
+                expected_skipped.add(side)  # touched or gone: not the planned sidecar
+            elif sidecar:
+                expected_gone.add(side)
+        for n in range(newcomers):  # arrived while the question was open: never planned
+            (root / f"new{n}.mp4").write_bytes(b"new")
+            os.utime(root / f"new{n}.mp4", (old, old))
+
+        before = _snapshot(root)
+        result = storage.execute_plan(plan, to_trash=to_trash)
+        after = _snapshot(root)
+        assert set(before) - set(after) == expected_gone
+        assert set(result.deleted_paths) == {p for p in expected_gone if p.suffix == ".mp4"}
+        assert {Path(s["path"]) for s in result.skipped} == expected_skipped
+        assert result.freed_bytes == sum(len(before[p]) for p in expected_gone)
+        for path, content in after.items():
+            assert before[path] == content

@@ -17,6 +17,7 @@ from vidtray.config import Config
 from vidtray.services.jobs import Jobs, JobScheduler
 from vidtray.services.library import open_library
 from vidtray.services.notify import RecordingNotifier
+from vidtray.services.storage import iso
 
 DAY = 86400.0
 NOW = time.time()
@@ -41,8 +42,11 @@ class Scene:
         v = cfg.videos_dir
         v.mkdir(parents=True, exist_ok=True)
 
+        ages: dict[Path, float] = {}
+
         def video(name: str, days: float, sidecar: bool = True) -> Path:
             path = v / name
+            ages[path] = days
             shutil.copyfile(sample, path)
             if sidecar:
                 path.with_suffix(".json").write_text(json.dumps({"prompt": f"prompt of {name}", "seed": 1}))
@@ -68,7 +72,8 @@ class Scene:
         lib = open_library(cfg)
         items = {}
         for path in (self.old, self.old2, self.new, self.pinned, self.scheduled):
-            items[path] = lib.add_video(path)
+            # Imported when it was made: the library first listed it as long ago as its mtime says.
+            items[path] = lib.add_video(path, added=iso(NOW - ages[path] * DAY))
         lib.update(lambda doc: _edit(doc, {
             str(self.pinned): {"pinned": True},
             str(self.scheduled): {"scheduled_at": "2030-01-01T09:00:00+00:00"},
@@ -248,3 +253,30 @@ def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path, caplog: pytes
     failed = [r for r in caplog.records if "disk_check job failed" in r.getMessage()]
     assert len(failed) == 1 and "volume vanished" in failed[0].getMessage()
     assert sum("disk_check job works again" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_clip_copied_in_with_its_old_date_is_not_pruned(tmp_path: Path, sample_mp4: Path) -> None:
+    """`cp -p` keeps a 400-day-old mtime; the clip is new to vidtray, so the prune leaves it until it has
+    been in the library for prune_after_days."""
+    import subprocess
+
+    from vidtray.services.watcher import Watcher
+
+    scene, jobs, rec = make_scene(tmp_path, sample_mp4)
+    camera = aged(shutil.copyfile(sample_mp4, tmp_path / "holiday.mp4"), 400)
+    clip = scene.cfg.videos_dir / "holiday.mp4"
+    subprocess.run(["cp", "-p", str(camera), str(clip)], check=True)
+    assert clip.stat().st_mtime == pytest.approx(NOW - 400 * DAY, abs=1)
+
+    # Seconds after it arrived, before the watcher imported it: not in the library, so it counts as new.
+    assert jobs.prune(time.time()).deleted == 2  # the two old videos of the scene
+    assert clip.exists() and not scene.old.exists()
+    # Imported (a real reconcile, as the watcher and `library rescan` do): first listed now.
+    lib = open_library(scene.cfg)
+    assert Watcher(lib, [scene.cfg.videos_dir]).reconcile().imported == [str(clip)]
+    assert jobs.prune(time.time()).deleted == 0
+    assert jobs.prune(time.time() + 29 * DAY).deleted == 1  # only the scene's 2-day-old video is old now
+    assert clip.exists() and not scene.new.exists()
+    # In the library for longer than prune_after_days: old now.
+    assert jobs.prune(time.time() + 31 * DAY).deleted == 1
+    assert not clip.exists()

@@ -22,6 +22,7 @@ from media_helpers import write_mp4
 from vidtray.config import Config
 from vidtray.services.jobs import GiB, pause_flag_path
 from vidtray.services.library import open_library
+from vidtray.services.storage import iso
 
 DAY = 86400.0
 
@@ -74,7 +75,7 @@ def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
     new = _aged(shutil.copyfile(sample, videos / "zeroscope_20240301-000000_bbbbbbbb.mp4"), 1)
     pinned = _aged(shutil.copyfile(sample, videos / "keeper.mp4"), 400)
     lib = open_library(cfg)
-    lib.add_video(old)
+    lib.add_video(old, added=iso(time.time() - 45 * DAY))  # imported when it was made
     pinned_item = lib.add_video(pinned)
     lib.update(lambda doc: _pin(doc, str(pinned)))
 
@@ -143,6 +144,9 @@ def test_watch_prunes_after_a_suspend(desktop: Desktop, tmp_path: Path, isolated
     try:
         assert wait_for(lambda: "scheduler started" in _read(log) or "scheduler started" in _logfile(isolated_env),
                      timeout=20), _read(log)
+        # The library has listed it for 40 days (the file was away, on an unplugged drive): old by
+        # both dates, so the late prune takes it.
+        open_library(cfg).add_video(cfg.videos_dir / "old.mp4", added=iso(time.time() - 40 * DAY))
         old = _aged(write_mp4(cfg.videos_dir / "old.mp4"), 40)
         proc.send_signal(signal.SIGSTOP)
         time.sleep(5)  # the due time passes while frozen
@@ -179,6 +183,7 @@ def test_watch_without_a_notification_daemon_keeps_working(desktop_no_daemon: De
     )
     cfg = Config.from_path(config)
     old = _aged(write_mp4(cfg.videos_dir / "old.mp4"), 40)
+    open_library(cfg).add_video(old, added=iso(time.time() - 40 * DAY))  # imported when it was made
     log = tmp_path / "watch.log"
     proc = _start_watch(config, {**desktop_no_daemon.env, "VIDTRAY_CONFIG": str(config)}, log)
     try:

@@ -190,3 +190,24 @@ def test_an_exact_id_wins_over_a_longer_one(cfg: Config, prefixed: Library) -> N
     assert prefixed.get("abc123")["path"].endswith("one.mp4")
     with pytest.raises(UserError, match="ambiguous"):
         prefixed.get("abc12")
+
+
+def test_a_watch_dir_that_links_to_the_videos_folder_lists_each_video_once(cli, cfg: Config, clip: Path,
+                                                                           tmp_path: Path) -> None:
+    shutil.copyfile(clip, cfg.videos_dir / "one.mp4")
+    shutil.copyfile(clip, cfg.videos_dir / "two.mp4")
+    link = tmp_path / "my-videos"
+    link.symlink_to(cfg.videos_dir, target_is_directory=True)
+    config = tmp_path / "config.toml"
+    config.write_text(f'watch_dirs = ["{link}"]\n')
+    r = cli("--config", str(config), "library", "rescan", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    # The videos folder's spelling wins (it is listed first); the link is the same folder, watched once.
+    assert sorted(doc["imported"]) == [str(cfg.videos_dir / "one.mp4"), str(cfg.videos_dir / "two.mp4")]
+    assert doc["folders"] == [str(cfg.videos_dir)]
+    assert sorted(i["path"] for i in Library(cfg.library_file).items()) == sorted(doc["imported"])
+    report = json.loads(cli("--config", str(config), "storage", "--json").stdout)
+    assert report["library"]["items"] == 2 and report["videos"]["count"] == 2
+    r = cli("--config", str(config), "library", "rescan", "--json")
+    assert json.loads(r.stdout)["imported"] == [] and len(Library(cfg.library_file).items()) == 2

@@ -42,6 +42,14 @@ def _video(folder: Path, name: str, size: int = 1000, age_days: float = 0, sidec
     return path
 
 
+def _listed(cfg, *videos: Path, days: float) -> None:
+    """Put ``videos`` in the library as first listed ``days`` ago (their age for --older-than)."""
+    from vidtray.services.library import open_library
+
+    added = storage.iso(time.time() - days * 86400)
+    open_library(cfg).add_videos([(v, {"added": added}) for v in videos])
+
+
 def test_models_report_lists_repos_and_broken(hub):
     report = storage.models_report(hub)
     ids = {r["repo_id"]: r for r in report["repos"]}
@@ -142,6 +150,7 @@ def test_clean_videos_to_trash_with_sidecar(cli, cfg, isolated_env):
     old = _video(cfg.videos_dir, "old.mp4", 4000, age_days=40, sidecar=True)
     new = _video(cfg.videos_dir, "new.mp4", 4000, age_days=1, sidecar=True)
     partial = _video(cfg.partial_dir, "old2.mp4", 10, age_days=90)
+    _listed(cfg, old, new, days=40)
     res = cli("clean", "videos", "--older-than", "30d", "--yes", "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
@@ -189,7 +198,7 @@ def test_protected_are_kept(cfg):
     a = _video(cfg.videos_dir, "a.mp4", age_days=50)
     b = _video(cfg.videos_dir, "b.mp4", age_days=50)
     res = storage.delete_videos(cfg.videos_dir, older_than_days=30, now=time.time(), to_trash=False,
-                                protected={a})
+                                protected={a}, first_seen={a: 0.0, b: 0.0})
     assert res.deleted_paths == [b] and res.kept == [{"path": str(a), "reason": "pinned or scheduled in the library"}]
     assert a.exists() and not b.exists()
 
@@ -240,7 +249,8 @@ def test_clean_videos_keeps_pinned_and_scheduled_and_drops_the_deleted(cli, cfg)
     pinned = _video(cfg.videos_dir, "pinned.mp4", age_days=40)
     scheduled = _video(cfg.videos_dir, "scheduled.mp4", age_days=40)
     plain = _video(cfg.videos_dir, "plain.mp4", age_days=40)
-    items = {p.name: lib.add_video(p, title=p.stem) for p in (pinned, scheduled, plain)}
+    items = {p.name: lib.add_video(p, title=p.stem, added=storage.iso(time.time() - 40 * 86400))
+             for p in (pinned, scheduled, plain)}
     lib.edit(items["pinned.mp4"]["id"], pinned=True)
     lib.edit(items["scheduled.mp4"]["id"], scheduled_at="2031-01-01T09:00:00+00:00")
 
@@ -290,7 +300,144 @@ def test_clean_drops_entries_through_a_symlinked_data_dir(tmp_path):
     (tmp_path / "link").symlink_to(real, target_is_directory=True)
     cfg = Config.from_mapping({"data_dir": str(tmp_path / "link")}, "<test>", env={})
     lib = open_library(cfg)
-    lib.add_videos([(_video(cfg.videos_dir, "a.mp4"), {}), (_video(cfg.videos_dir, "b.mp4", age_days=9), {})])
+    lib.add_videos([(_video(cfg.videos_dir, "a.mp4"), {}),
+                    (_video(cfg.videos_dir, "b.mp4", age_days=9), {"added": storage.iso(time.time() - 9 * 86400)})])
     result = storage.clean_videos(cfg, lib, older_than_days=5, now=time.time(), to_trash=False, dry_run=False)
     assert [Path(p).name for p in result.deleted_paths] == ["b.mp4"]
     assert [i["path"] for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
+
+
+def _read_pty(fd: int, until: bytes | None, timeout: float = 60) -> bytes:
+    """What the program wrote on its terminal: up to ``until``, or until it closed the terminal."""
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while until is None or until not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {until!r} on the terminal in {timeout} s; got {out!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the program closed its end of the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_clean_videos_deletes_exactly_what_was_confirmed(cfg, isolated_env):
+    """A real `vidtray clean videos` on a pseudo-terminal: a video copied in while the question is open
+    is not in the plan the user said yes to, so it stays."""
+    import subprocess
+
+    a, b = _video(cfg.videos_dir, "a.mp4", 100), _video(cfg.videos_dir, "b.mp4", 200)
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray", "clean", "videos"], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ))
+    os.close(slave)
+    try:
+        question = _read_pty(master, b"[y/N] ")
+        assert b"Delete 2 videos (300 B) to the trash?" in question
+        third = _video(cfg.videos_dir, "c.mp4", 400)
+        os.write(master, b"y\n")
+        answer = _read_pty(master, None).decode(errors="replace")
+        assert proc.wait(timeout=60) == 0, answer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "Moved to trash 2 videos, 300 B." in answer
+    assert "c.mp4" not in answer
+    assert not a.exists() and not b.exists() and third.read_bytes() == b"v" * 400
+    trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+    assert sorted(p.name for p in trash.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_older_than_counts_from_when_the_library_first_listed_the_video(cli, cfg, tmp_path):
+    import subprocess
+
+    camera = _video(tmp_path / "camera", "holiday.mp4", 500, age_days=400)
+    copied = cfg.videos_dir / "holiday.mp4"
+    subprocess.run(["cp", "-p", str(camera), str(copied)], check=True)  # keeps the 400-day-old mtime
+    listed_late = _video(cfg.videos_dir, "late.mp4", 300, age_days=90)
+    _listed(cfg, listed_late, days=2)
+    old = _video(cfg.videos_dir, "old.mp4", 100, age_days=60)
+    _listed(cfg, old, days=60)
+
+    res = cli("clean", "videos", "--older-than", "30", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [d["path"] for d in doc["deleted"]] == [str(old)] and doc["deleted"][0]["age_days"] >= 60
+    assert doc["age_from"] == "max(added, mtime)" and doc["older_than_days"] == 30
+    reasons = {Path(k["path"]).name: k["reason"] for k in doc["kept"]}
+    assert reasons["holiday.mp4"] == "not in the library yet: its age counts from now"
+    assert reasons["late.mp4"].startswith("in the library only since ")
+    assert copied.exists() and listed_late.exists() and not old.exists()
+
+    human = cli("clean", "videos", "--older-than", "30", "--dry-run").stdout
+    assert "age counts from the later of when the library first listed the video" in human
+    assert "Nothing to delete." in human
+    assert "first listed the video ('added')" in " ".join(cli("clean", "videos", "--help").stdout.split())
+
+
+def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entries(cfg, monkeypatch):
+    import send2trash
+
+    from vidtray.services.library import open_library
+
+    lib = open_library(cfg)
+    a, b, c, d = (_video(cfg.videos_dir, f"{n}.mp4", 100, sidecar=True) for n in "abcd")
+    lib.add_videos([(p, {}) for p in (a, b, c, d)])
+    plan = storage.plan_clean(cfg, lib, older_than_days=None, now=time.time())
+    assert [v.video.path.name for v in plan.videos] == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+
+    with b.open("ab") as fh:  # still being written to
+        fh.write(b"more")
+    c.with_suffix(".json").write_text('{"prompt": "edited"}')  # its sidecar changed
+    trash = send2trash.send2trash
+
+    def someone_else_deletes_d_first(path):
+        if path.endswith("d.mp4"):
+            os.unlink(path)  # another cleanup won the race
+            raise OSError(2, f"File not found: {path}")
+        trash(path)
+
+    monkeypatch.setattr(send2trash, "send2trash", someone_else_deletes_d_first)
+    result = storage.execute_clean(lib, plan, to_trash=True)
+
+    assert result.deleted_paths == [a, c]
+    assert result.deleted[1]["companions"] == []  # c went, its changed sidecar stayed
+    assert result.freed_bytes == 100 + len('{"prompt": "x"}') + 100
+    assert {(Path(s["path"]).name, s["reason"]) for s in result.skipped} == {
+        ("b.mp4", "changed since it was planned (size or modification time)"),
+        ("c.json", "changed since it was planned (size or modification time)"),
+        ("d.mp4", "gone before it could be deleted")}
+    assert b.exists() and b.with_suffix(".json").exists() and c.with_suffix(".json").exists()
+    # Only what this cleanup really deleted leaves the library; d's entry is the watcher's to mark missing.
+    assert sorted(Path(i["path"]).name for i in lib.items()) == ["b.mp4", "d.mp4"]
+    assert result.as_dict()["skipped"] == result.skipped
+
+
+def test_clean_sees_a_video_listed_under_two_paths_once(cfg, tmp_path):
+    """An older library may list one video twice (a watch_dirs symlink to the videos folder): one video,
+    the later 'added' counts, a pin on either entry keeps it, and deleting it drops both entries."""
+    from vidtray.services.library import open_library
+
+    link = tmp_path / "link"
+    link.symlink_to(cfg.videos_dir, target_is_directory=True)
+    a, b = _video(cfg.videos_dir, "a.mp4", 100, age_days=90), _video(cfg.videos_dir, "b.mp4", 100, age_days=90)
+    lib = open_library(cfg)
+    old, recent = storage.iso(time.time() - 90 * 86400), storage.iso(time.time() - 86400)
+    lib.add_videos([(a, {"added": old}), (link / "a.mp4", {"added": recent}),
+                    (b, {"added": old}), (link / "b.mp4", {"added": old, "pinned": True})])
+    plan = storage.plan_clean(cfg, lib, older_than_days=30, now=time.time())
+    assert plan.videos == [] and sorted((Path(k["path"]).name, k["reason"][:6]) for k in plan.kept) == [
+        ("a.mp4", "in the"), ("b.mp4", "pinned")]
+    lib.update(lambda doc: [i.update(added=old, pinned=False) for i in doc["items"]] and doc)
+    result = storage.execute_clean(lib, storage.plan_clean(cfg, lib, older_than_days=30, now=time.time()),
+                                   to_trash=False)
+    assert result.deleted_paths == [a, b] and lib.items() == []

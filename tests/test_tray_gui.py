@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,8 +21,9 @@ from media_helpers import write_mp4
 from tray_desktop import TrayProcess, docked_icons, open_menus, start_trayer, wait_until
 
 from vidtray.config import Config
-from vidtray.services.library import Library
+from vidtray.services.library import Library, open_library
 from vidtray.services.queue import open_queue
+from vidtray.services.storage import iso
 from vidtray.tray.backend import xembed_manager_present
 from vidtray.tray.instance import lock_dir, single_instance
 
@@ -179,6 +181,8 @@ def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, is
     new = write_mp4(cfg.videos_dir / "new_20240101-000000_bbbbbbbb.mp4")
     month_ago = time.time() - 40 * 86400
     os.utime(old, (month_ago, month_ago))
+    # Imported when it was made: old by its library "added" date too (age counts from the later of both).
+    open_library(cfg).add_video(old, added=iso(month_ago))
     config = tmp_path / "config.toml"
     config.write_text("prune_after_days = 0\n")  # the scheduled prune would otherwise beat the menu to it
     tray = TrayProcess(tray_host, ["--config", str(config)])
@@ -199,6 +203,28 @@ def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, is
     assert not old.exists() and new.exists()
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
     assert (trash / old.name).exists()  # to the trash, not for good
+    assert tray.stop() == 0
+
+
+def test_storage_menu_deletes_exactly_the_videos_the_dialog_named(tray_host, cfg: Config, isolated_env,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    named = [write_mp4(cfg.videos_dir / f"v{n}_20240101-000000_aaaaaaa{n}.mp4") for n in (1, 2)]
+    late = write_mp4(tmp_path / "late_20240101-000000_cccccccc.mp4")
+    config = tmp_path / "config.toml"
+    config.write_text("prune_after_days = 0\n")
+    tray = TrayProcess(tray_host, ["--config", str(config)])
+    icon = tray.wait_icon()
+    wait_until(lambda: "Idle - 2 videos" in tray.title(icon), 20, "the watcher to import both videos")
+
+    tray.pick_in_storage(icon, 0)  # "Delete generated videos..."
+    _dialog(tray_host)  # "Delete 2 generated videos (...) to the trash?"
+    # A third video arrives while the question is open: the answer was not about it.
+    arrived = shutil.copy2(late, cfg.videos_dir / late.name)
+    time.sleep(0.5)
+    tray.xdotool("key", "Return")
+    note = tray_host.dunst.wait_for("Videos deleted", timeout=30)
+    assert note.body.startswith("2 videos, ")
+    assert not any(p.exists() for p in named) and Path(arrived).exists()
     assert tray.stop() == 0
 
 

@@ -416,3 +416,52 @@ def test_a_still_image_renamed_to_mp4_is_not_imported(env: Env, clip: bytes, fmt
     assert w.wait_idle()
     assert set(env.by_name()) == {"video.mp4"}
     assert "photo.mp4: a still image" in caplog.text
+
+
+def test_a_watch_folder_that_links_to_another_is_watched_once(env: Env, clip: bytes) -> None:
+    (env.folder / "before.mp4").write_bytes(clip)
+    link = env.tmp / "link"
+    link.symlink_to(env.folder, target_is_directory=True)
+    w = env.start(env.folder, link)
+    assert wait_for(lambda: "before.mp4" in env.by_name())
+    (link / "through-the-link.mp4").write_bytes(clip)
+    (env.folder / "direct.mp4").write_bytes(clip)
+    assert wait_for(lambda: len(env.by_name()) == 3)
+    assert w.wait_idle()
+    assert sorted(i["path"] for i in env.lib.items()) == [
+        str(env.folder / n) for n in ("before.mp4", "direct.mp4", "through-the-link.mp4")]
+    assert w.folders == [env.folder]
+
+
+def test_a_watch_folder_that_holds_another_through_a_link_lists_each_file_once(env: Env, clip: bytes) -> None:
+    """watch_dirs = ["~/clips"] where ~/clips links to the folder that holds the videos folder: every video
+    has two paths; the library lists it once, under the path it already has, else the videos folder's."""
+    data = env.tmp / "data"
+    videos = data / "videos"
+    videos.mkdir(parents=True)
+    clips = env.tmp / "clips"
+    clips.symlink_to(data, target_is_directory=True)
+    (videos / "a.mp4").write_bytes(clip)
+    (data / "elsewhere.mp4").write_bytes(clip)
+    (videos / "listed.mp4").write_bytes(clip)
+    # Listed (by an older vidtray) under the link's path, with an edit: that entry stays as it is.
+    env.lib.add_video(clips / "videos" / "listed.mp4", title="my title")
+    w = env.start(videos, clips)
+    assert w.folders == [videos, clips]
+    assert wait_for(lambda: len(env.by_name()) == 3)
+    (videos / "b.mp4").write_bytes(clip)  # both folders' observers see it
+    assert wait_for(lambda: "b.mp4" in env.by_name())
+    assert w.wait_idle()
+    time.sleep(2 * SETTLE)
+    assert w.wait_idle()
+    assert sorted(i["path"] for i in env.lib.items()) == sorted(
+        [str(videos / "a.mp4"), str(clips / "elsewhere.mp4"), str(clips / "videos" / "listed.mp4"),
+         str(videos / "b.mp4")])
+    assert env.by_name()["listed.mp4"]["title"] == "my title"
+    (videos / "listed.mp4").unlink()
+    assert wait_for(lambda: env.by_name()["listed.mp4"]["status"] == "missing")
+    assert w.wait_idle() and len(env.lib.items()) == 4
+    w.stop()
+    # A reconcile (start, `library rescan`) agrees.
+    report = Watcher(env.lib, [videos, clips]).reconcile()
+    assert report.imported == [] and len(env.lib.items()) == 4

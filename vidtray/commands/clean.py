@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = csub.add_parser("videos", help="delete finished videos (with sidecars and thumbnails)")
     v.add_argument("--older-than", metavar="DAYS", type=parse_days,
-                   help="only videos last modified more than DAYS ago (30 or 30d)")
+                   help="only videos older than DAYS (30 or 30d); age counts from the later of when the library "
+                        "first listed the video ('added') and its last modification, so a video not in the "
+                        "library yet, or copied in with an old date, counts as new")
     v.add_argument("--permanent", action="store_true", help="delete for good instead of moving to the trash")
     _common(v)
     v.set_defaults(handler=clean_videos)
@@ -53,15 +55,15 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
     cfg = ctx.cfg
     to_trash = cfg.prune_to_trash and not args.permanent
     lib = open_library(cfg)
-    kwargs = dict(older_than_days=args.older_than, now=time.time(), to_trash=to_trash)
-    plan = storage.clean_videos(cfg, lib, dry_run=True, **kwargs)
-    result = plan
-    if plan.deleted and not args.dry_run:
+    plan = storage.plan_clean(cfg, lib, older_than_days=args.older_than, now=time.time())
+    result = plan.preview(to_trash)
+    if plan.videos and not args.dry_run:
         where = "to the trash" if to_trash else "for good"
-        if not ctx.confirm(f"Delete {plural(len(plan.deleted), 'video')} ({human_size(plan.freed_bytes)}) {where}?",
+        if not ctx.confirm(f"Delete {plural(len(plan.videos), 'video')} ({human_size(plan.freed_bytes)}) {where}?",
                            args.yes):
             raise UserError("nothing deleted (not confirmed)")
-        result = storage.clean_videos(cfg, lib, dry_run=False, **kwargs)
+        # The plan the user just confirmed, not a new scan: what arrived or changed since stays.
+        result = storage.execute_clean(lib, plan, to_trash=to_trash)
     if args.json:
         ctx.print_json(result.as_dict())
         return 0
@@ -70,8 +72,12 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
         print(f"{verb}: {item['path']} ({human_size(item['size_bytes'])})")
     for item in result.kept:
         print(f"Kept: {item['path']} ({item['reason']})")
+    for item in result.skipped:
+        print(f"Left alone: {item['path']} ({item['reason']})")
+    if args.older_than is not None:
+        print(f"Older than {args.older_than:g} days: {storage.AGE_TEXT}.")
     if not result.deleted:
-        print("Nothing to delete.")
+        print("Nothing to delete." if result.dry_run or not result.skipped else "Nothing deleted.")
     else:
         print(f"{verb} {plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)}.")
     return 0

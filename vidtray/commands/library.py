@@ -169,7 +169,9 @@ def _rescan(args: argparse.Namespace, ctx) -> int:
     lib = _library(ctx)
     lib.ensure_writable()
     forgotten = lib.removed.forget() if args.include_removed and lib.removed is not None else []
-    report = Watcher(lib, folders, thumbnails_dir=cfg.thumbnails_dir).reconcile()
+    watcher = Watcher(lib, folders, thumbnails_dir=cfg.thumbnails_dir)
+    folders = watcher.folders  # each real folder once (a watch_dirs symlink to the videos folder is not twice)
+    report = watcher.reconcile()
     restored = sorted(set(report.imported) & {r["path"] for r in forgotten})
     if args.json:
         ctx.print_json({"library": str(lib.path), "folders": [str(f) for f in folders], **report.as_dict(),

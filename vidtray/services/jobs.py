@@ -283,7 +283,12 @@ class Jobs:
         return last + self.cfg.prune_interval_s
 
     def prune(self, now: float) -> PruneOutcome:
-        """Delete finished videos older than ``prune_after_days`` (never pinned or scheduled)."""
+        """Delete finished videos older than ``prune_after_days`` (never pinned or scheduled).
+
+        Age counts as for ``clean videos --older-than`` (``storage.AGE_FROM``): from the later of when the
+        library first listed the video and its mtime, so a clip copied in with an old mtime is new. One
+        plan, executed at once, with each file re-checked against it just before it goes.
+        """
         if self.cfg.prune_after_days <= 0:
             return PruneOutcome(0, 0, 0, skipped="prune_after_days = 0")
         videos = self.cfg.videos_dir
@@ -302,6 +307,9 @@ class Jobs:
             self.notifier.prune_failed(str(exc))
             return PruneOutcome(0, 0, 0, skipped=str(exc))
         deleted = result.deleted_paths
+        if result.skipped:
+            log.info("prune: left %s alone (changed or gone since the plan)",
+                     plural(len(result.skipped), "file"))
         if deleted:
             log.info("pruned %s older than %g days, freed %s (%s)", plural(len(deleted), "video"),
                      self.cfg.prune_after_days, human_size(result.freed_bytes),

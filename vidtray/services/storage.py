@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,46 +142,133 @@ def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
     }
 
 
+#: How ``--older-than`` and the prune job measure a video's age (said in their output).
+AGE_FROM = "max(added, mtime)"
+AGE_TEXT = ("age counts from the later of when the library first listed the video (its 'added') and its "
+            "last modification; a video not in the library yet counts as new")
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of a cleanup plan as it was when planned. Executing the plan deletes it only if the
+    same file (device, inode, size, mtime) is still at its path, inside ``root``."""
+
+    path: Path
+    root: Path  # the real folder it must still be in (the videos folder, or the thumbnails folder)
+    size: int
+    mtime_ns: int
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: Path, root: Path, st: os.stat_result) -> PlannedFile:
+        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+    def why_not(self) -> str | None:
+        """Why this file may not be deleted now; None when it is still the planned file."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return "gone since it was planned"
+        except OSError as exc:
+            return f"cannot check it: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            return "no longer a plain file"
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            return "replaced by another file since it was planned"
+        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            return "changed since it was planned (size or modification time)"
+        if not _inside(self.path, self.root):
+            return f"no longer inside {self.root}"
+        return None
+
+    def still_there(self) -> bool:
+        """True while this very file is at its path (after a delete: it did not go)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: never claim it went
+        # Size and mtime too: an unlinked file's inode may be reused at once by a new file.
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.dev, self.ino, self.size, self.mtime_ns)
+
+
+@dataclass(frozen=True)
+class PlannedVideo:
+    video: PlannedFile
+    companions: tuple[PlannedFile, ...]  # sidecar, thumbnail
+    age_s: float | None = None  # by AGE_FROM; None without an age filter
+
+    @property
+    def size_bytes(self) -> int:
+        return self.video.size + sum(c.size for c in self.companions)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.video.path), "size_bytes": self.size_bytes,
+                               "companions": [str(c.path) for c in self.companions]}
+        if self.age_s is not None:
+            out["age_days"] = round(self.age_s / 86400, 2)
+        return out
+
+
+@dataclass
+class CleanPlan:
+    """Exactly what a cleanup will delete, as seen when planned: the CLI shows it, asks, and executes this
+    same plan (``execute_plan``), so a file that arrives or changes after the question is never touched."""
+
+    root: Path
+    videos: list[PlannedVideo] = field(default_factory=list)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    older_than_days: float | None = None
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(v.size_bytes for v in self.videos)
+
+    def preview(self, to_trash: bool = True) -> CleanResult:
+        """The plan as a dry run's result."""
+        return CleanResult(deleted=[v.as_dict() for v in self.videos], kept=list(self.kept),
+                           freed_bytes=self.freed_bytes, dry_run=True, to_trash=to_trash,
+                           older_than_days=self.older_than_days)
+
+
 @dataclass
 class CleanResult:
     deleted: list[dict[str, Any]] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # planned, but changed or gone: left alone
     freed_bytes: int = 0
     dry_run: bool = False
     to_trash: bool = True
+    older_than_days: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"deleted": self.deleted, "kept": self.kept, "freed_bytes": self.freed_bytes,
-                "dry_run": self.dry_run, "to_trash": self.to_trash}
+        return {"deleted": self.deleted, "kept": self.kept, "skipped": self.skipped,
+                "freed_bytes": self.freed_bytes, "dry_run": self.dry_run, "to_trash": self.to_trash,
+                "older_than_days": self.older_than_days,
+                "age_from": AGE_FROM if self.older_than_days is not None else None}
 
     @property
     def deleted_paths(self) -> list[Path]:
         return [Path(d["path"]) for d in self.deleted]
 
 
-@dataclass
-class _Victim:
-    video: Path
-    companions: list[Path]  # sidecar, thumbnail
-    size: int
-
-
-def _companions(video: Path, root: Path, thumb: Path | None, thumbnails_dir: Path | None) -> list[Path]:
-    found = []
-    sidecar = video.with_suffix(".json")
-    if _is_plain_file(sidecar) and _inside(sidecar, root):
-        found.append(sidecar)
-    if thumb is not None and thumbnails_dir is not None and _is_plain_file(thumb) \
-            and _inside(thumb, thumbnails_dir.resolve()):
-        found.append(thumb)
-    return found
-
-
-def _is_plain_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
+def _companions(video: Path, root: Path, thumb: Path | None, thumbs_root: Path | None) -> tuple[PlannedFile, ...]:
+    # The sidecar sits beside the video, in a real folder of the resolved videos folder; the thumbnail
+    # must be inside the thumbnails folder.
+    wanted = [(video.with_suffix(".json"), root)]
+    if thumb is not None and thumbs_root is not None:
+        wanted.append((thumb, thumbs_root))
+    out = []
+    for path, where in wanted:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (where is root or _inside(path, where)):
+            out.append(PlannedFile.of(path, where, st))
+    return tuple(out)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -193,112 +280,207 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float,
-                  protected: Collection[Path] = (), to_trash: bool = True, dry_run: bool = False,
-                  thumbnails: Mapping[Path, Path] | None = None,
-                  thumbnails_dir: Path | None = None, result: CleanResult | None = None) -> CleanResult:
-    """Delete finished videos (all, or modified more than ``older_than_days`` ago) with their sidecars.
+def parse_time(value: Any) -> float | None:
+    """An ISO-8601 date-time from library.json as a timestamp (no offset: local time); None if unusable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return datetime.fromisoformat(value.strip()).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
-    ``protected`` paths (pinned or scheduled library items) are never deleted and are listed in
-    ``kept``. ``thumbnails`` maps a video to its thumbnail, deleted with it if it lies inside
-    ``thumbnails_dir``. To the trash unless ``to_trash`` is false; if the trash is not possible
-    this raises OperationFailed and deletes nothing for good. ``deleted`` lists only what was really
-    deleted: pass ``result`` to see that even when a later file fails.
+
+def plan_videos(videos_dir: Path, *, older_than_days: float | None, now: float,
+                protected: Collection[Path] = (), first_seen: Mapping[Path, float] | None = None,
+                thumbnails: Mapping[Path, Path] | None = None,
+                thumbnails_dir: Path | None = None) -> CleanPlan:
+    """Which finished videos a cleanup deletes: all, or those older than ``older_than_days``.
+
+    Age is ``now - max(first listed, mtime)`` (AGE_FROM): ``first_seen`` maps a video to when the library
+    first listed it (``-inf`` when its entry does not say: then mtime alone), and a video it does not
+    list counts as first seen now, so a clip copied in with an old mtime (``cp -p``) is not old.
+    ``protected`` paths (pinned or scheduled library items) are never planned and are listed in
+    ``kept``, as are videos old by mtime but new to the library. ``thumbnails`` maps a video to its
+    thumbnail, planned with it if it lies inside ``thumbnails_dir``.
     """
     if older_than_days is not None and older_than_days < 0:
         raise UserError(f"--older-than must be >= 0 days, got {older_than_days:g}")
-    if result is None:
-        result = CleanResult()
-    result.dry_run, result.to_trash = dry_run, to_trash
-    root = Path(videos_dir)
-    if not root.is_dir():
-        return result
-    root = root.resolve()
-    guarded = {_norm(p) for p in protected}
-    thumbs = {_norm(k): Path(v) for k, v in (thumbnails or {}).items()}
+    plan = CleanPlan(Path(videos_dir), older_than_days=older_than_days)
+    if not plan.root.is_dir():
+        return plan
+    root = plan.root = plan.root.resolve()
+    norm = _normalizer()
+    guarded = {norm(p) for p in protected}
+    listed = {norm(k): v for k, v in (first_seen or {}).items()}
+    thumbs = {norm(k): Path(v) for k, v in (thumbnails or {}).items()}
+    thumbs_root = Path(thumbnails_dir).resolve() if thumbnails_dir is not None else None
     cutoff = None if older_than_days is None else now - older_than_days * 86400
-    victims = []
+    # iter_videos walks the resolved root without following links: its paths are already normalised.
     for path, st in sorted(iter_videos(root)):
         if cutoff is not None and st.st_mtime > cutoff:
             continue
-        if _norm(path) in guarded:
-            result.kept.append({"path": str(path), "reason": "pinned or scheduled in the library"})
+        if path in guarded:
+            plan.kept.append({"path": str(path), "reason": "pinned or scheduled in the library"})
             continue
-        companions = _companions(path, root, thumbs.get(_norm(path)), thumbnails_dir)
-        size = st.st_size + sum(os.lstat(c).st_size for c in companions)
-        victims.append(_Victim(path, companions, size))
-    for victim in victims:
-        if not dry_run and not _remove(victim, root, to_trash):
+        age = None
+        if cutoff is not None:
+            since = max(listed.get(path, now), st.st_mtime)
+            if since > cutoff:
+                why = ("not in the library yet: its age counts from now" if path not in listed
+                       else f"in the library only since {iso(since)}: its age counts from then")
+                plan.kept.append({"path": str(path), "reason": why})
+                continue
+            age = now - since
+        companions = _companions(path, root, thumbs.get(path), thumbs_root)
+        plan.videos.append(PlannedVideo(PlannedFile.of(path, root, st), companions, age))
+    return plan
+
+
+def execute_plan(plan: CleanPlan, *, to_trash: bool = True, result: CleanResult | None = None) -> CleanResult:
+    """Delete exactly what ``plan`` lists: each file only if it is still the one planned (same device,
+    inode, size and mtime, a plain file inside its folder); anything else is ``skipped`` with why.
+
+    A video that cannot go keeps its companions. To the trash unless ``to_trash`` is false; if the trash
+    is not possible this raises OperationFailed and deletes nothing for good. ``deleted`` lists only what
+    really went (checked after the delete): pass ``result`` to see that even when a later file fails.
+    """
+    if result is None:
+        result = CleanResult()
+    result.dry_run, result.to_trash, result.older_than_days = False, to_trash, plan.older_than_days
+    result.kept.extend(plan.kept)
+    for planned in plan.videos:
+        if not _delete(planned.video, to_trash, result):
             continue
-        result.deleted.append({"path": str(victim.video), "size_bytes": victim.size,
-                               "companions": [str(c) for c in victim.companions]})
-        result.freed_bytes += victim.size
+        went, freed = [], planned.video.size
+        for companion in planned.companions:
+            if _delete(companion, to_trash, result, companion_of=planned.video.path):
+                went.append(str(companion.path))
+                freed += companion.size
+        done = {"path": str(planned.video.path), "size_bytes": freed, "companions": went}
+        if planned.age_s is not None:
+            done["age_days"] = round(planned.age_s / 86400, 2)
+        result.deleted.append(done)
+        result.freed_bytes += freed
     return result
 
 
-def _norm(path: Path | str) -> Path:
-    path = Path(path)
-    return Path(os.path.realpath(path.parent)) / path.name
+def _delete(planned: PlannedFile, to_trash: bool, result: CleanResult, companion_of: Path | None = None) -> bool:
+    """Delete one planned file after re-checking it; True only if it really went."""
 
+    def skip(why: str) -> bool:
+        entry: dict[str, Any] = {"path": str(planned.path), "reason": why}
+        if companion_of is not None:
+            entry["companion_of"] = str(companion_of)
+        result.skipped.append(entry)
+        log.warning("not deleting %s: %s", planned.path, why)
+        return False
 
-def _remove(victim: _Victim, root: Path, to_trash: bool) -> bool:
-    """Delete the video, then its companions; False (nothing touched) if the video changed since the scan."""
-    # Re-check right before acting: the tree may have changed since the scan.
-    if not _is_plain_file(victim.video):
-        log.warning("skipping %s: no longer a plain file", victim.video)
-        return False
-    if not _inside(victim.video, root):
-        log.warning("skipping %s: no longer inside %s", victim.video, root)
-        return False
-    for path in (victim.video, *victim.companions):
-        if path != victim.video and not _is_plain_file(path):
-            log.warning("skipping %s: no longer a plain file", path)
-            continue
+    why = planned.why_not()
+    if why is not None:
+        return skip(why)
+    try:
         if to_trash:
-            _trash(path)
+            _send_to_trash(planned.path)
         else:
-            path.unlink(missing_ok=True)
-        log.info("%s %s", "trashed" if to_trash else "deleted", path)
+            os.unlink(planned.path)
+    except OSError as exc:
+        if not planned.still_there():
+            return skip("gone before it could be deleted")  # someone else's delete won the race
+        if to_trash:
+            # send2trash's GIO backend hides GIO's reason ("Trashing on system internal mounts is not
+            # supported") behind a bare "Permission denied"; the GLib error it came from says what happened.
+            why = getattr(exc.__cause__, "message", None) or exc
+            raise OperationFailed(
+                f"cannot move {planned.path} to the trash ({why}); nothing was deleted for good. "
+                "Use --permanent (or prune_to_trash = false) to delete without the trash") from exc
+        raise OperationFailed(f"cannot delete {planned.path}: {exc.strerror or exc}") from exc
+    if planned.still_there():
+        return skip("still there after the delete")
+    log.info("%s %s", "trashed" if to_trash else "deleted", planned.path)
     return True
 
 
-def _trash(path: Path) -> None:
+def _send_to_trash(path: Path) -> None:
     from send2trash import send2trash
-    from send2trash.exceptions import TrashPermissionError
 
+    send2trash(str(path))
+
+
+def _normalizer() -> Callable[[Path | str], Path]:
+    """``path`` with its folder's symlinks resolved (not the name itself); one realpath per folder."""
+    real_dirs: dict[str, str] = {}
+
+    def norm(path: Path | str) -> Path:
+        folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+        real = real_dirs.get(folder)
+        if real is None:
+            real = real_dirs[folder] = os.path.realpath(folder)
+        return Path(real, name)
+
+    return norm
+
+
+def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float,
+                  protected: Collection[Path] = (), first_seen: Mapping[Path, float] | None = None,
+                  to_trash: bool = True, dry_run: bool = False, thumbnails: Mapping[Path, Path] | None = None,
+                  thumbnails_dir: Path | None = None, result: CleanResult | None = None) -> CleanResult:
+    """Plan (``plan_videos``) and, unless ``dry_run``, execute at once (``execute_plan``)."""
+    plan = plan_videos(videos_dir, older_than_days=older_than_days, now=now, protected=protected,
+                       first_seen=first_seen, thumbnails=thumbnails, thumbnails_dir=thumbnails_dir)
+    if dry_run:
+        return plan.preview(to_trash)
+    return execute_plan(plan, to_trash=to_trash, result=result)
+
+
+def first_seen(items: Iterable[dict[str, Any]]) -> dict[Path, float]:
+    """When the library first listed each video (its ``added``), by path with folder symlinks resolved.
+
+    An entry without a usable ``added`` (written by another app) maps to ``-inf``: its age is then its
+    mtime alone. Several entries for one file (two spellings of its path): the latest.
+    """
+    norm = _normalizer()
+    out: dict[Path, float] = {}
+    for item in items:
+        path = item.get("path")
+        if not isinstance(path, str):
+            continue
+        added = parse_time(item.get("added"))
+        value = float("-inf") if added is None else added
+        key = norm(path)
+        out[key] = max(out.get(key, value), value)
+    return out
+
+
+def plan_clean(cfg: Any, lib: Any, *, older_than_days: float | None, now: float) -> CleanPlan:
+    """The plan that ``vidtray clean videos``, the tray and the prune job share: pinned or scheduled
+    library items are protected, age counts by AGE_FROM, thumbnails go with their videos."""
+    from vidtray.services.library import protected_paths
+
+    items = lib.items()  # one read of library.json for all three (it can hold tens of thousands of items)
+    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items
+                  if isinstance(i.get("path"), str) and isinstance(i.get("thumbnail"), str) and i["thumbnail"]}
+    return plan_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
+                       protected=protected_paths(items), first_seen=first_seen(items),
+                       thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
+
+
+def execute_clean(lib: Any, plan: CleanPlan, *, to_trash: bool) -> CleanResult:
+    """Execute ``plan``; what really went leaves the library (deleted on purpose, so not ``missing``),
+    also when a later file fails (``lib`` is a ``vidtray.services.library.Library``)."""
+    result = CleanResult()
     try:
-        send2trash(str(path))
-    except (TrashPermissionError, OSError) as exc:
-        # send2trash's GIO backend hides GIO's reason ("Trashing on system internal mounts is not
-        # supported") behind a bare "Permission denied"; the GLib error it came from says what happened.
-        why = getattr(exc.__cause__, "message", None) or exc
-        raise OperationFailed(
-            f"cannot move {path} to the trash ({why}); nothing was deleted for good. "
-            "Use --permanent (or prune_to_trash = false) to delete without the trash"
-        ) from exc
+        execute_plan(plan, to_trash=to_trash, result=result)
+    finally:
+        if result.deleted:
+            lib.remove_paths(result.deleted_paths)
+    return result
 
 
 def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: float, to_trash: bool,
                  dry_run: bool) -> CleanResult:
-    """The cleanup that ``vidtray clean videos`` and the prune job share.
-
-    Pinned or scheduled library items are protected, thumbnails go with their videos, and what
-    was really deleted leaves the library (deleted on purpose, so not ``missing``), also when a later
-    file fails (``lib`` is a ``vidtray.services.library.Library``).
-    """
-    from vidtray.services.library import protected_paths
-
-    items = lib.items()  # one read of library.json for both (it can hold tens of thousands of items)
-    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items if i.get("path") and i.get("thumbnail")}
-    result = CleanResult()
-    try:
-        delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
-                      protected=protected_paths(items), to_trash=to_trash, dry_run=dry_run,
-                      thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir, result=result)
-    finally:
-        if result.deleted and not dry_run:
-            lib.remove_paths(result.deleted_paths)
-    return result
+    """Plan and execute at once (the prune job; the CLI and the tray ask in between)."""
+    plan = plan_clean(cfg, lib, older_than_days=older_than_days, now=now)
+    return plan.preview(to_trash) if dry_run else execute_clean(lib, plan, to_trash=to_trash)
 
 
 # -- model cache -----------------------------------------------------------------------------

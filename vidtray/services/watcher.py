@@ -132,8 +132,10 @@ class Watcher:
                  settle_s: float = DEFAULT_SETTLE_S, fast_settle_s: float | None = None,
                  retry_s: float = DEFAULT_RETRY_S) -> None:
         self.lib = lib
-        # Dedupe, keep order; absolute so event paths compare.
-        self.folders: list[Path] = list(dict.fromkeys(abs_path(f) for f in folders))
+        # Absolute so event paths compare; one folder reached twice (a watch_dirs entry that is a symlink
+        # to the videos folder) is watched once, under the spelling listed first.
+        self.folders: list[Path] = distinct_folders(folders)
+        self._spellings = _Spellings(self.folders)
         self.thumbnails_dir = thumbnails_dir
         self.settle_s = float(settle_s)
         fast = DEFAULT_FAST_SETTLE_S if fast_settle_s is None else fast_settle_s
@@ -543,7 +545,11 @@ class Watcher:
         lost: list[str] = []
 
         def apply(doc: Doc) -> Any:
+            nonlocal missing, gone_dirs, sidecars
             index = video_index(doc)
+            if self._spellings.overlap:
+                missing, gone_dirs, sidecars = self._spellings.as_listed(index, entries, moves, missing,
+                                                                         gone_dirs, sidecars)
             changed = False
             for src, dest in moves:
                 item = index.get(src)
@@ -665,12 +671,22 @@ class Watcher:
             else:
                 report.unavailable.append(os.fspath(root))
         found: dict[str, tuple[Path, os.stat_result]] = {}
-        for root in available:
-            for path, st in self._walk(root, report):
-                found[os.fspath(path)] = (root, st)
-                self._identities[_identity(st)] = os.fspath(path)
         doc = self.lib.document()
         index = video_index(doc)
+        overlap = self._spellings.overlap
+        for root in available:
+            for path, st in self._walk(root, report):
+                key = os.fspath(path)
+                if overlap:
+                    # One file under two watch folders (a symlink to the videos folder): one entry, under
+                    # the path the library already lists it by, else under the first folder's.
+                    key, root_of_key = self._spellings.preferred(key, index)
+                    if key in found:
+                        continue
+                    found[key] = (root_of_key, st)
+                else:
+                    found[key] = (root, st)
+                self._identities[_identity(st)] = key
         removed = self.lib.removed.matcher() if self.lib.removed is not None else None
         if removed is not None and folders is None and not report.unavailable:
             # Every folder was walked: forget removed files that are gone from all of them.
@@ -778,6 +794,19 @@ class _Handler:
         self.watcher = watcher
         self.root = root
 
+    def _canon(self, raw: Any) -> Path | None:
+        """The event's path as the watcher names that file (where watch folders overlap, two observers
+        report one file under two paths: both become the first folder's)."""
+        if not raw:
+            return None
+        path = os.fsdecode(raw)
+        return Path(self.watcher._spellings.canonical(path) if self.watcher._spellings.overlap else path)
+
+    def _root_for(self, path: Path | None) -> Path:
+        if path is None or not self.watcher._spellings.overlap:
+            return self.root
+        return self.watcher._spellings.root_of(os.fspath(path)) or self.root
+
     def dispatch(self, event: Any) -> None:
         try:
             self._dispatch(event)
@@ -786,31 +815,32 @@ class _Handler:
 
     def _dispatch(self, event: Any) -> None:
         kind = event.event_type
-        src = Path(os.fsdecode(event.src_path)) if event.src_path else None
+        src = self._canon(event.src_path)
+        root = self._root_for(src)
         if event.is_directory:
             if kind == "deleted" and src is not None:
                 self.watcher._note_dir_gone(src)
             elif kind == "moved" and src is not None:
                 # A folder moved within the watched tree: its files arrive as their own move events.
                 # Moved out of it: its entries are missing now.
-                dest = Path(os.fsdecode(event.dest_path)) if event.dest_path else None
+                dest = self._canon(event.dest_path)
                 if dest is None or self.watcher._root_of(dest) is None:
                     self.watcher._note_dir_gone(src)
             return
         if src is None and kind != "moved":
             return
         if kind in ("created", "modified"):
-            self.watcher._note_candidate(src, self.root)
+            self.watcher._note_candidate(src, root)
         elif kind == "closed":
-            self.watcher._note_candidate(src, self.root, fast=True)
+            self.watcher._note_candidate(src, root, fast=True)
         elif kind == "deleted":
             self.watcher._note_deleted(src)
         elif kind == "moved":
-            dest = Path(os.fsdecode(event.dest_path)) if event.dest_path else None
+            dest = self._canon(event.dest_path)
             if src is not None and dest is not None:
                 self.watcher._note_moved(src, dest)
             elif dest is not None:
-                self.watcher._note_candidate(dest, self.root, fast=True)
+                self.watcher._note_candidate(dest, self._root_for(dest), fast=True)
             elif src is not None:
                 self.watcher._note_deleted(src)
 
@@ -842,6 +872,117 @@ def _removed_now(removed: Any, path: str) -> bool:
         return bool(removed(path, os.lstat(path)))
     except OSError:
         return False
+
+
+def distinct_folders(folders: Iterable[Path]) -> list[Path]:
+    """``folders`` as absolute paths (not resolved), each real folder once: a later entry that is the same
+    folder as an earlier one (a symlink to it, the same path spelled otherwise, a bind mount) is dropped."""
+    out: list[Path] = []
+    seen: set[Any] = set()
+    for folder in folders:
+        path = abs_path(folder)
+        keys: list[Any] = [os.path.realpath(path)]
+        try:
+            st = os.stat(path)
+            keys.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # not there (yet): its resolved path is all we can compare
+        if any(k in seen for k in keys):
+            first = next((f for f in out if os.path.realpath(f) == keys[0] or _same_dir(f, keys[1:])), None)
+            log.info("watch folder %s is the same folder as %s; watching it once", path, first)
+            continue
+        seen.update(keys)
+        out.append(path)
+    return out
+
+
+def _same_dir(folder: Path, idents: list[Any]) -> bool:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in idents
+
+
+def _under(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` ('' for the folder itself), or None when it is not inside it."""
+    if path == folder:
+        return ""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+class _Spellings:
+    """Paths of one file under overlapping watch folders.
+
+    A watch folder inside another through a symlink (``watch_dirs = ["~/clips"]`` where ``~/clips`` links
+    to the data folder that holds the videos folder) shows each file there under two paths. The watcher
+    names such a file by the path the library already lists it under, else by the first watch folder's
+    path (the videos folder comes first), so existing entries keep their paths and nothing is listed twice.
+    Computed from the folders' resolved paths alone (walks and inotify never follow a symlink below a
+    watch folder), so a path costs no system call.
+    """
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.roots = [(os.fspath(f), os.path.realpath(f), f) for f in folders]
+        reals = [real for _, real, _ in self.roots]
+        self.overlap = any(i != j and _under(a, b) is not None
+                           for i, a in enumerate(reals) for j, b in enumerate(reals))
+
+    def all(self, path: str) -> list[tuple[str, Path]]:
+        """(path, watch folder) for every watch folder that sees this file, in folder order."""
+        real = self._real(path)
+        out: list[tuple[str, Path]] = []
+        if real is not None:
+            for spelled, resolved, folder in self.roots:
+                rel = _under(real, resolved)
+                # A folder sees what is in it, except below hidden folders (never walked, never imported).
+                if rel is None or any(part.startswith(".") for part in rel.split(os.sep)[:-1]):
+                    continue
+                alias = os.path.join(spelled, rel) if rel else spelled
+                if all(alias != a for a, _ in out):
+                    out.append((alias, folder))
+        if not any(a == path for a, _ in out):
+            root = self.root_of(path)
+            out.append((path, root if root is not None else Path(path).parent))
+        return out
+
+    def canonical(self, path: str) -> str:
+        return self.all(path)[0][0]
+
+    def preferred(self, path: str, index: dict[str, Any]) -> tuple[str, Path]:
+        """The path the library lists this file under (the first such), else the canonical one."""
+        spellings = self.all(path)
+        return next((s for s in spellings if s[0] in index), spellings[0])
+
+    def root_of(self, path: str) -> Path | None:
+        best: tuple[str, Path] | None = None
+        for spelled, _, folder in self.roots:
+            if _under(path, spelled) is not None and (best is None or len(spelled) > len(best[0])):
+                best = (spelled, folder)
+        return None if best is None else best[1]
+
+    def _real(self, path: str) -> str | None:
+        best: tuple[str, str] | None = None
+        for spelled, resolved, _ in self.roots:
+            if _under(path, spelled) is not None and (best is None or len(spelled) > len(best[0])):
+                best = (spelled, resolved)
+        if best is None:
+            return None
+        rel = _under(path, best[0])
+        return os.path.join(best[1], rel) if rel else best[1]
+
+    def as_listed(self, index: dict[str, Any], entries: list[tuple[Path, dict[str, Any]]],
+                  moves: list[tuple[str, str]], missing: set[str], gone_dirs: set[str],
+                  sidecars: dict[str, dict[str, Any]]) -> tuple[set[str], set[str], dict[str, dict[str, Any]]]:
+        """One tick's findings under the paths the library lists (``entries`` and ``moves`` in place): an
+        import updates the entry the file already has; a deletion marks every entry of the file."""
+        entries[:] = [(Path(self.preferred(os.fspath(p), index)[0]), f) for p, f in entries]
+        moves[:] = [(self.preferred(src, index)[0], dest) for src, dest in moves]
+        missing = {a for k in missing for a, _ in self.all(k)}
+        gone_dirs = {a for d in gone_dirs for a, _ in self.all(d)}
+        sidecars = {self.preferred(k, index)[0]: f for k, f in sidecars.items()}
+        return missing, gone_dirs, sidecars
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

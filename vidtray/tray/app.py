@@ -552,24 +552,34 @@ class TrayApp:
         self._act("delete old videos", work)
 
     def _delete_videos(self, older_than: float | None) -> None:
-        age = [] if older_than is None else ["--older-than", f"{older_than:g}"]
-        plan = json.loads(self.run_cli(["clean", "videos", *age, "--dry-run", "--json"]))
-        count = len(plan["deleted"])
+        # In this process, not through `vidtray clean` children: the dialog asks about one plan and
+        # exactly that plan is executed, so a video that arrives while the dialog is open stays.
+        # (storage and library import no huggingface_hub or torch.)
+        from vidtray.services import storage
+        from vidtray.services.library import open_library
+
+        lib = open_library(self.cfg)
+        plan = storage.plan_clean(self.cfg, lib, older_than_days=older_than, now=time.time())
+        count = len(plan.videos)
         scope = "" if older_than is None else f" older than {older_than:g} days"
         if not count:
             self.notifier.send("Nothing to delete", f"No generated videos{scope} to delete.")
             return
         where = "to the trash" if self.cfg.prune_to_trash else "for good (prune_to_trash is off)"
-        kept = f"\n{plural(len(plan['kept']), 'pinned or scheduled video')} kept." if plan["kept"] else ""
+        pinned = sum(1 for k in plan.kept if k["reason"].startswith("pinned"))
+        kept = f"\n{plural(pinned, 'pinned or scheduled video')} kept." if pinned else ""
+        if len(plan.kept) > pinned:
+            kept += f"\n{plural(len(plan.kept) - pinned, 'video')} new to the library kept."
         message = f"Delete {plural(count, 'generated video')}{scope} " \
-                  f"({human_size(plan['freed_bytes'])}) {where}?{kept}"
+                  f"({human_size(plan.freed_bytes)}) {where}?{kept}"
         if self._dialog("confirm", message, "Delete") is None:
             log.info("delete videos: not confirmed")
             return
-        result = json.loads(self.run_cli(["clean", "videos", *age, "--yes", "--json"]))
-        done = len(result["deleted"])
-        self.notifier.send("Videos deleted", f"{plural(done, 'video')}, "
-                                             f"{human_size(result['freed_bytes'])} freed")
+        result = storage.execute_clean(lib, plan, to_trash=self.cfg.prune_to_trash)
+        body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} freed"
+        if result.skipped:
+            body += f"; {plural(len(result.skipped), 'file')} changed since you confirmed, left alone"
+        self.notifier.send("Videos deleted", body)
         self._storage_due.set()
 
     def _on_delete_model(self, repo: str, size: int) -> None:
