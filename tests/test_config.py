@@ -140,10 +140,13 @@ def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
 
     target = tmp_path / "out" / "library.json"
     target.parent.mkdir()
-    atomic_write_text(target, "one")
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    umask = os.umask(0o002)
+    try:
+        atomic_write_text(target, "one")
+    finally:
+        os.umask(umask)
+    # a new file holds prompts: private whatever the umask; an existing file keeps its mode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     target.chmod(0o640)
     atomic_write_text(target, "two")
     assert target.read_text() == "two" and stat.S_IMODE(target.stat().st_mode) == 0o640
