@@ -67,6 +67,7 @@ def _corrupt_notice(ctx, moved) -> None:
 
 def _list(args: argparse.Namespace, ctx) -> int:
     from vidtray.services.fsutil import plural
+    from vidtray.services.library import is_pinned, is_scheduled
 
     lib = _library(ctx)
     items = lib.items()
@@ -78,7 +79,7 @@ def _list(args: argparse.Namespace, ctx) -> int:
         return 0
     print(f"{'ID':<12}  {'STATUS':<7}  {'FLAGS':<5}  {'LENGTH':>6}  TITLE")
     for item in items:
-        flags = ("P" if item.get("pinned") is True else "-") + ("S" if item.get("scheduled_at") else "-")
+        flags = ("P" if is_pinned(item) else "-") + ("S" if is_scheduled(item) else "-")
         dur = item.get("duration_s")
         length = f"{dur:.1f}s" if isinstance(dur, int | float) else "?"
         print(f"{str(item.get('id')):<12}  {str(item.get('status', '?')):<7}  {flags:<5}  {length:>6}  "

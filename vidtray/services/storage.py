@@ -283,10 +283,12 @@ def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: floa
     was really deleted leaves the library (deleted on purpose, so not ``missing``), also when a later
     file fails (``lib`` is a ``vidtray.services.library.Library``).
     """
-    from vidtray.services.library import protected_paths
+    from vidtray.services.library import protected_paths, thumbnail_paths
 
-    items = lib.items()  # one read of library.json for both (it can hold tens of thousands of items)
-    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items if i.get("path") and i.get("thumbnail")}
+    # One read of library.json for both (it can hold tens of thousands of items). Every item, also those
+    # vidtray cannot use: a pinned one still protects its file.
+    items = lib.document()["items"]
+    thumbnails = thumbnail_paths(items)
     result = CleanResult()
     try:
         delete_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,

@@ -747,8 +747,8 @@ class _ThumbnailWorker:
         def apply(doc: Doc) -> Any:
             changed = False
             for item in doc["items"]:
-                if is_video_item(item):
-                    thumb = by_path.get(item.get("path"))
+                if is_video_item(item) and isinstance(item.get("path"), str):
+                    thumb = by_path.get(item["path"])
                     if thumb is not None and item.get("thumbnail") != thumb:
                         item["thumbnail"] = thumb
                         changed = True
