@@ -587,6 +587,7 @@ class Library:
         # (inode, size, mtime_ns) of the library when the last good copy was known to hold its bytes.
         self._good_sig: tuple[int, int, int] | None = None
         self._loaded: tuple[Path, bytes, tuple[int, int, int]] | None = None  # by the current update
+        self._good_failing = False
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r})"
@@ -928,8 +929,13 @@ class Library:
             # Not fsynced: a power cut may lose this copy, never the library (fsynced) it copies.
             atomic_write_bytes(good, data, sync=False)
         except OSError as exc:
-            log.warning("cannot keep the last good copy of the library at %s: %s", good, exc.strerror or exc)
+            if not self._good_failing:  # a full disk: said once, and once more when it works again
+                log.warning("cannot keep the last good copy of the library at %s: %s", good, exc.strerror or exc)
+            self._good_failing = True
             return
+        if self._good_failing:
+            log.info("the last good copy of the library is kept again at %s", good)
+        self._good_failing = False
         self._good_sig = sig
 
     def _read_last_good(self, target: Path) -> Doc | None:
