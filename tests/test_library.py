@@ -264,10 +264,17 @@ def test_dumps_is_indented_json_and_falls_back_for_what_orjson_refuses() -> None
     doc = {"version": 1, "items": [{"a": 1}, {"b": "é"}], "x": [1, 2]}
     text = dumps(doc).decode("utf-8")
     assert json.loads(text) == doc and '\n  "version": 1,' in text and "é" in text
-    for odd in (2**70, "\ud800", float("inf")):
-        doc = {"version": 1, "items": [{"v": odd}]}
-        nonfinite = odd == float("inf")
-        assert json.loads(dumps(doc, nonfinite=nonfinite)) == doc
+    deep: list = []
+    for _ in range(300):  # deeper than orjson writes (254)
+        deep = [deep]
+    for odd in (2**70, "\ud800", deep):
+        doc = {"version": 1, "items": [{"a": 1}, {"v": odd, "w": [1.5, {}]}], "x": [1, 2]}
+        out = dumps(doc)
+        assert json.loads(out) == doc
+        # the same layout orjson gives everything else, so the file does not change style
+        same = dumps({**doc, "items": [{"a": 1}, {"v": "S", "w": [1.5, {}]}]})
+        head, tail = same.split(b'"S"')
+        assert out.startswith(head) and out.endswith(tail)
 
 
 def test_nan_and_infinity_in_foreign_data_are_kept(tmp_path: Path) -> None:

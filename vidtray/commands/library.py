@@ -66,7 +66,10 @@ def _corrupt_notice(ctx, moved) -> None:
 
 
 def _list(args: argparse.Namespace, ctx) -> int:
+    import math
+
     from vidtray.services.fsutil import plural
+    from vidtray.services.library import is_pinned, is_scheduled
 
     lib = _library(ctx)
     items = lib.items()
@@ -78,9 +81,10 @@ def _list(args: argparse.Namespace, ctx) -> int:
         return 0
     print(f"{'ID':<12}  {'STATUS':<7}  {'FLAGS':<5}  {'LENGTH':>6}  TITLE")
     for item in items:
-        flags = ("P" if item.get("pinned") is True else "-") + ("S" if item.get("scheduled_at") else "-")
+        flags = ("P" if is_pinned(item) else "-") + ("S" if is_scheduled(item) else "-")
         dur = item.get("duration_s")
-        length = f"{dur:.1f}s" if isinstance(dur, int | float) else "?"
+        # Another app may have put anything there (a text, 1e400): shown as unknown.
+        length = f"{dur:.1f}s" if isinstance(dur, int | float) and math.isfinite(dur) else "?"
         print(f"{str(item.get('id')):<12}  {str(item.get('status', '?')):<7}  {flags:<5}  {length:>6}  "
               f"{item.get('title') or item.get('path')}")
     s = lib.summary()

@@ -42,28 +42,31 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one.
 
     Temp file in the same folder, fsync, ``os.replace``, then fsync the folder (POSIX) so the
     rename itself survives a power cut. A new file is 0600; an existing one keeps its mode.
+    ``sync=False`` skips both fsyncs (a copy that may be lost in a power cut, never torn while running).
     """
     path = Path(path)
     mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_own_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         # Keep the mode the file had, so other apps and users that could read library.json still can.
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         replace_with_retry(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def _mode_for(path: Path) -> int:
@@ -71,6 +74,78 @@ def _mode_for(path: Path) -> int:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return PRIVATE_FILE
+
+
+# -- vidtray's own temp files ---------------------------------------------------------------------------------
+# Other programs write beside library.json with their own temp files (``.library.json.XXXX.tmp``); vidtray
+# names its own distinctly and only ever removes those: ``.library.json.vidtray-<pid>.<host>-XXXXXXXX.tmp``.
+
+
+def temp_prefix(path: Path) -> str:
+    """The start of the name of every temp file vidtray writes for ``path``."""
+    return f".{Path(path).name}.vidtray-"
+
+
+def _own_temp_prefix(path: Path) -> str:
+    return f"{temp_prefix(path)}{os.getpid()}.{_HOST}-"
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace"), usedforsecurity=False).hexdigest()[:6]
+
+
+_HOST = _host_tag()
+
+
+def remove_stale_temps(path: Path, max_age_s: float) -> list[str]:
+    """Remove vidtray's temp files for ``path`` that no writer will finish; returns their paths.
+
+    Call it holding the lock that vidtray's writers of ``path`` hold: then a temp file of a process of
+    this machine that has exited is left over from a crash, whatever its age. Any other of vidtray's
+    temp files goes only when older than ``max_age_s`` (its pid may have been reused, or it came from
+    another machine). Files without vidtray's prefix belong to other programs and are never touched.
+    """
+    import time
+
+    path = Path(path)
+    prefix = temp_prefix(path)
+    removed: list[str] = []
+    try:
+        with os.scandir(path.parent) as entries:
+            candidates = [e for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in candidates:
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        owner = entry.name[len(prefix):].split("-", 1)[0]
+        pid_text, _, host = owner.partition(".")
+        dead = host == _HOST and pid_text.isdigit() and not _process_alive(int(pid_text))
+        if dead or age > max_age_s:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(entry.path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; rely on the age alone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

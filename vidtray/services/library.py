@@ -2,11 +2,20 @@
 
 Other programs read and edit this file, so:
 
-* keys and items vidtray does not know are kept exactly (values round-trip through JSON unchanged);
+* keys and items vidtray does not know are kept exactly: every foreign number keeps its spelling
+  (``1e400``, ``1.50``, ``-0``, big integers; see ``vidtray.services.exactjson``);
 * every change is read-modify-write of the whole document under a lock file beside it
-  (``library.json.lock``) and lands by atomic replace (``fsutil.atomic_write_bytes``);
-* a file that does not parse is moved aside byte for byte (``library.json.corrupt-<timestamp>``),
-  never overwritten, and the library is rebuilt from the videos and sidecars on disk;
+  (``library.json.lock``) and lands by atomic replace (``fsutil.atomic_write_bytes``); a symlinked
+  library is written through the link: lock, temp file and copies live beside its target;
+* a file that does not parse is read again while it keeps changing (another program may be rewriting it
+  in place, without our lock) and is only called corrupt once it has stayed the same for ``SETTLE_S``;
+  then it is moved aside byte for byte (``library.json.corrupt-<timestamp>``), never overwritten, and
+  rebuilt from what can be carried over: the last good copy (``.library.json.vidtray-last-good``, the
+  exact bytes of the last document vidtray wrote or read), whatever still decodes in the damaged file,
+  and the videos (and sidecars) on disk. Protection is never lost: an item pinned or scheduled in either
+  stays so;
+* an item vidtray cannot understand (a path or id that is not a string, ...) is kept as it is, skipped by
+  every reader and logged once (``item_problem``); any truthy ``pinned`` and any ``scheduled_at`` protect;
 * an older schema (a bare list of items, or a document without ``version``) is upgraded on read.
 
 Items are keyed by absolute path: ``add_video`` is an idempotent upsert that keeps what the user (or the
@@ -18,14 +27,14 @@ The CLI addresses items by id or a unique id prefix (``find_item``).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,13 +42,15 @@ from typing import Any, TypeVar
 
 import filelock
 
-try:  # fast JSON writer; the stdlib takes over where it is missing or refuses a value
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is a declared dependency
-    _orjson = None  # type: ignore[assignment]
-
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import VIDEO_EXTENSIONS, atomic_write_bytes, iter_videos, private_dir
+from vidtray.services import exactjson
+from vidtray.services.fsutil import (
+    VIDEO_EXTENSIONS,
+    atomic_write_bytes,
+    iter_videos,
+    private_dir,
+    remove_stale_temps,
+)
 from vidtray.services.removed import RemovedFiles
 
 log = logging.getLogger("vidtray.library")
@@ -54,6 +65,14 @@ IMPORT_KEYS = frozenset({
 })
 STATUSES = ("ready", "missing", "broken")
 LOCK_TIMEOUT_S = 30.0
+#: A file that does not parse is called corrupt only once it has not changed for this long: another program
+#: may be rewriting it in place (truncate, then chunks) without our lock.
+SETTLE_S = 2.0
+#: ... and if it is still changing after this long, the operation fails and nothing is set aside.
+WRITER_WAIT_S = 15.0
+POLL_S = 0.1
+#: vidtray's own temp files of a writer that may still be alive are removed only when older than this.
+STALE_TEMP_S = 600.0
 #: A title made from a prompt is cut on a word boundary near this many characters.
 TITLE_CHARS = 60
 
@@ -80,16 +99,142 @@ def is_video_name(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def protected_paths(items: Iterable[Item]) -> set[Path]:
-    """Paths of the items that must never be pruned: pinned, or with ``scheduled_at`` set."""
-    return {
-        Path(item["path"]) for item in items
-        if isinstance(item.get("path"), str) and (item.get("pinned") is True or item.get("scheduled_at"))
-    }
-
-
 def is_video_item(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "video"
+
+
+# -- what vidtray understands of an item (the one place that decides) ---------------------------------------
+
+
+def item_problem(item: Item) -> str | None:
+    """Why vidtray cannot use this video item, or None. Such an item stays in the file as it is; every
+    reader skips it (``video_items``) and it is logged once. Other fields of the wrong type (a numeric
+    title, ``"thumbnail": 3``) do not make an item unusable: each reader checks the fields it needs."""
+    path = item.get("path")
+    if not isinstance(path, str) or not path:
+        return f"its path is {_shown(path)}, not a file path"
+    if not names_a_file(path):
+        return f"its path {_shown(path)} cannot name a file (a NUL or a lone surrogate in it)"
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        return f"its id is {_shown(item_id)}, not a text"
+    return None
+
+
+def video_items(items: Iterable[Any]) -> Iterable[Item]:
+    """The video items vidtray can use, in file order; the others are logged once and skipped."""
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "video":
+            # item_problem's checks, inlined for the common case: this runs over 50,000 items per write.
+            path, item_id = item.get("path"), item.get("id")
+            if (type(path) is str and type(item_id) is str and path and item_id and path.isascii()
+                    and "\0" not in path):
+                yield item
+            elif (why := item_problem(item)) is None:
+                yield item
+            else:
+                _log_skipped(item, why)
+
+
+def names_a_file(path: str) -> bool:
+    """True if the OS can take this string as a path (no NUL; a lone surrogate from a JSON escape can
+    not be encoded to a file name, except the ones Python itself uses for undecodable bytes)."""
+    if not path or "\0" in path:
+        return False
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_pinned(item: Item) -> bool:
+    """Any truthy ``pinned`` (``true``, ``1``, ``"yes"``) pins: when in doubt, keep the video."""
+    value = item.get("pinned")
+    return value is not None and value is not False and value != 0 and value != ""
+
+
+def is_scheduled(item: Item) -> bool:
+    """Any ``scheduled_at`` but null, false or empty: a date vidtray cannot read still protects."""
+    value = item.get("scheduled_at")
+    return value is not None and value is not False and value != ""
+
+
+def is_protected(item: Item) -> bool:
+    return is_pinned(item) or is_scheduled(item)
+
+
+def protected_paths(items: Iterable[Any]) -> set[Path]:
+    """Paths of the video items that must never be pruned: pinned, or with ``scheduled_at`` set.
+
+    Pass every item (``doc["items"]``), not only the usable ones: an item vidtray cannot use still
+    protects its file. When its path is not a string, every absolute path found inside the value (a
+    list, an object) is protected, as it may be the one meant.
+    """
+    out: set[Path] = set()
+    for item in items:
+        if not is_video_item(item) or not is_protected(item):
+            continue
+        path = item.get("path")
+        if isinstance(path, str):
+            candidates = [path]
+        else:
+            candidates = [s for s in _strings(path) if os.path.isabs(s)]
+            if candidates:
+                _log_skipped(item, "a protected item whose path is not a string: protecting "
+                                   + ", ".join(candidates[:3]))
+        out.update(Path(c) for c in candidates if names_a_file(c))
+    return out
+
+
+def thumbnail_paths(items: Iterable[Any]) -> dict[Path, Path]:
+    """video -> thumbnail of the usable items whose ``thumbnail`` is a path (else they have none)."""
+    return {Path(item["path"]): Path(thumb) for item in video_items(items)
+            if isinstance(thumb := item.get("thumbnail"), str) and names_a_file(thumb)}
+
+
+def _strings(value: Any, limit: int = 100) -> list[str]:
+    out: list[str] = []
+    work = [value]
+    while work and len(out) < limit:
+        v = work.pop()
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            work.extend(v.values())
+        elif isinstance(v, list):
+            work.extend(v)
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A value from the file, for a log line: its JSON kind and (the start of) its text."""
+    if value is None:
+        return "missing or null"
+    kind = "object" if isinstance(value, dict) else "list" if isinstance(value, list) else \
+        "text" if isinstance(value, str) else "boolean" if isinstance(value, bool) else "number"
+    return f"the {kind} {exactjson.preview(value)}"
+
+
+_skipped_lock = threading.Lock()
+_skipped_logged: set[tuple[str, str]] = set()
+#: Distinct (item, reason) lines logged per process; beyond it one line says that more were not.
+SKIPPED_LOG_LIMIT = 50
+
+
+def _log_skipped(item: Item, why: str) -> None:
+    """Logged once per (item, reason) per process: readers run often (every watcher tick, every list)."""
+    who = f"id {_shown(item.get('id'))}, path {_shown(item.get('path'))}"
+    key = (who, why)
+    with _skipped_lock:
+        if key in _skipped_logged or len(_skipped_logged) > SKIPPED_LOG_LIMIT:
+            return
+        _skipped_logged.add(key)
+        last = len(_skipped_logged) > SKIPPED_LOG_LIMIT
+    if last:
+        log.warning("more library items are kept as they are but not used; not logging each of them")
+    else:
+        log.warning("library item (%s) is kept as it is but not used: %s", who, why)
 
 
 def sidecar_path(video: Path) -> Path:
@@ -158,13 +303,11 @@ def find_item(items: Iterable[Item], item_id: str) -> Item:
     if not key:
         raise UserError("a library id is needed (see `vidtray library list`)")
     matches: list[Item] = []
-    for item in items:
-        if not is_video_item(item):
-            continue
-        found = item.get("id")
+    for item in video_items(items):
+        found = item["id"]
         if found == key:
             return item
-        if isinstance(found, str) and found.startswith(key):
+        if found.startswith(key):
             matches.append(item)
     if not matches:
         raise UserError(f"no library item with id {item_id!r} (see `vidtray library list`)")
@@ -230,23 +373,35 @@ def merge_import(item: Item, fields: dict[str, Any], *, set_ready: bool = True) 
 
 
 def video_index(doc: Doc) -> dict[str, Item]:
-    """path -> video item of a document (a dict, so a batch into 50,000 items stays linear)."""
-    return {item["path"]: item for item in doc["items"]
-            if is_video_item(item) and isinstance(item.get("path"), str)}
+    """path -> usable video item of a document (a dict, so a batch into 50,000 items stays linear)."""
+    return {item["path"]: item for item in video_items(doc["items"])}
 
 
 def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
                index: dict[str, Item] | None = None) -> tuple[list[Item], bool]:
-    """Upsert videos into ``doc`` in place; returns (the items, anything changed?)."""
+    """Upsert videos into ``doc`` in place; returns (the items, anything changed?).
+
+    A path that an item vidtray cannot use holds (its id is not a string) is left to that item: no
+    second entry is made and the path is not in the result."""
     items = doc["items"]
     by_path = video_index(doc) if index is None else index
-    # Only string ids can clash with ours; another app's item may hold anything (a list would not hash).
-    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+    ids: set[str] = set()
+    claimed: dict[str, Item] = {}  # path -> an item vidtray cannot use that holds it
+    for item in items:
+        if isinstance(item, dict):
+            item_id = item.get("id")
+            if isinstance(item_id, str) and item_id:
+                ids.add(item_id)
+            elif item.get("type") == "video" and isinstance(item.get("path"), str):
+                claimed[item["path"]] = item
     out: list[Item] = []
     changed = False
     for path, fields in entries:
         key = abs_path(path)
         item = by_path.get(str(key))
+        if item is None and str(key) in claimed:
+            _log_skipped(claimed[str(key)], "not updated from its file (an item vidtray cannot use holds the path)")
+            continue
         if item is None:
             item = new_item(key, dict(fields), ids)
             items.append(item)
@@ -262,12 +417,16 @@ def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
 def doc_mark_missing(doc: Doc, keys: set[str]) -> int:
     """``status: missing`` on the video items at these absolute path strings; returns how many changed."""
     n = 0
-    for item in doc["items"]:
-        path = item.get("path") if is_video_item(item) else None
-        if isinstance(path, str) and path in keys and item.get("status") != "missing":
+    for item in video_items(doc["items"]):
+        if item["path"] in keys and item.get("status") != "missing":
             item["status"] = "missing"
             n += 1
     return n
+
+
+def _taken_ids(items: Iterable[Any]) -> set[str]:
+    # Only string ids can clash with ours; another app's item may hold anything (a list would not hash).
+    return {i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)}
 
 
 _MISSING = object()
@@ -276,58 +435,30 @@ _MISSING = object()
 # -- (de)serialisation -----------------------------------------------------------------------------------
 
 
-def dumps(doc: Doc, *, nonfinite: bool = False) -> bytes:
-    """The document as UTF-8 JSON, indented by 2 (as ``JSON.stringify(doc, null, 2)`` writes it).
-
-    orjson writes a 50,000-item library in ~0.1 s (the stdlib needs ~1 s with an indent). It refuses
-    what JSON text can hold but it cannot (integers beyond 64 bits, lone surrogates) and would turn
-    NaN/Infinity (``nonfinite``: the file had them) into null; those documents take the stdlib path.
-    """
-    if _orjson is not None and not nonfinite:
-        try:
-            return _orjson.dumps(doc, option=_orjson.OPT_INDENT_2) + b"\n"
-        except (_orjson.JSONEncodeError, TypeError):
-            pass
-    try:
-        return _dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (legal as a JSON \\u escape, not as UTF-8): keep it as an escape.
-        return _dumps(doc, ensure_ascii=True).encode("ascii")
-
-
-def _dumps(doc: Doc, *, ensure_ascii: bool) -> str:
-    """Stdlib fallback: one item per line, so each item goes through the C encoder (no indent)."""
-    encode = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=True).encode
-    parts = []
-    for key, value in doc.items():
-        if key == "items" and isinstance(value, list) and value:
-            body = "[\n    " + ",\n    ".join(map(encode, value)) + "\n  ]"
-        else:
-            body = encode(value)
-        parts.append(f"  {encode(key)}: {body}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+def dumps(doc: Doc) -> bytes:
+    """The document as UTF-8 JSON, indented by 2 (as ``JSON.stringify(doc, null, 2)`` writes it), every
+    foreign number exactly as it was written (``exactjson.dumps``: orjson, ~0.1 s for 50,000 items)."""
+    return exactjson.dumps(doc)
 
 
 class _Corrupt(Exception):
     """The bytes are not a library document."""
 
 
-def parse(data: bytes) -> tuple[Doc, bool, bool]:
-    """Bytes -> (version-1 document, upgraded?, has NaN/Infinity?). _Corrupt if it is not a library."""
-    nonfinite = False
+def parse(data: bytes) -> tuple[Doc, bool]:
+    """Bytes -> (version-1 document, upgraded?). _Corrupt if it is not a library.
 
-    def constant(name: str) -> float:
-        nonlocal nonfinite
-        nonfinite = True
-        return float(name.replace("Infinity", "inf"))
-
-    # The stdlib reader, not orjson's: orjson turns integers beyond 64 bits into floats.
+    The stdlib reader, not orjson's (orjson turns integers beyond 64 bits into floats), with every number
+    whose text a writer would not give back kept as its text (``exactjson.loads``). Nesting deeper than
+    the parser goes (about 1,000 levels) is a corrupt file too, not a crash.
+    """
     try:
-        raw = json.loads(data, parse_constant=constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = exactjson.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise _Corrupt(f"not valid JSON: {exc}") from None
-    doc, upgraded = upgrade(raw)
-    return doc, upgraded, nonfinite
+    except RecursionError:
+        raise _Corrupt("nested too deeply to read (about 1,000 levels or more)") from None
+    return upgrade(raw)
 
 
 def upgrade(raw: Any) -> tuple[Doc, bool]:
@@ -344,7 +475,7 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
         raw = {"version": SCHEMA_VERSION, **raw}
         upgraded = True
     elif isinstance(version, bool) or not isinstance(version, int):
-        raise _Corrupt(f"'version' is {version!r}, not an integer")
+        raise _Corrupt(f"'version' is {_shown(version)}, not an integer")
     items = raw.get("items")
     if items is None:
         raw["items"] = items = []
@@ -356,10 +487,11 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
             # Unversioned files held only videos and did not say so.
             if isinstance(item, dict) and "type" not in item and isinstance(item.get("path"), str):
                 item["type"] = "video"
-    ids = {item.get("id") for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+    ids = _taken_ids(items)
     for item in items:
-        if is_video_item(item) and not isinstance(item.get("id"), str):
+        if is_video_item(item) and item.get("id") is None:
             # The CLI needs an id to address an item; give one to entries another tool added without.
+            # An id of another type is the other tool's value: kept, and the item is not used.
             path = item.get("path")
             new = item_id_for(abs_path(path)) if isinstance(path, str) else uuid.uuid4().hex[:12]
             if new in ids:
@@ -370,6 +502,58 @@ def upgrade(raw: Any) -> tuple[Doc, bool]:
     return raw, upgraded
 
 
+def _salvaged(data: bytes) -> Doc | None:
+    """The library document made of what still decodes in damaged bytes, or None."""
+    try:
+        raw = exactjson.salvage(data)
+    except Exception:  # a bug here must not stop the rebuild: there is still the last good copy
+        log.exception("could not salvage anything from the damaged library")
+        return None
+    if isinstance(raw, dict):
+        version = raw.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            del raw["version"]
+        if "items" in raw and not isinstance(raw["items"], list):
+            del raw["items"]
+    try:
+        return upgrade(raw)[0] if raw is not None else None
+    except _Corrupt:
+        return None
+
+
+def _merge(newer: Doc | None, older: Doc | None) -> Doc:
+    """A rebuilt document: ``newer`` (what still decodes in the damaged file) completed from ``older`` (the
+    last good copy): its top-level keys and items ``newer`` lacks, and its protection: an item pinned or
+    scheduled in either stays so. A deletion made after the last good copy may come back; nothing is lost."""
+    if newer is None or older is None:
+        return newer or older or empty_document()
+    doc = dict(newer)
+    for key, value in older.items():
+        doc.setdefault(key, value)
+    items = list(newer["items"])
+    by_id = {i["id"]: i for i in reversed(items) if isinstance(i, dict) and isinstance(i.get("id"), str)}
+    by_path = {i["path"]: i for i in reversed(items) if is_video_item(i) and isinstance(i.get("path"), str)}
+    seen = {exactjson.dumps(i) for i in items if not (isinstance(i, dict) and isinstance(i.get("id"), str))}
+    for item in older["items"]:
+        twin = None
+        if isinstance(item, dict):
+            if isinstance(item.get("id"), str):
+                twin = by_id.get(item["id"])
+            if twin is None and is_video_item(item) and isinstance(item.get("path"), str):
+                twin = by_path.get(item["path"])
+        if twin is None:
+            if (isinstance(item, dict) and isinstance(item.get("id"), str)) or exactjson.dumps(item) not in seen:
+                items.append(item)
+            continue
+        if is_video_item(item) and is_video_item(twin):
+            if is_pinned(item) and not is_pinned(twin):
+                twin["pinned"] = item["pinned"]
+            if is_scheduled(item) and not is_scheduled(twin):
+                twin["scheduled_at"] = item["scheduled_at"]
+    doc["items"] = items
+    return doc
+
+
 # -- the store ---------------------------------------------------------------------------------------------
 
 
@@ -378,38 +562,68 @@ class Library:
 
     ``removed_file``: where ``remove`` remembers what the user removed, so imports keep it out
     (``vidtray.services.removed``); without it a removed file may come back with the next rescan.
+
+    A symlinked ``path`` is followed at every lock (``target``): the lock file, temp files, the last good
+    copy and a corrupt file set aside all live beside the file it points to, so another program writing
+    that file directly shares the lock, and the link stays a link.
     """
+
+    #: See SETTLE_S and WRITER_WAIT_S; per instance, so a test about something else may shorten them.
+    settle_s = SETTLE_S
+    writer_wait_s = WRITER_WAIT_S
 
     def __init__(self, path: Path, *, videos_dir: Path | None = None,
                  on_corrupt: Callable[[Path], None] | None = None, removed_file: Path | None = None) -> None:
         self.path = abs_path(path)
         self.videos_dir = abs_path(videos_dir) if videos_dir is not None else None
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.on_corrupt = on_corrupt
-        self._lock = filelock.FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        self._locks: dict[Path, filelock.FileLock] = {}
+        self._locks_mu = threading.Lock()
+        self._held = threading.local()  # .target: the file this thread holds the lock of
         self.removed = RemovedFiles(removed_file, self._locked) if removed_file is not None else None
         # The last document this object wrote or read under the lock, with the digest of its bytes: if
         # the file still holds those bytes, the next update skips json.loads (50,000 items: ~0.3 s).
         self._cache: _Cached | None = None
+        # (inode, size, mtime_ns) of the library when the last good copy was known to hold its bytes.
+        self._good_sig: tuple[int, int, int] | None = None
+        self._loaded: tuple[Path, bytes, tuple[int, int, int]] | None = None  # by the current update
+        self._good_failing = False
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r})"
 
+    @property
+    def target(self) -> Path:
+        """The file that is the library: ``path``, or the file its symlink(s) lead to now."""
+        return Path(os.path.realpath(self.path))
+
+    @property
+    def lock_path(self) -> Path:
+        return _lock_path(self.target)
+
+    @property
+    def last_good_path(self) -> Path:
+        return _last_good_path(self.target)
+
     # -- reading ---------------------------------------------------------------------------------------
     def document(self) -> Doc:
-        """The whole document (a fresh copy). A corrupt file is set aside and rebuilt (under the lock)."""
-        data = self._read_bytes()
-        if data is None:
+        """The whole document (a fresh copy). A file that does not parse is waited for and, if it stays
+        so, set aside and rebuilt (under the lock)."""
+        read = self._read(self.path)
+        if read is None:
             return empty_document()
+        data, sig = read
         try:
-            return parse(data)[0]
+            doc = parse(data)[0]
         except _Corrupt:
-            # Maybe another program is writing it in place right now: decide under the lock, after retries.
-            return self.update(lambda doc: copy.deepcopy(doc), write=False)
+            # Maybe another program is writing it in place right now: decide under the lock, after waiting.
+            return self.update(exactjson.clone, write=False)
+        self._note_good(data, sig)
+        return doc
 
     def items(self) -> list[Item]:
-        """Video items (fresh copies), in file order."""
-        return [item for item in self.document()["items"] if is_video_item(item)]
+        """The video items vidtray can use (fresh copies), in file order (see ``item_problem``)."""
+        return list(video_items(self.document()["items"]))
 
     def get(self, item_id: str) -> Item:
         """An item by id or unique id prefix (UserError if none or several match)."""
@@ -418,20 +632,20 @@ class Library:
     def find_by_path(self, path: Path) -> Item | None:
         key = str(abs_path(path))
         for item in self.items():
-            if item.get("path") == key:
+            if item["path"] == key:
                 return item
         return None
 
     def protected_paths(self) -> set[Path]:
         """Absolute paths of items that must never be pruned: pinned, or with ``scheduled_at`` set."""
-        return protected_paths(self.items())
+        return protected_paths(self.document()["items"])
 
     def summary(self) -> dict[str, int]:
         items = self.items()
         return {
             "items": len(items),
-            "pinned": sum(1 for i in items if i.get("pinned") is True),
-            "scheduled": sum(1 for i in items if i.get("scheduled_at")),
+            "pinned": sum(1 for i in items if is_pinned(i)),
+            "scheduled": sum(1 for i in items if is_scheduled(i)),
             "missing": sum(1 for i in items if i.get("status") == "missing"),
         }
 
@@ -443,34 +657,43 @@ class Library:
         to skip the write. Returns what ``fn`` returned.
         """
         with self._locked():
-            doc = self._load_locked()
+            self._loaded = None
             try:
-                result = fn(doc)
-            except BaseException:
-                self._cache = None  # fn may have half-mutated the cached document
-                raise
-            unchanged = result is UNCHANGED or (
-                isinstance(result, tuple) and result and result[0] is UNCHANGED)
-            if write and not unchanged:
-                self._write_locked(doc)
-            return result
+                doc = self._load_locked()
+                try:
+                    result = fn(doc)
+                except BaseException:
+                    self._cache = None  # fn may have half-mutated the cached document
+                    raise
+                unchanged = result is UNCHANGED or (
+                    isinstance(result, tuple) and result and result[0] is UNCHANGED)
+                if write and not unchanged:
+                    self._write_locked(doc)
+                elif self._loaded is not None:
+                    self._keep_good(*self._loaded)  # the bytes just read parsed: the last good ones now
+                return result
+            finally:
+                self._loaded = None
 
     def ensure_writable(self) -> None:
         """Fail now (OperationFailed, one clear line) if the library's folder cannot be written."""
-        folder = self.path.parent
+        target = self.target
         try:
-            private_dir(folder)
             with self._locked():
-                probe = folder / f".{self.path.name}.{os.getpid()}.write-test"
+                probe = target.parent / f".{target.name}.{os.getpid()}.write-test"
                 probe.write_bytes(b"")
                 probe.unlink()
         except OSError as exc:
-            raise OperationFailed(
-                f"cannot write the library in {folder}: {exc.strerror or exc} (check library_path)") from None
+            raise OperationFailed(f"cannot write the library in {target.parent}: {exc.strerror or exc} "
+                                  "(check library_path)") from None
 
     def add_video(self, path: Path, **fields: Any) -> Item:
         """Upsert the video at ``path`` (absolute path is the key). Keeps user edits on an existing entry."""
-        return self.add_videos([(path, fields)])[0]
+        items = self.add_videos([(path, fields)])
+        if not items:
+            raise OperationFailed(f"the library entry for {abs_path(path)} is one vidtray cannot use (see the "
+                                  "log); it was left as it is")
+        return items[0]
 
     def add_videos(self, entries: Sequence[tuple[Path, dict[str, Any]]]) -> list[Item]:
         """Upsert many videos with one read and one write of the file (watcher bursts, rescans)."""
@@ -479,7 +702,7 @@ class Library:
 
         def apply(doc: Doc) -> Any:
             items, changed = doc_upsert(doc, entries)
-            out = copy.deepcopy(items)
+            out = exactjson.clone(items)
             return out if changed else (UNCHANGED, out)
 
         result = self.update(apply)
@@ -504,7 +727,7 @@ class Library:
         def apply(doc: Doc) -> Item:
             item = find_item(doc["items"], item_id)
             item.update(changes)
-            return copy.deepcopy(item)
+            return exactjson.clone(item)
 
         return self.update(apply)
 
@@ -516,10 +739,10 @@ class Library:
         def apply(doc: Doc) -> Item:
             items = doc["items"]
             item = find_item(items, item_id)
-            if self.removed is not None and isinstance(item.get("path"), str):
+            if self.removed is not None:
                 # Under the library lock: the watcher cannot import the file between the two writes.
                 try:
-                    self.removed.add(item["path"], item.get("id"), item.get("size_bytes"))
+                    self.removed.add(item["path"], item["id"], item.get("size_bytes"))
                 except OSError as exc:
                     raise OperationFailed(f"cannot record the removal in {self.removed.path}: "
                                           f"{exc.strerror or exc}; the item stays") from None
@@ -545,91 +768,221 @@ class Library:
             return os.path.join(real_dirs[folder], name)
 
         def apply(doc: Doc) -> Any:
-            before = len(doc["items"])
-            doc["items"][:] = [item for item in doc["items"] if not (
-                is_video_item(item) and isinstance(item.get("path"), str) and real(item["path"]) in keys)]
-            n = before - len(doc["items"])
-            return n if n else UNCHANGED
+            gone = {id(item) for item in video_items(doc["items"]) if real(item["path"]) in keys}
+            if not gone:
+                return UNCHANGED
+            doc["items"][:] = [item for item in doc["items"] if id(item) not in gone]
+            return len(gone)
 
         result = self.update(apply)
         return 0 if result is UNCHANGED else int(result)
 
     # -- internals -------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self):  # -> Iterator[None]
+    def _locked(self) -> Iterator[Path]:
+        """Hold the lock of the library's target; yields the target. Re-entrant within a thread."""
+        held = getattr(self._held, "target", None)
+        if held is not None:  # this thread holds it already (RemovedFiles writes inside an update)
+            yield held
+            return
+        target = self.target
+        lock = self._lock_for(target)
         try:
-            private_dir(self.path.parent)
-            self._lock.acquire()
+            private_dir(target.parent)
+            lock.acquire()
         except filelock.Timeout:
             raise OperationFailed(
                 f"the library {self.path} is locked by another program (waited {LOCK_TIMEOUT_S:.0f} s "
-                f"for {self.lock_path})") from None
+                f"for {lock.lock_file})") from None
         except OSError as exc:
             raise OperationFailed(
-                f"cannot lock the library in {self.path.parent}: {exc.strerror or exc} "
+                f"cannot lock the library in {target.parent}: {exc.strerror or exc} "
                 "(check library_path)") from None
+        self._held.target = target
         try:
-            yield
+            yield target
         finally:
-            self._lock.release()
+            self._held.target = None
+            lock.release()
 
-    def _read_bytes(self) -> bytes | None:
+    def _lock_for(self, target: Path) -> filelock.FileLock:
+        path = _lock_path(target)
+        with self._locks_mu:
+            lock = self._locks.get(path)
+            if lock is None:
+                lock = self._locks[path] = filelock.FileLock(str(path), timeout=LOCK_TIMEOUT_S)
+            return lock
+
+    def _read(self, path: Path) -> tuple[bytes, tuple[int, int, int]] | None:
+        """(bytes, (inode, size, mtime_ns) from before reading them), or None if there is no file."""
         try:
-            return self.path.read_bytes()
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
         except FileNotFoundError:
             return None
         except IsADirectoryError:
             raise OperationFailed(f"the library path {self.path} is a folder, not a file") from None
         except OSError as exc:
-            raise OperationFailed(f"cannot read the library {self.path}: {exc.strerror or exc}") from None
+            raise OperationFailed(f"cannot read the library {path}: {exc.strerror or exc}") from None
+        return data, (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _load_locked(self) -> Doc:
-        data = self._read_bytes()
-        if data is None:
+        target = self._held.target
+        read = self._read(target)
+        if read is None:
             self._cache = None
             return empty_document()
+        data, sig = read
         digest = _digest(data)
         if self._cache is not None and self._cache.digest == digest:
             return self._cache.doc
         self._cache = None
         try:
-            doc, _, nonfinite = parse(data)
+            doc = parse(data)[0]
         except _Corrupt as exc:
-            # Another program may be writing it in place without our lock: give it a moment first.
-            for _ in range(3):
-                time.sleep(0.1)
-                again = self._read_bytes()
-                if again is None:
-                    return empty_document()
-                try:
-                    doc, _, nonfinite = parse(again)
-                    break
-                except _Corrupt:
-                    data = again
-            else:
-                return self._set_aside_and_rebuild(data, str(exc))
-            digest = _digest(again)
-        self._cache = _Cached(digest, doc, nonfinite)
+            settled = self._wait_for_writer(target, data, sig, str(exc))
+            if settled is None:
+                return empty_document()
+            data, sig, parsed, why = settled
+            if parsed is None:
+                return self._set_aside_and_rebuild(target, data, why)
+            doc, digest = parsed, _digest(data)
+        self._cache = _Cached(digest, doc)
+        self._loaded = (target, data, sig)
         return doc
 
-    def _set_aside_and_rebuild(self, data: bytes, why: str) -> Doc:
+    def _wait_for_writer(self, target: Path, data: bytes, sig: tuple[int, int, int], why: str,
+                         ) -> tuple[bytes, tuple[int, int, int], Doc | None, str] | None:
+        """Read a file that does not parse again until it does, or until it has stopped changing for
+        ``settle_s`` (then it is corrupt: the Doc is None). None if the file went away meanwhile.
+
+        Another program may be rewriting it in place without our lock (truncate, then chunks): while its
+        bytes or (inode, size, mtime) keep changing, a writer is at work. If that goes on past
+        ``writer_wait_s``, OperationFailed: nothing is set aside while a writer may still be writing.
+        """
+        log.info("library %s does not parse (%s); waiting for it to settle", target, why)
+        start = changed = time.monotonic()
+        while True:
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            read = self._read(target)
+            if read is None:
+                return None
+            if read != (data, sig):
+                data, sig = read
+                changed = now
+                try:
+                    return data, sig, parse(data)[0], why
+                except _Corrupt as exc:
+                    why = str(exc)
+            elif now - changed >= self.settle_s:
+                return data, sig, None, why
+            if now - start >= self.writer_wait_s:
+                raise OperationFailed(
+                    f"the library {target} does not parse ({why}) and was still changing after "
+                    f"{self.writer_wait_s:.0f} s: another program seems to be writing it. Nothing was "
+                    "changed; try again")
+
+    # -- the last good copy ----------------------------------------------------------------------------
+    def _note_good(self, data: bytes, sig: tuple[int, int, int]) -> None:
+        """After a read without the lock: refresh the last good copy if the lock is free right now (a
+        reader never waits for it; the next locked read refreshes it otherwise)."""
+        if sig == self._good_sig:
+            return
+        held = getattr(self._held, "target", None)
+        if held is not None:
+            self._keep_good(held, data, sig)
+            return
+        target = self.target
+        lock = self._lock_for(target)
+        try:
+            lock.acquire(timeout=0)
+        except (filelock.Timeout, OSError):
+            return
+        self._held.target = target
+        try:
+            try:
+                now = os.stat(target)
+            except OSError:
+                return
+            if (now.st_ino, now.st_size, now.st_mtime_ns) == sig:  # still the bytes we read
+                self._keep_good(target, data, sig)
+        finally:
+            self._held.target = None
+            lock.release()
+
+    def _keep_good(self, target: Path, data: bytes, sig: tuple[int, int, int], *, known_new: bool = False,
+                   ) -> None:
+        """Make the last good copy hold ``data`` (bytes that parsed, read or written under the lock)."""
+        if sig == self._good_sig:
+            return
+        good = _last_good_path(target)
+        if not known_new:
+            try:
+                if good.stat().st_size == len(data) and good.read_bytes() == data:
+                    self._good_sig = sig
+                    return
+            except OSError:
+                pass
+        try:
+            # Not fsynced: a power cut may lose this copy, never the library (fsynced) it copies.
+            atomic_write_bytes(good, data, sync=False)
+        except OSError as exc:
+            if not self._good_failing:  # a full disk: said once, and once more when it works again
+                log.warning("cannot keep the last good copy of the library at %s: %s", good, exc.strerror or exc)
+            self._good_failing = True
+            return
+        if self._good_failing:
+            log.info("the last good copy of the library is kept again at %s", good)
+        self._good_failing = False
+        self._good_sig = sig
+
+    def _read_last_good(self, target: Path) -> Doc | None:
+        good = _last_good_path(target)
+        try:
+            data = good.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot read the last good copy of the library %s: %s", good, exc.strerror or exc)
+            return None
+        try:
+            return parse(data)[0]
+        except _Corrupt as exc:
+            log.warning("the last good copy of the library %s does not parse either (%s)", good, exc)
+            return None
+
+    # -- corrupt file ----------------------------------------------------------------------------------
+    def _set_aside_and_rebuild(self, target: Path, data: bytes, why: str) -> Doc:
+        """Move the unreadable file aside (every byte kept) and write a rebuilt one: what still decodes
+        in it, completed from the last good copy (protection included), plus the videos on disk."""
+        salvaged, good = _salvaged(data), self._read_last_good(target)
+        doc = _merge(salvaged, good)
+        version = doc.get("version")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise OperationFailed(
+                f"the library {target} does not parse ({why}), and it is of schema version {version}, newer "
+                f"than this vidtray understands ({SCHEMA_VERSION}): it was left as it is")
+        imported = self._import_disk_videos(doc)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        moved = target.with_name(f"{target.name}.corrupt-{stamp}")
         n = 1
         while moved.exists():
-            moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            moved = target.with_name(f"{target.name}.corrupt-{stamp}-{n}")
             n += 1
         try:
             # A rename keeps every byte; the original is never rewritten.
-            os.replace(self.path, moved)
+            os.replace(target, moved)
         except OSError as exc:
             raise OperationFailed(
-                f"the library {self.path} is corrupt ({why}) and cannot be moved aside: "
+                f"the library {target} is corrupt ({why}) and cannot be moved aside: "
                 f"{exc.strerror or exc}") from None
-        log.error("library %s is corrupt (%s): moved it to %s and rebuilt it from %s",
-                  self.path, why, moved, self.videos_dir)
-        doc = empty_document()
-        doc["items"] = self._rebuild_items()
+        sources = [f"{len(salvaged['items'])} items still readable in it" if salvaged else "nothing readable in it",
+                   f"the last good copy ({len(good['items'])} items)" if good else "no last good copy",
+                   f"{imported} more videos from {self.videos_dir}"]
+        log.error("library %s is corrupt (%s): moved it to %s and rebuilt it from %s", target, why, moved,
+                  ", ".join(sources))
         self._write_locked(doc)
         if self.on_corrupt is not None:
             try:
@@ -638,62 +991,60 @@ class Library:
                 log.exception("on_corrupt callback failed")
         return doc
 
-    def _rebuild_items(self) -> list[Item]:
-        """Items for the videos (and sidecars) in ``videos_dir``; files that do not decode are left out."""
+    def _import_disk_videos(self, doc: Doc) -> int:
+        """Add the videos (and sidecars) in ``videos_dir`` that ``doc`` does not list; files that do not
+        decode, and files the user removed from the library, are left out. Returns how many were added."""
         if self.videos_dir is None or not self.videos_dir.is_dir():
-            return []
+            return 0
+        known = {i["path"] for i in doc["items"] if is_video_item(i) and isinstance(i.get("path"), str)}
         removed = self.removed.matcher() if self.removed is not None else None
         paths = sorted(path for path, st in iter_videos(self.videos_dir)
-                       if removed is None or not removed(str(abs_path(path)), st))
+                       if (key := str(abs_path(path))) not in known and (removed is None or not removed(key, st)))
+        if not paths:
+            return 0
         from vidtray.services import media
 
         entries, skipped = media.import_entries(paths)
         for path, why in skipped:
             log.warning("rebuild: left out %s: %s", path, why)
-        items: list[Item] = []
-        ids: set[str] = set()
-        for path, fields in entries:
-            item = new_item(abs_path(path), fields, ids)
-            ids.add(item["id"])
-            items.append(item)
-        log.info("rebuilt %d library items from %s", len(items), self.videos_dir)
-        return items
-
-    def _remove_stale_temps(self) -> None:
-        """Temp files of writers that were killed mid-write; under the lock no live writer of ours has one."""
-        prefix = f".{self.path.name}."
-        try:
-            with os.scandir(self.path.parent) as entries:
-                stale = [e.path for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp")]
-        except OSError:
-            return
-        for name in stale:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-                log.info("removed %s, left by a writer that did not finish", name)
+        items, _ = doc_upsert(doc, entries)
+        return len(items)
 
     def _write_locked(self, doc: Doc) -> None:
+        target = self._held.target
         version = doc.get("version")
         if isinstance(version, int) and version > SCHEMA_VERSION:
             raise OperationFailed(
                 f"the library {self.path} has schema version {version}, newer than this vidtray "
                 f"understands ({SCHEMA_VERSION}); not changing it")
-        nonfinite = self._cache.nonfinite if self._cache is not None and self._cache.doc is doc else False
-        data = dumps(doc, nonfinite=nonfinite)
-        self._remove_stale_temps()
+        data = dumps(doc)
+        for leftover in (*remove_stale_temps(target, STALE_TEMP_S),
+                         *remove_stale_temps(_last_good_path(target), STALE_TEMP_S)):
+            log.info("removed %s, left by a writer that did not finish", leftover)
         try:
-            atomic_write_bytes(self.path, data)
+            atomic_write_bytes(target, data)
+            st = os.stat(target)
         except OSError as exc:
             self._cache = None
-            raise OperationFailed(f"cannot write the library {self.path}: {exc.strerror or exc}") from None
-        self._cache = _Cached(_digest(data), doc, nonfinite)
+            raise OperationFailed(f"cannot write the library {target}: {exc.strerror or exc}") from None
+        self._cache = _Cached(_digest(data), doc)
+        self._keep_good(target, data, (st.st_ino, st.st_size, st.st_mtime_ns), known_new=True)
+
+
+def _lock_path(target: Path) -> Path:
+    return target.with_name(target.name + ".lock")
+
+
+def _last_good_path(target: Path) -> Path:
+    """Hidden, beside the library: every process and Library object shares it whatever its config, it
+    travels with the folder, and has the folder's permissions."""
+    return target.with_name(f".{target.name}.vidtray-last-good")
 
 
 @dataclass
 class _Cached:
     digest: bytes
     doc: Doc
-    nonfinite: bool
 
 
 def _digest(data: bytes) -> bytes:

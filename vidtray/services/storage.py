@@ -432,7 +432,7 @@ def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float
     return execute_plan(plan, to_trash=to_trash, result=result)
 
 
-def first_seen(items: Iterable[dict[str, Any]]) -> dict[Path, float]:
+def first_seen(items: Iterable[Any]) -> dict[Path, float]:
     """When the library first listed each video (its ``added``), by path with folder symlinks resolved.
 
     An entry without a usable ``added`` (written by another app) maps to ``-inf``: its age is then its
@@ -441,7 +441,7 @@ def first_seen(items: Iterable[dict[str, Any]]) -> dict[Path, float]:
     norm = _normalizer()
     out: dict[Path, float] = {}
     for item in items:
-        path = item.get("path")
+        path = item.get("path") if isinstance(item, dict) else None
         if not isinstance(path, str):
             continue
         added = parse_time(item.get("added"))
@@ -454,11 +454,12 @@ def first_seen(items: Iterable[dict[str, Any]]) -> dict[Path, float]:
 def plan_clean(cfg: Any, lib: Any, *, older_than_days: float | None, now: float) -> CleanPlan:
     """The plan that ``vidtray clean videos``, the tray and the prune job share: pinned or scheduled
     library items are protected, age counts by AGE_FROM, thumbnails go with their videos."""
-    from vidtray.services.library import protected_paths
+    from vidtray.services.library import protected_paths, thumbnail_paths
 
-    items = lib.items()  # one read of library.json for all three (it can hold tens of thousands of items)
-    thumbnails = {Path(i["path"]): Path(i["thumbnail"]) for i in items
-                  if isinstance(i.get("path"), str) and isinstance(i.get("thumbnail"), str) and i["thumbnail"]}
+    # One read of library.json for all three (it can hold tens of thousands of items). Every item, also
+    # those vidtray cannot use: a pinned one still protects its file.
+    items = lib.document()["items"]
+    thumbnails = thumbnail_paths(items)
     return plan_videos(cfg.videos_dir, older_than_days=older_than_days, now=now,
                        protected=protected_paths(items), first_seen=first_seen(items),
                        thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
