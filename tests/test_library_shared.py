@@ -69,7 +69,8 @@ def corrupt_copies(lib_file: Path) -> list[Path]:
 
 
 def clean_all(cfg: Config, lib: Library):
-    return clean_videos(cfg, lib, older_than_days=30, now=time.time(), to_trash=False, dry_run=False)
+    # No age filter: these videos were listed a moment ago (age counts from max(added, mtime)).
+    return clean_videos(cfg, lib, older_than_days=None, now=time.time(), to_trash=False, dry_run=False)
 
 
 # -- item 2: a slow in-place writer; rebuilds carry protection over --------------------------------------------

@@ -377,6 +377,12 @@ def video_index(doc: Doc) -> dict[str, Item]:
     return {item["path"]: item for item in video_items(doc["items"])}
 
 
+def listed_paths(doc: Doc) -> set[str]:
+    """Every path a video entry of ``doc`` holds, those of items vidtray cannot use included."""
+    return {item["path"] for item in doc["items"]
+            if isinstance(item, dict) and item.get("type") == "video" and isinstance(item.get("path"), str)}
+
+
 def doc_upsert(doc: Doc, entries: Iterable[tuple[Path, dict[str, Any]]],
                index: dict[str, Item] | None = None) -> tuple[list[Item], bool]:
     """Upsert videos into ``doc`` in place; returns (the items, anything changed?).

@@ -28,7 +28,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,12 @@ from vidtray.services.library import (
     abs_path,
     doc_mark_missing,
     doc_upsert,
-    is_video_item,
     is_video_name,
+    listed_paths,
     merge_import,
     sidecar_fields,
     video_index,
+    video_items,
 )
 
 log = logging.getLogger("vidtray.watcher")
@@ -564,7 +565,7 @@ class Watcher:
             before = len(index)
             known = {os.fspath(abs_path(p)) for p, _ in entries} & index.keys()
             _, upserted = doc_upsert(doc, entries, index)
-            lost[:] = self._lost_entries(index)
+            lost[:] = self._lost_entries(listed_paths(doc))
             counts["imported"] = len(index) - before
             counts["updated"] = len(known)
             changed = changed or upserted
@@ -616,14 +617,15 @@ class Watcher:
         """library.json as we (or our thumbnail thread) just wrote it: only a change after this is foreign."""
         self._lib_sig = _file_sig(self.lib.path)
 
-    def _lost_entries(self, index: dict[str, Any]) -> list[str]:
-        """Videos this watcher wrote a moment ago that ``index`` lacks although their files are still there."""
+    def _lost_entries(self, listed: Container[str]) -> list[str]:
+        """Videos this watcher wrote a moment ago that the library no longer lists (``listed``: every path
+        its video entries hold, unusable ones included) although their files are still there."""
         if not self._recent:
             return []
         now = time.monotonic()
         for key in [k for k, t in self._recent.items() if now - t > LOST_WRITE_WINDOW_S]:
             del self._recent[key]
-        lost = [k for k in self._recent if k not in index and os.path.lexists(k)]
+        lost = [k for k in self._recent if k not in listed and os.path.lexists(k)]
         if lost and self.lib.removed is not None:
             # Gone from the library because the user removed it (`vidtray library remove`), not lost.
             removed = self.lib.removed.matcher()
@@ -639,10 +641,10 @@ class Watcher:
             return
         sig = _file_sig(self.lib.path)
         if sig == self._lib_sig:
-            self._lost_entries({})  # only ages the window
+            self._lost_entries(())  # only ages the window
             return
         self._lib_sig = sig
-        self._reimport(self._lost_entries(video_index(self.lib.document())))
+        self._reimport(self._lost_entries(listed_paths(self.lib.document())))
 
     def _reimport(self, lost: list[str]) -> None:
         if not lost:
@@ -1096,12 +1098,11 @@ class _ThumbnailWorker:
 
         def apply(doc: Doc) -> Any:
             changed = False
-            for item in doc["items"]:
-                if is_video_item(item) and isinstance(item.get("path"), str):
-                    thumb = by_path.get(item["path"])
-                    if thumb is not None and item.get("thumbnail") != thumb:
-                        item["thumbnail"] = thumb
-                        changed = True
+            for item in video_items(doc["items"]):  # items vidtray cannot use are never changed
+                thumb = by_path.get(item["path"])
+                if thumb is not None and item.get("thumbnail") != thumb:
+                    item["thumbnail"] = thumb
+                    changed = True
             return None if changed else UNCHANGED
 
         if self.lib.update(apply) is not UNCHANGED:
