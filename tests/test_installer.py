@@ -111,9 +111,9 @@ def test_readme_quick_start_gives_a_tray_whose_click_opens_the_popup(
         # The application entry and the autostart entry: one id, the venv's windowless launcher, both valid.
         app = isolated_env["XDG_DATA_HOME"] / "applications" / f"{APP_ID}.desktop"
         auto = isolated_env["XDG_CONFIG_HOME"] / "autostart" / f"{APP_ID}.desktop"
-        for path in (app, auto):
+        for path, extra in ((app, ["--activate"]), (auto, [])):  # from the menu: a running tray's popup
             keys = read_desktop_entry(path.read_text())
-            assert parse_desktop_exec(keys["Exec"]) == [str(venv / "bin" / "vidtray-tray")]
+            assert parse_desktop_exec(keys["Exec"]) == [str(venv / "bin" / "vidtray-tray"), *extra]
             assert keys["TryExec"] == str(venv / "bin" / "vidtray-tray") and "Path" not in keys
             validate_desktop_file(path)
         assert (isolated_env["XDG_DATA_HOME"] / "icons" / "hicolor" / "64x64" / "apps" / f"{APP_ID}.png").is_file()
