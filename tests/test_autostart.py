@@ -165,10 +165,26 @@ def test_desktop_exec_quotes_reserved_characters() -> None:
     assert desktop_exec(['/a b/$HOME"x`\\y', "100%"]) == r'"/a b/\\$HOME\\"x\\`\\\\y" 100%%'
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12),
-                min_size=1, max_size=4))
+def test_desktop_exec_runs_a_program_path_with_percent_through_env() -> None:
+    # GLib looks the program up without turning %% into %; env gets the path as an argument, which it does.
+    assert desktop_exec(["/opt/100%/bin/vidtray-tray", "--activate"]) == \
+        "/usr/bin/env /opt/100%%/bin/vidtray-tray --activate"
+    assert parse_desktop_exec("/usr/bin/env /opt/100%%/bin/vidtray-tray --activate") == \
+        ["/opt/100%/bin/vidtray-tray", "--activate"]
+    # Someone else's env line is theirs.
+    assert parse_desktop_exec("/usr/bin/env FOO=1 vidtray-tray") == ["/usr/bin/env", "FOO=1", "vidtray-tray"]
+
+
+def test_desktop_exec_keeps_control_characters_on_one_line() -> None:
+    value = desktop_exec(["/a\nb/tool", "x\ty"])
+    assert "\n" not in value and "\t" not in value and value == '"/a\\nb/tool" "x\\ty"'
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), whitelist_characters="\n\t\r"),
+                        max_size=12), min_size=1, max_size=4))
 def test_desktop_exec_round_trips(args: list[str]) -> None:
-    assert parse_desktop_exec(desktop_exec(args)) == args
+    value = desktop_exec(args)
+    assert "\n" not in value and parse_desktop_exec(value) == args
 
 
 # -- macOS ----------------------------------------------------------------------------------

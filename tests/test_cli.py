@@ -47,6 +47,13 @@ def test_closed_pipe_ends_quietly(long_library: Config, args: tuple[str, ...]) -
     assert res.returncode == (0 if args == ("--help",) else 1)
 
 
+def test_closed_pipe_keeps_the_status_of_a_failure() -> None:
+    # The error document cannot be written, but the failure is still a usage error, said on stderr.
+    res = _closed_reader("storage", "--json", "--no-such-flag")
+    assert res.returncode == 2
+    assert res.stderr.decode() == "vidtray: error: unrecognized arguments: --no-such-flag\n"
+
+
 @pytest.mark.parametrize("args", ["storage", "library list", "library list --json"])
 def test_pipe_into_head(long_library: Config, args: str) -> None:
     cmd = f"{shlex.quote(sys.executable)} -m vidtray {args} | head -1"

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from desktop import validate_desktop_file
+from desktop import skip_or_fail, skip_without, validate_desktop_file
 
 from vidtray import cli as vidtray_cli
 from vidtray.icons import icon_path
-from vidtray.services.desktop_entry import APP_ID, AppEntry, read_desktop_entry
+from vidtray.services.autostart import XdgAutostart
+from vidtray.services.desktop_entry import APP_ID, AppEntry, escape_string, read_desktop_entry, unescape_string
 
 
 def test_install_writes_a_valid_entry_and_the_icon_and_remove_takes_both(cli, isolated_env: dict[str, Path]) -> None:
@@ -74,3 +79,82 @@ def test_other_systems_get_a_clear_message(monkeypatch: pytest.MonkeyPatch, caps
     err = capsys.readouterr().err
     assert err.startswith(f"vidtray: error: desktop-entry is for Linux and BSD desktops (freedesktop menus); on {name}")
     assert not (isolated_env["XDG_DATA_HOME"] / "applications").exists()
+
+
+# -- paths with odd characters, read back by GLib (what GNOME's menus and session use) -----------------
+
+ODD_NAMES = ["100% done", "%d%U%%", "trailing space ", " leading space", 'quo"te', "apo'strophe", "back\\slash",
+             "dollar$HOME`tick`", "ünïcødé ✓", "tab\there", "new\nline"]
+
+# Loads each entry with GLib's own parser (GKeyFile, GDesktopAppInfo) and launches it.
+GLIB_PROBE = r"""
+import json, sys
+from gi.repository import Gio, GLib
+out = []
+for path in sys.argv[1:]:
+    keys = GLib.KeyFile()
+    keys.load_from_file(path, GLib.KeyFileFlags.NONE)
+    values = {k: keys.get_string("Desktop Entry", k) for k in keys.get_keys("Desktop Entry")[0]}
+    try:
+        info = Gio.DesktopAppInfo.new_from_filename(path)
+    except TypeError:  # GLib refused the entry (for one, it found no program to run)
+        info = None
+    launched = bool(info is not None and info.launch([], Gio.AppLaunchContext()))
+    out.append({"keys": values, "loaded": info is not None, "launched": launched})
+print(json.dumps(out))
+"""
+
+
+def system_gi_python() -> str:
+    """Debian's /usr/bin/python3 with PyGObject (python3-gi, which .ci/run installs)."""
+    python = "/usr/bin/python3"
+    probe = "from gi.repository import Gio"
+    if not Path(python).exists() or subprocess.run([python, "-c", probe], capture_output=True).returncode:
+        skip_or_fail("needs /usr/bin/python3 with PyGObject (Debian: python3-gi; .ci/run installs it)")
+    return python
+
+
+def test_string_escaping_round_trips_and_marks_blanks_at_the_ends() -> None:
+    assert escape_string(" a\\b\tc\nd ") == "\\sa\\\\b\\tc\\nd\\s"
+    for text in ("", " ", "  two  ", "a\\sb", "\\", "x\r\ny", "ünï ✓"):
+        assert unescape_string(escape_string(text)) == text
+
+
+@pytest.mark.parametrize("name", ODD_NAMES, ids=ascii)
+def test_odd_paths_give_valid_entries_that_glib_launches(tmp_path: Path, name: str) -> None:
+    skip_without(("desktop-file-validate",), packages="desktop-file-utils")
+    python = system_gi_python()
+    folder = tmp_path / name  # the working directory (Path=) ends with the name: "trailing space " too
+    folder.mkdir()
+    record = tmp_path / "launched"
+    # What the launched program saw: its working directory and arguments, NUL-separated.
+    prog = folder / "vidtray-tray"
+    prog.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$(pwd -P)\" \"$@\" > {shlex.quote(str(record))}.tmp && "
+                    f"mv {shlex.quote(str(record))}.tmp {shlex.quote(str(record))}\n")
+    prog.chmod(0o755)
+    icon = shutil.copyfile(icon_path("idle"), folder / "icon.png")
+
+    app = AppEntry(data_home=tmp_path / "share")
+    assert app.install([str(prog), "--activate"], icon, workdir=folder).command == [str(prog), "--activate"]
+    assert app.status().installed is True  # TryExec read back: the program is there
+    auto = XdgAutostart(config_home=tmp_path / "config", icon=icon, workdir=folder)
+    st = auto.enable([str(prog)])
+    assert st.enabled is True and st.command == [str(prog)]
+
+    for path, args in ((app.path, ["--activate"]), (auto.path, [])):
+        validate_desktop_file(path)
+        # Our reader (and KDE's) drops blanks at the ends of a value; the escaping keeps them.
+        assert unescape_string(read_desktop_entry(path.read_text())["Path"]) == str(folder)
+        record.unlink(missing_ok=True)
+        res = subprocess.run([python, "-c", GLIB_PROBE, str(path)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        (doc,) = json.loads(res.stdout)
+        assert doc["loaded"] and doc["launched"], (path.read_text(), res.stderr)
+        assert doc["keys"]["TryExec"] == str(prog) and doc["keys"]["Path"] == str(folder)
+        if path == auto.path:
+            assert doc["keys"]["Icon"] == str(icon)
+        deadline = time.monotonic() + 30
+        while not record.exists():
+            assert time.monotonic() < deadline, "the launched program never ran"
+            time.sleep(0.05)
+        assert record.read_text().split("\0")[:-1] == [str(folder), *args]

@@ -56,7 +56,7 @@ def test_generate_json_in_a_worker_and_the_cli_never_imports_torch(cfg, tiny_pip
     assert proc.returncode == 0, proc.stderr
     assert heavy == []  # the model ran in the worker subprocess, not here
     doc = json.loads(proc.stdout)  # exactly one JSON document
-    assert {"path", "sidecar", "seed", "seconds", "model", "device"} <= set(doc)
+    assert doc["ok"] is True and {"path", "sidecar", "seed", "seconds", "model", "device"} <= set(doc)
     assert doc["seed"] == 11 and doc["device"] == "cpu" and doc["model"] == str(tiny_pipeline)
     video, sidecar = Path(doc["path"]), Path(doc["sidecar"])
     assert video.parent == cfg.videos_dir and video.stat().st_size > 0
@@ -72,7 +72,7 @@ def test_generate_json_in_a_worker_and_the_cli_never_imports_torch(cfg, tiny_pip
 def test_ctrl_c_stops_within_a_step_and_leaves_nothing(cfg, tiny_pipeline: Path,
                                                        isolated_env: dict[str, Path]) -> None:
     log = isolated_env["VIDTRAY_LOG_DIR"] / "vidtray.log"
-    args = ["generate", "a slow one", "--model", str(tiny_pipeline), *small_args()]
+    args = ["generate", "a slow one", "--model", str(tiny_pipeline), *small_args(), "--json"]
     args[args.index("--steps") + 1] = "1000"
     # its own process group, like a shell job: Ctrl-C goes to the CLI and its worker alike
     proc = subprocess.Popen([sys.executable, "-m", "vidtray", *args], cwd=ROOT, stdout=subprocess.PIPE,
@@ -94,6 +94,8 @@ def test_ctrl_c_stops_within_a_step_and_leaves_nothing(cfg, tiny_pipeline: Path,
     assert time.monotonic() - sent < 15
     assert "cancelled; nothing was written" in err
     assert "Traceback" not in err
+    assert json.loads(out) == {"ok": False, "vidtray_json": 1, "error": {
+        "kind": "interrupted", "message": "generation cancelled; nothing was written"}}
     assert files_under(cfg.videos_dir) == []
     assert not cfg.library_file.exists()
 

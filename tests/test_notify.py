@@ -3,12 +3,16 @@ no daemon means logged once and never raised; ``notifications = false`` silences
 
 from __future__ import annotations
 
+import importlib.machinery
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from desktop import Desktop
+from conftest import ROOT
+from desktop import Desktop, skip_or_fail
 
 from vidtray.config import Config
 from vidtray.services import notify
@@ -56,6 +60,40 @@ def test_every_kind_reaches_the_daemon(desktop: Desktop) -> None:
     assert urgencies["Video generation failed"] == "CRITICAL"
     assert urgencies["Video ready"] == "NORMAL"
     assert len(desktop.dunst.notifications) == len(KINDS)
+
+
+def dbus_python_shim(folder: Path) -> Path:
+    """Debian's dbus-python (python3-dbus) made importable here, alone: links to the package and its
+    extension module, which must be built for this Python (the same ABI tag)."""
+    dist = Path("/usr/lib/python3/dist-packages")
+    ext = [p for p in dist.glob("_dbus_bindings.*")
+           if any(p.name.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES)]
+    if not (dist / "dbus" / "__init__.py").is_file() or not ext:
+        skip_or_fail(f"needs Debian's python3-dbus built for Python {sys.version_info.major}.{sys.version_info.minor} "
+                     "(.ci/run installs it)")
+    folder.mkdir()
+    (folder / "dbus").symlink_to(dist / "dbus")
+    (folder / ext[0].name).symlink_to(ext[0])
+    return folder
+
+
+@pytest.mark.gui
+def test_urgency_reaches_the_daemon_through_dbus_python(desktop: Desktop, tmp_path: Path) -> None:
+    # Where dbus-python is importable (a venv that sees the system's packages) plyer's D-Bus backend is
+    # used; the urgency goes as the spec's hint there, as notify-send's --urgency does.
+    shim = dbus_python_shim(tmp_path / "dbus-python")
+    code = ("from pathlib import Path\n"
+            "from vidtray.services.notify import Notifier\n"
+            "n = Notifier()\n"
+            "assert n.backend.name == 'dbus-python', n.backend.name\n"
+            "assert n.generation_failed('boom') and n.video_ready(Path('/v/a.mp4'), 'a fox')\n")
+    res = subprocess.run([sys.executable, "-c", code], env={**desktop.env, "PYTHONPATH": f"{ROOT}{os.pathsep}{shim}"},
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    failed = desktop.dunst.wait_for("Video generation failed")
+    ready = desktop.dunst.wait_for("Video ready")
+    assert (failed.urgency, ready.urgency) == ("CRITICAL", "NORMAL")
+    assert failed.appname == "vidtray" and failed.fields["desktop_entry"] == APP_ID
 
 
 @pytest.mark.gui

@@ -1,7 +1,8 @@
 """Command line: argument parsing, and the one place that maps errors to exit codes.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input. Errors are one
-``vidtray: error:`` line on stderr; tracebacks go to the log file (and to stderr with --debug).
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input, 130 interrupted. Errors are
+one ``vidtray: error:`` line on stderr; tracebacks go to the log file (and to stderr with --debug).
+With ``--json`` stdout carries exactly one JSON document, failures included (see ``Context.print_json``).
 Command groups live in ``vidtray.commands.*``; they stay light (heavy imports inside handlers).
 """
 
@@ -15,14 +16,20 @@ import os
 import pkgutil
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, NoReturn
 
 from vidtray import __version__, commands
-from vidtray.errors import UserError, VidtrayError
+from vidtray.errors import Interrupted, OperationFailed, UserError, VidtrayError
 
 log = logging.getLogger("vidtray.cli")
+
+#: The envelope every ``--json`` document starts with: ``"ok"`` (true exactly when the exit status is 0)
+#: and this version under ``JSON_VERSION_KEY``. The version goes up only when a document changes in a way
+#: that breaks a reader (a key renamed or removed, a meaning changed); new keys do not raise it.
+JSON_VERSION_KEY = "vidtray_json"
+JSON_VERSION = 1
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,6 +62,7 @@ class Context:
 
     def __init__(self, config_arg: str | None) -> None:
         self.config_arg = config_arg
+        self._document: dict[str, Any] | None = None
 
     @cached_property
     def cfg(self):  # -> vidtray.config.Config
@@ -62,8 +70,23 @@ class Context:
 
         return load_config(self.config_arg)
 
-    @staticmethod
-    def print_json(doc: Any) -> None:
+    def print_json(self, doc: Mapping[str, Any]) -> None:
+        """The command's ``--json`` result: ``doc``'s keys at the top level, after the envelope's.
+
+        Written when the command ends, by the boundary in this module, so stdout holds one document
+        and its ``ok`` agrees with the exit status even when the command fails after calling this.
+        A key of ``doc`` named like an envelope key is left out (the envelope's wins).
+        """
+        self._document = {"ok": True, JSON_VERSION_KEY: JSON_VERSION,
+                          **{k: v for k, v in doc.items() if k not in ("ok", JSON_VERSION_KEY)}}
+
+    def _write_json(self, rc: int, error: VidtrayError | None = None) -> None:
+        """The one writer of ``--json`` output: the result when ``rc`` is 0, else the error's envelope."""
+        if rc == 0 and error is None:
+            doc = self._document or {"ok": True, JSON_VERSION_KEY: JSON_VERSION}
+        else:
+            kind, message = (error.kind, str(error)) if error else ("failed", f"exit status {rc}")
+            doc = {"ok": False, JSON_VERSION_KEY: JSON_VERSION, "error": {"kind": kind, "message": message}}
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
     @staticmethod
@@ -95,19 +118,25 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
+    rc: int | None = None
     try:
         try:
-            return _main(argv)
+            rc = _main(argv)
+            return rc
         finally:
             # Output to a pipe is block-buffered: flush here, where a closed reader can still be caught.
             sys.stdout.flush()
     except BrokenPipeError:
-        # The reader went away (`vidtray storage | head -1`): stop quietly, as a filter does. Point
-        # stdout at devnull so the interpreter's own flush at exit does not fail again (Python docs,
-        # "Note on SIGPIPE").
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        # The reader went away (`vidtray storage | head -1`): stop quietly, as a filter does.
+        _stdout_gone()
+        return rc or 1
+
+
+def _stdout_gone() -> None:
+    """Point stdout at devnull so the interpreter's own flush at exit does not fail again (Python docs,
+    "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -119,35 +148,56 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UserError as exc:
-        return _fail(exc, debug)
+        return _fail(exc, debug, Context(None) if _wants_json(argv) else None)
     from vidtray.logs import setup_logging
 
     setup_logging(verbose=args.debug)
+    ctx = Context(args.config)
+    json_ctx = ctx if getattr(args, "json", False) else None
     try:
-        rc = args.handler(args, Context(args.config))
-        return int(rc or 0)
+        rc = int(args.handler(args, ctx) or 0)
     except BrokenPipeError:
         raise  # not a failure of the command: main() ends quietly
     except VidtrayError as exc:
         log.info("command failed: %s", exc, exc_info=True)
-        return _fail(exc, args.debug)
+        return _fail(exc, args.debug, json_ctx)
     except KeyboardInterrupt:
-        print("vidtray: interrupted", file=sys.stderr)
-        return 130
+        return _fail(Interrupted("interrupted"), False, json_ctx)
     except Exception as exc:  # the boundary: a bug still gets one line, the traceback goes to the log
         log.exception("unexpected error")
         from vidtray.logs import log_file
 
         if args.debug:
             traceback.print_exc()
-        print(f"vidtray: error: {type(exc).__name__}: {exc} (details in {log_file()})", file=sys.stderr)
-        return 1
+        return _fail(OperationFailed(f"{type(exc).__name__}: {exc} (details in {log_file()})"), False, json_ctx)
+    if json_ctx is not None:
+        json_ctx._write_json(rc)
+    return rc
 
 
-def _fail(exc: VidtrayError, debug: bool) -> int:
-    if debug:
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line that argparse refused asked for ``--json`` (or a prefix argparse takes for it)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg.startswith("--j") and "--json".startswith(arg):
+            return True
+    return False
+
+
+def _fail(exc: VidtrayError, debug: bool, json_ctx: Context | None) -> int:
+    """The one line on stderr (and, under ``--json``, the error document on stdout); the exit code."""
+    # An interruption is not an error of the command: "vidtray: interrupted", as a shell says it.
+    interrupted = isinstance(exc, Interrupted)
+    if debug and not interrupted:
         traceback.print_exception(exc)
-    print(f"vidtray: error: {exc}", file=sys.stderr)
+    print(f"vidtray: {exc}" if interrupted else f"vidtray: error: {exc}", file=sys.stderr)
+    if json_ctx is not None:
+        try:
+            json_ctx._write_json(exc.exit_code, exc)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()  # nobody reads the document; the failure keeps its status
     return exc.exit_code
 
 

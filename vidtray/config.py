@@ -75,7 +75,7 @@ class Config:
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
 
-    # -- derived paths (DESIGN.md "Data") -------------------------------------------------
+    # -- derived paths: what vidtray writes, under data_dir (README "Configuration") ------
     @property
     def videos_dir(self) -> Path:
         return self.data_dir / "generated" / "videos"

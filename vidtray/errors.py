@@ -1,16 +1,19 @@
-"""Error types. ``vidtray.cli`` maps them to exit codes: UserError -> 2, OperationFailed -> 1."""
+"""Error types. ``vidtray.cli`` maps them to exit codes: UserError -> 2, OperationFailed -> 1,
+Interrupted -> 130; ``kind`` is what ``--json`` output calls them (``"error": {"kind": ...}``)."""
 
 
 class VidtrayError(Exception):
     """Base of every error vidtray raises on purpose; its message is one line for a person."""
 
     exit_code = 1
+    kind = "failed"
 
 
 class UserError(VidtrayError):
     """Bad usage or bad input (a flag, an id, a config value). Nothing was changed."""
 
     exit_code = 2
+    kind = "usage"
 
 
 class ConfigError(UserError):
@@ -27,3 +30,10 @@ class OperationFailed(VidtrayError):
     """The input was fine but the operation could not be done (disk full, no GPU, I/O error)."""
 
     exit_code = 1
+
+
+class Interrupted(VidtrayError):
+    """Stopped by the user (Ctrl-C) before it was done; nothing half-made is left behind."""
+
+    exit_code = 130
+    kind = "interrupted"

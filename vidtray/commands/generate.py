@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.config import DEVICES
-from vidtray.errors import OperationFailed, UserError
+from vidtray.errors import Interrupted, OperationFailed, UserError
 
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
@@ -202,8 +202,7 @@ def run_in_worker(req: Any, cfg: Any, ctx: Any, *, as_json: bool) -> int:
                       f"in {result['seconds']:.1f}s", file=sys.stderr)
         return 0
     if kind == "cancelled" or cancelling:
-        print("vidtray: generation cancelled; nothing was written", file=sys.stderr)
-        return 130
+        raise Interrupted("generation cancelled; nothing was written")
     assert outcome is not None
     error = str(outcome.get("error") or "generation failed")
     if outcome.get("kind") == "user":

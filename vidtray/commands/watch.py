@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _watch(args: argparse.Namespace, ctx) -> int:
     from vidtray.services.daemon import Daemon
+    from vidtray.services.notify import make_notifier
 
     cfg = ctx.cfg
     stop = threading.Event()
@@ -23,7 +24,7 @@ def _watch(args: argparse.Namespace, ctx) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    notifier = _notifier(cfg)
+    notifier = make_notifier(cfg)
     daemon = Daemon(cfg, notifier)
     try:
         daemon.start()
@@ -38,11 +39,3 @@ def _watch(args: argparse.Namespace, ctx) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
-
-
-def _notifier(cfg):  # -> Notifier | None
-    try:
-        from vidtray.services.notify import make_notifier
-    except ImportError:  # notifications live on another branch until it is merged
-        return None
-    return make_notifier(cfg)

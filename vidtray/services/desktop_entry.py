@@ -56,6 +56,8 @@ def xdg_config_dirs() -> list[Path]:
 # -- the format ----------------------------------------------------------------------------------
 
 _EXEC_RESERVED = set(' \t\n"\'\\><~|&;$*?#()`')
+#: Runs the program when its path has a ``%``: see :func:`desktop_exec`.
+ENV = "/usr/bin/env"
 
 
 def desktop_exec(command: Sequence[str]) -> str:
@@ -64,20 +66,25 @@ def desktop_exec(command: Sequence[str]) -> str:
     An argument with reserved characters goes in double quotes with ``"`$\\`` escaped by a
     backslash; ``%`` is doubled (field codes); then the whole value gets the general string
     escaping, which doubles every backslash again.
+
+    A program path with ``%`` in it is run through ``/usr/bin/env``: the spec wants ``%%`` there,
+    but GLib (GNOME's menus and session) looks the program up in the value as written, without
+    turning ``%%`` into ``%``, so it finds no program and drops the entry. As an argument of ``env``
+    the path gets its ``%`` back when the entry is launched (GLib, KDE and desktop-file-validate agree).
     """
     parts = []
-    for arg in command:
+    for arg in ([ENV, *command] if command and "%" in command[0] else command):
         arg = arg.replace("%", "%%")
         if not arg or any(c in _EXEC_RESERVED for c in arg):
             escaped = "".join("\\" + c if c in '"`$\\' else c for c in arg)
             arg = f'"{escaped}"'
         parts.append(arg)
-    return " ".join(parts).replace("\\", "\\\\")
+    return escape_string(" ".join(parts))
 
 
 def parse_desktop_exec(value: str) -> list[str]:
     """Inverse of :func:`desktop_exec` (enough for files we wrote, and for plain hand edits)."""
-    value = value.replace("\\\\", "\\")
+    value = unescape_string(value)
     args: list[str] = []
     cur: list[str] = []
     in_quotes = have_arg = False
@@ -104,12 +111,39 @@ def parse_desktop_exec(value: str) -> list[str]:
         i += 1
     if have_arg:
         args.append("".join(cur))
-    return [a.replace("%%", "%") for a in args]
+    args = [a.replace("%%", "%") for a in args]
+    # The env that desktop_exec puts before a program path with "%" is not part of the command.
+    return args[1:] if len(args) > 1 and args[0] == ENV and "%" in args[1] else args
 
 
-def _escape_string(value: str) -> str:
-    """The spec's general escaping for string values (a path with a newline or backslash stays one line)."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_UNESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def escape_string(value: str) -> str:
+    """The spec's escaping for string values ("Possible value types"): a path with a newline, tab or
+    backslash stays one line and reads back the same; a space at either end is ``\\s``, since readers
+    drop the blanks around a value."""
+    text = "".join(_ESCAPES.get(c, c) for c in value)
+    if text.startswith(" "):
+        text = "\\s" + text[1:]
+    if text.endswith(" "):
+        text = text[:-1] + "\\s"
+    return text
+
+
+def unescape_string(value: str) -> str:
+    """Inverse of :func:`escape_string` for any value (``\\s \\n \\t \\r \\\\``; other backslashes stay)."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] in _UNESCAPES:
+            out.append(_UNESCAPES[value[i + 1]])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 def read_desktop_entry(text: str) -> dict[str, str]:
@@ -141,7 +175,7 @@ def entry_lines(command: Sequence[str], *, icon: str | None = None, workdir: Pat
         f"Name={APP_NAME}",
         "GenericName=AI Video Generator",
         "Comment=Generate videos with local AI models from the tray",
-        f"TryExec={_escape_string(command[0])}",
+        f"TryExec={escape_string(command[0])}",
         f"Exec={desktop_exec(command)}",
         "Terminal=false",
         "Categories=AudioVideo;Video;",
@@ -150,15 +184,15 @@ def entry_lines(command: Sequence[str], *, icon: str | None = None, workdir: Pat
         f"StartupWMClass={WINDOW_CLASS}",
     ]
     if icon:
-        lines.append(f"Icon={_escape_string(icon)}")
+        lines.append(f"Icon={escape_string(icon)}")
     if workdir is not None:
-        lines.append(f"Path={_escape_string(str(workdir))}")
+        lines.append(f"Path={escape_string(str(workdir))}")
     return lines
 
 
 def try_exec_missing(entry: dict[str, str]) -> str | None:
     """The ``TryExec`` program when it is not there (desktops then skip the entry), else None."""
-    value = entry.get("TryExec", "").replace("\\\\", "\\")
+    value = unescape_string(entry.get("TryExec", ""))
     if not value:
         return None
     found = Path(value).is_file() and os.access(value, os.X_OK) if os.path.isabs(value) else shutil.which(value)

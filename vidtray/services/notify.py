@@ -38,6 +38,8 @@ APP_NAME = "vidtray"
 # The freedesktop ``desktop-entry`` hint: the desktop maps the notification to the application entry
 # (its name and icon in the notification settings and history), see vidtray.services.desktop_entry.
 HINTS = {"desktop-entry": APP_ID}
+# The freedesktop "urgency" hint, a byte (what notify-send's --urgency sends).
+URGENCY_LEVELS = {"low": 0, "normal": 1, "critical": 2}
 # How long a normal notification stays on screen; critical ones stay until the server decides.
 TIMEOUT_S = 10
 SEND_TIMEOUT_S = 10.0
@@ -93,13 +95,18 @@ class PlyerBackend:
     impl: Any  # plyer's Notification facade object
     icon: str = ""
     escape: Callable[[str], str] | None = None
+    # The urgency as the backend's hint value, where it has hints (plyer's D-Bus one); None: not sent.
+    urgency_hint: Callable[[str], Any] | None = None
 
     def send(self, title: str, body: str, urgency: str) -> None:
         if self.escape is not None:
             title, body = self.escape(title), self.escape(body)
+        hints: dict[str, Any] = dict(HINTS)
+        if self.urgency_hint is not None:
+            hints["urgency"] = self.urgency_hint(urgency)
         # Only the D-Bus implementation sends hints; the others take and ignore them.
         self.impl.notify(title=title, message=body, app_name=APP_NAME, app_icon=self.icon,
-                         timeout=TIMEOUT_S, hints=dict(HINTS))
+                         timeout=TIMEOUT_S, hints=hints)
 
 
 @dataclass
@@ -111,6 +118,13 @@ class NullBackend:
 
     def send(self, title: str, body: str, urgency: str) -> None:
         raise NotifyError(self.reason)
+
+
+def _dbus_urgency(urgency: str) -> Any:
+    """The urgency hint for dbus-python: the spec's type is a byte (a plain int would go as int32)."""
+    import dbus  # type: ignore[import-not-found]
+
+    return dbus.Byte(URGENCY_LEVELS.get(urgency, URGENCY_LEVELS["normal"]))
 
 
 def _gvariant_escape(text: str) -> str:
@@ -141,7 +155,7 @@ def select_backend() -> Backend:
         except ImportError:
             pass
         else:
-            return PlyerBackend("dbus-python", linux_notification.NotifyDbus(), icon)
+            return PlyerBackend("dbus-python", linux_notification.NotifyDbus(), icon, urgency_hint=_dbus_urgency)
         exe = shutil.which("notify-send")
         if exe:
             return NotifySendBackend(exe, icon)

@@ -27,6 +27,7 @@ from typing import Any
 
 from vidtray.config import Config
 from vidtray.services.backoff import Backoff
+from vidtray.services.childenv import child_env
 from vidtray.services.queue import JobQueue
 
 log = logging.getLogger("vidtray.supervisor")
@@ -67,10 +68,8 @@ class WorkerProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        # The worker finds vidtray the way we did (a source checkout not installed included).
-        env = dict(os.environ if self.env is None else self.env)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # The worker imports this same vidtray (a source checkout not installed included).
+        env = child_env(self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -41,6 +41,7 @@ from types import ModuleType
 from typing import Any
 
 from vidtray.config import Config, config_path, config_template
+from vidtray.services.childenv import child_env
 from vidtray.services.fsutil import human_size, plural
 from vidtray.tray import tkhelp
 from vidtray.tray.backend import BackendChoice, Probe, choose_backend, load_pystray
@@ -60,14 +61,6 @@ QUIT_DEADLINE_S = 10.0  # ...and the process ends this long after the quit began
 HOST_POLL_S = 1.5  # while no tray host is there: how often to look again
 NO_HOST_GRACE_S = 5.0  # at login the panel may come a moment after us: say "no tray" only after this
 QUIT_HINT = "quit it with `vidtray tray --quit`"
-
-
-def child_env() -> dict[str, str]:
-    """Environment for our own child processes: they import this same vidtray, installed or not."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def open_path(path: Path) -> None:
