@@ -70,6 +70,14 @@ def test_env_data_dir_wins(tmp_path):
         ("watch_dirs = '/x'", "watch_dirs", "list"),
         ("warn_free_gb = 0.5", "warn_free_gb", ">= min_free_gb"),
         ("[generation]\nheight = 100", "generation.height", "multiple of 8"),
+        # the generation-parameter schema's limits, the same as the CLI's (these used to fail late, or run)
+        ("[generation]\nheight = 16", "generation.height", "must be between 32 and 2048, got 16"),
+        ("[generation]\nsteps = 5000", "generation.steps", "must be between 1 and 1000, got 5000"),
+        ("[generation]\nwidth = 4096", "generation.width", "must be between 32 and 2048, got 4096"),
+        ("[generation]\nfps = 100000", "generation.fps", "must be a number from 0.1 to 120, got 100000"),
+        ("[generation]\nframes = 2000", "generation.frames", "must be between 1 and 1024, got 2000"),
+        ("[generation]\nframes = '24'", "generation.frames", "must be a whole number, got '24'"),
+        ("model = '  '", "model", "must be a Hugging Face repo id or a folder"),
         ("[generation]\ncolour = 1", "generation.colour", "unknown key"),
         ("generation = 3", "generation", "table"),
         # timers overflow (OverflowError in APScheduler/threading) long before these
@@ -85,6 +93,11 @@ def test_bad_values_name_file_and_key(text, key, fragment):
     assert info.value.key == key
     assert str(info.value).startswith(f"my.toml: {key}: ")
     assert fragment in str(info.value)
+
+
+def test_generation_fps_takes_the_same_numbers_as_the_cli() -> None:
+    cfg = Config.from_string("[generation]\nfps = 7.5\n", "my.toml", env={})
+    assert cfg.generation.fps == 7.5
 
 
 def test_not_toml():
@@ -166,7 +179,8 @@ def _uncomment(template: str) -> str:
 def test_settings_template_shows_every_key_with_its_real_default(tmp_path) -> None:
     import dataclasses
 
-    from vidtray.config import _GEN_PARSERS, _PARSERS, Generation, config_template, default_data_dir
+    from vidtray.config import _PARSERS, Generation, config_template, default_data_dir
+    from vidtray.params import CONFIG_KEYS
 
     text = config_template()
     defaults = Config.from_mapping({}, "template", env={})
@@ -178,7 +192,8 @@ def test_settings_template_shows_every_key_with_its_real_default(tmp_path) -> No
     # Every key, once, with a comment; the values are this platform's real defaults.
     settings = re.findall(r"^# ([a-z_]+) = (.+?)  +# \S", text, flags=re.M)
     keys = [k for k, _ in settings]
-    assert keys == [*_PARSERS, *_GEN_PARSERS] and len(set(keys)) == len(keys)
+    assert keys == [*_PARSERS, *CONFIG_KEYS] and len(set(keys)) == len(keys)
+    assert [f.name for f in dataclasses.fields(Generation)] == list(CONFIG_KEYS)
     values = dict(settings)
     assert values["data_dir"] == json.dumps(str(default_data_dir()))
     assert values["library_path"] == json.dumps(str(default_data_dir() / "library.json"))

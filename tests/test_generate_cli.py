@@ -105,13 +105,15 @@ BAD_INPUT = [
     (["generate", "   "], "prompt is empty"),
     (["generate", "x", "--frames", "0"], "--frames"),
     (["generate", "x", "--steps", "-3"], "--steps"),
-    (["generate", "x", "--height", "100"], "multiple of 8"),
-    (["generate", "x", "--width", "4096"], "--width must be between"),
+    (["generate", "x", "--height", "100"], "--height: must be a multiple of 8 (try 96 or 104), got 100"),
+    (["generate", "x", "--width", "4096"], "--width: must be between 32 and 2048, got 4096"),
     (["generate", "x", "--seed", "abc"], "--seed: must be a whole number"),
     (["generate", "x", "--fps", "fast"], "--fps: must be a number"),
-    (["generate", "x", "--fps", "1e-300"], "--fps must be a number from 0.1 to 120"),
-    (["queue", "add", "x", "--fps", "1e-300"], "--fps must be a number from 0.1 to 120"),
-    (["queue", "add", "x", "--fps", "1e300"], "--fps must be a number from 0.1 to 120"),
+    (["generate", "x", "--fps", "1e-300"], "--fps: must be a number from 0.1 to 120, got 1e-300"),
+    (["queue", "add", "x", "--fps", "1e-300"], "--fps: must be a number from 0.1 to 120"),
+    (["queue", "add", "x", "--fps", "1e300"], "--fps: must be a number from 0.1 to 120, got 1e+300"),
+    (["generate", "x", "--negative", "n" * 4001], "--negative: must be at most 4000 characters"),
+    (["generate", "x", "--model", " "], "--model: must be a Hugging Face repo id or a folder"),
     (["generate", "x", "--device", "tpu"], "invalid choice"),
     (["generate", "x", "--model", "{tmp}"], "not a diffusers pipeline folder"),
     (["generate", "x", "--model", "someone/uncached-model"], "HF_HUB_OFFLINE"),
@@ -130,6 +132,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cfg, tmp_path: Path, ar
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vidtray: error: ") and message in lines[0], proc.stderr
+    assert files_under(cfg.data_dir) == before
+
+
+@pytest.mark.parametrize("command", ["generate", "queue add"])
+def test_the_models_family_rules_are_checked_before_a_worker_starts(cfg, tmp_path: Path, command: str) -> None:
+    """An LTX model needs multiples of 32 and frames = 8k+1: a bad flag, or a bad [generation] value, is
+    refused at once (no worker, nothing queued), naming the flag or the config file and key."""
+    ltx = tmp_path / "ltx"
+    ltx.mkdir()
+    (ltx / "model_index.json").write_text(json.dumps({"_class_name": "LTXPipeline"}))
+    before = files_under(cfg.data_dir)
+    proc = run_cli(*command.split(), "a cat", "--model", str(ltx), "--width", "600")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("vidtray: error: --width: must be a multiple of 32 for ltx-video models "
+                                   "(try 576 or 608), got 600")
+    config = tmp_path / "config.toml"
+    config.write_text("[generation]\nframes = 96\n")
+    proc = run_cli("--config", str(config), *command.split(), "a cat", "--model", str(ltx))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"vidtray: error: {config}: generation.frames: must be 8k+1 for ltx-video "
+                                   "models (try 89 or 97), got 96")
     assert files_under(cfg.data_dir) == before
 
 

@@ -21,23 +21,51 @@ def test_request_validation_refuses_bad_values() -> None:
     bad = [
         (dict(prompt="   \n"), "prompt is empty"),
         (dict(prompt=""), "prompt is empty"),
-        (dict(prompt="x", frames=0), "--frames"),
-        (dict(prompt="x", steps=-1), "--steps"),
-        (dict(prompt="x", height=321), "multiple of 8"),
-        (dict(prompt="x", width=4096), "--width must be between"),
-        (dict(prompt="x", height=8), "--height must be between"),
-        (dict(prompt="x", seed=-5), "--seed"),
-        (dict(prompt="x", seed="12"), "whole number"),
-        (dict(prompt="x", fps=0), "--fps"),
-        (dict(prompt="x", fps=1e-300), "--fps"),
-        (dict(prompt="x", device="tpu"), "--device must be one of"),
-        (dict(prompt="x", model=" "), "--model"),
+        (dict(prompt="x", frames=0), "frames must be between 1 and 1024, got 0"),
+        (dict(prompt="x", steps=-1), "steps must be between 1 and 1000, got -1"),
+        (dict(prompt="x", height=321), "height must be a multiple of 8 (try 320 or 328), got 321"),
+        (dict(prompt="x", width=4096), "width must be between 32 and 2048, got 4096"),
+        (dict(prompt="x", height=8), "height must be between"),
+        (dict(prompt="x", seed=-5), "seed must be between 0 and 9223372036854775807"),
+        (dict(prompt="x", seed="12"), "seed must be a whole number, got '12'"),
+        (dict(prompt="x", fps=0), "fps must be a number from 0.1 to 120, got 0"),
+        (dict(prompt="x", fps=1e-300), "fps must be a number from 0.1 to 120"),
+        (dict(prompt="x", device="tpu"), "device must be one of auto, cuda, mps, cpu, got 'tpu'"),
+        (dict(prompt="x", model=" "), "model must be a Hugging Face repo id or a folder"),
+        (dict(prompt="x", negative_prompt="n" * 4001), "the negative prompt must be at most 4000 characters"),
     ]
     for kwargs, message in bad:
         with pytest.raises(UserError, match=re.escape(message)):
             gen.Request(**kwargs).validate()
     with pytest.raises(UserError, match="unknown job field"):
         gen.Request.from_dict({"prompt": "x", "strength": 1})
+
+
+def test_errors_name_where_the_bad_value_came_from() -> None:
+    from vidtray.params import Source
+
+    req = gen.Request(prompt="x", height=4096)
+    for source, message in [
+        (Source.cli(), "--height: must be between 32 and 2048, got 4096"),
+        (Source.popup(), "the popup's Height field must be between 32 and 2048, got 4096"),
+        (Source.job("abc123"), "job abc123: height must be between 32 and 2048, got 4096"),
+        (Source.named("recipe clip.mp4"), "recipe clip.mp4: height must be between 32 and 2048, got 4096"),
+    ]:
+        with pytest.raises(UserError) as info:
+            req.validate(source)
+        assert str(info.value) == message
+    with pytest.raises(UserError) as info:
+        gen.Request.from_dict({"prompt": "x", "frames": "many"}, Source.job("abc123"))
+    assert str(info.value) == "job abc123: frames must be a whole number, got 'many'"
+    with pytest.raises(UserError) as info:
+        gen.Request.from_dict({"prompt": "x", "strength": 1}, Source.job("abc123"))
+    assert str(info.value) == "job abc123: unknown job field(s): strength"
+    with pytest.raises(UserError) as info:
+        gen.Request.from_dict({"frames": 8}, Source.job("abc123"))
+    assert str(info.value) == "job abc123: the prompt is missing"
+    with pytest.raises(UserError) as info:
+        gen.Request(prompt=" ").validate(Source.cli())
+    assert str(info.value) == "the prompt is empty: describe the video to generate"
 
 
 def test_defaults_come_from_request_then_config_then_family(isolated_env: dict[str, Path]) -> None:
@@ -52,12 +80,37 @@ def test_defaults_come_from_request_then_config_then_family(isolated_env: dict[s
     custom = Config.from_mapping({"generation": {"frames": 33, "fps": 12}}, "<test>")
     p = gen.resolve_params(gen.Request(prompt="a cat", width=640), custom, wan)
     assert (p.frames, p.fps, p.width, p.height) == (33, 12, 640, 480)  # user's settings win
-    with pytest.raises(UserError, match=r"frames = 4k\+1 \(try 29 or 33\)"):
+    with pytest.raises(UserError, match=r"frames must be 4k\+1 for wan models \(try 29 or 33\), got 30"):
         gen.resolve_params(gen.Request(prompt="a cat", frames=30), cfg, wan)
-    with pytest.raises(UserError, match="multiples of 16"):
+    with pytest.raises(UserError, match=r"height must be a multiple of 16 for wan models \(try 480 or 496\)"):
         gen.resolve_params(gen.Request(prompt="a cat", height=488), cfg, wan)
-    with pytest.raises(UserError, match="at most 49 frames"):
+    with pytest.raises(UserError, match="frames must be at most 49 for cogvideox models, got 81"):
         gen.resolve_params(gen.Request(prompt="a cat", frames=81), cfg, gen.FAMILIES["CogVideoXPipeline"])
+
+
+def test_resolved_parameters_name_the_flag_or_the_config_key(isolated_env: dict[str, Path]) -> None:
+    """The family's rules are checked on the resolved values; each error names where its value came from."""
+    from vidtray.errors import ConfigError
+    from vidtray.params import Source
+
+    ltx = gen.FAMILIES["LTXPipeline"]
+    cfg = Config.from_string("[generation]\nwidth = 600\nframes = 97\n", "/home/me/config.toml", env={})
+    # The config's width reaches an LTX model: the error names the file and the key.
+    with pytest.raises(ConfigError) as info:
+        gen.resolve_params(gen.Request(prompt="a cat"), cfg, ltx, Source.cli())
+    assert str(info.value) == ("/home/me/config.toml: generation.width: must be a multiple of 32 for "
+                               "ltx-video models (try 576 or 608), got 600")
+    assert info.value.key == "generation.width"
+    # A flag that overrides it is the value used, and the flag is what a bad one names.
+    p = gen.resolve_params(gen.Request(prompt="a cat", width=640), cfg, ltx, Source.cli())
+    assert (p.width, p.frames, p.height) == (640, 97, 480)
+    with pytest.raises(UserError) as info:
+        gen.resolve_params(gen.Request(prompt="a cat", width=640, frames=96), cfg, ltx, Source.cli())
+    assert str(info.value) == "--frames: must be 8k+1 for ltx-video models (try 89 or 97), got 96"
+    with pytest.raises(UserError) as info:
+        gen.resolve_params(gen.Request(prompt="a cat", width=624), cfg, ltx, Source.job("abc123"))
+    assert str(info.value) == "job abc123: width must be a multiple of 32 for ltx-video models " \
+                              "(try 608 or 640), got 624"
 
 
 def test_slug_hash_and_names() -> None:

@@ -15,6 +15,7 @@ import pytest
 from hf_cache import make_repo
 
 from vidtray.config import DEFAULT_MODEL, Config
+from vidtray.errors import UserError
 from vidtray.services.queue import open_queue
 from vidtray.tray import form
 from vidtray.tray.popup import PopupWindow
@@ -38,7 +39,7 @@ def test_field_checks_say_what_is_wrong() -> None:
     assert form.check_int("frames", "0") == "Must be between 1 and 1024"
     assert form.check_int("frames", "abc") == "Must be a whole number"
     assert form.check_int("steps", "") == "Required"
-    assert form.check_int("width", "570") == "Must be a multiple of 8 (try 568)"
+    assert form.check_int("width", "570") == "Must be a multiple of 8 (try 568 or 576)"
     assert form.check_int("height", "16") == "Must be between 32 and 2048"
     assert form.check_seed("") is None
     assert form.check_seed("12x") == "Must be a whole number, or empty for a random seed"
@@ -132,6 +133,18 @@ def test_submit_job_lands_in_the_queue(cfg: Config, tmp_path: Path) -> None:
     assert job["id"] == sub.job_id and job["state"] == "queued"
     assert job["request"] == {"prompt": "a fox", "negative_prompt": "blur", "model": model, "frames": 8,
                               "steps": 4, "height": 32, "width": 32, "fps": None, "seed": None, "device": None}
+
+
+def test_submit_checks_the_models_own_rules_and_names_the_popup_field(cfg: Config, tmp_path: Path) -> None:
+    ltx = str(pipeline_folder(tmp_path / "ltx", "LTXPipeline"))
+    spec, errors = form.validate({"prompt": "a fox", "model": ltx, "frames": "97", "steps": "4", "seed": "",
+                                  "width": "600", "height": "480"})
+    assert spec is not None and errors == {}  # each field is fine on its own...
+    with pytest.raises(UserError) as info:  # ...but an LTX model needs multiples of 32
+        form.submit_job(cfg, spec)
+    assert str(info.value) == ("the popup's Width field must be a multiple of 32 for ltx-video models "
+                               "(try 576 or 608), got 600")
+    assert open_queue(cfg).list() == []
 
 
 # -- the window, under Xvfb -------------------------------------------------------------------------------

@@ -220,6 +220,40 @@ def test_bad_models_and_devices(cfg: Config, tiny_pipeline: Path, tmp_path: Path
     assert leftovers(cfg) == []
 
 
+def test_a_job_its_models_family_cannot_make_names_the_job_or_the_flag(cfg: Config, tmp_path: Path) -> None:
+    """The family's rules are checked on the resolved values before the model loads; the message names
+    the queued job, or the flag when the job came from `vidtray generate`."""
+    ltx = tmp_path / "ltx"
+    ltx.mkdir()
+    (ltx / "model_index.json").write_text(json.dumps({"_class_name": "LTXPipeline"}))
+    worker, _ = make_worker(cfg)
+    with pytest.raises(UserError) as info:
+        worker.run_job("abc123", request(ltx, frames=8))
+    assert str(info.value) == "job abc123: frames must be 8k+1 for ltx-video models (try 1 or 9), got 8"
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[dict[str, Any]] = []
+
+        def emit(self, event: dict[str, Any]) -> None:
+            self.events.append(event)
+
+    proto = Recorder()
+    loop = worker_mod.WorkerLoop(cfg, 0, os.getpid(), proto)  # type: ignore[arg-type]
+    raw = request(ltx, width=48, frames=9).as_dict()
+    loop.run_one("q1", raw)
+    loop.run_one("cli-1", raw, "cli")
+    loop.run_one("q2", {**raw, "height": "tall"})
+    assert [(e["event"], e["job"], e["kind"], e["error"]) for e in proto.events] == [
+        ("failed", "q1", "user", "job q1: width must be a multiple of 32 for ltx-video models (try 32 or 64), "
+                                 "got 48"),
+        ("failed", "cli-1", "user", "--width: must be a multiple of 32 for ltx-video models (try 32 or 64), "
+                                    "got 48"),
+        ("failed", "q2", "user", "job q2: height must be a whole number, got 'tall'"),
+    ]
+    assert leftovers(cfg) == []
+
+
 def test_a_cached_hub_repo_loads_offline_and_records_its_revision(cfg: Config, tiny_pipeline: Path,
                                                                   isolated_env: dict[str, Path]) -> None:
     install_in_hf_cache(tiny_pipeline, isolated_env["HF_HOME"] / "hub")

@@ -19,11 +19,12 @@ from typing import Any
 
 import platformdirs
 
+from vidtray import params
 from vidtray.errors import ConfigError
+from vidtray.params import DEVICES
 
 APP = "vidtray"
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
-DEVICES = ("auto", "cuda", "mps", "cpu")
 OFFLOADS = ("auto", "none", "model", "sequential")
 
 
@@ -44,15 +45,20 @@ def _key(doc: str, default: Any = dataclasses.MISSING, *, factory: Any = datacla
     return field(default=default, default_factory=factory, metadata={"doc": doc})
 
 
+def _gen_key(name: str, default: Any) -> Any:
+    """A ``[generation]`` key: its limits and comment come from the generation-parameter schema."""
+    return _key(params.FIELDS[name].describe(default=False), default)
+
+
 @dataclass(frozen=True)
 class Generation:
-    """Defaults for new generation jobs (``[generation]`` table)."""
+    """Defaults for new generation jobs (``[generation]`` table); the keys are ``params.CONFIG_KEYS``."""
 
-    frames: int = _key("frames per video", 24)
-    steps: int = _key("denoising steps (more: slower, finer)", 40)
-    height: int = _key("pixels, a multiple of 8", 320)
-    width: int = _key("pixels, a multiple of 8", 576)
-    fps: int = _key("frames per second of the mp4", 8)
+    frames: int = _gen_key("frames", 24)
+    steps: int = _gen_key("steps", 40)
+    height: int = _gen_key("height", 320)
+    width: int = _gen_key("width", 576)
+    fps: float = _gen_key("fps", 8)
 
 
 @dataclass(frozen=True)
@@ -262,17 +268,6 @@ def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> An
     return parse
 
 
-def _int(minimum: int) -> Any:
-    def parse(value: Any, source: str, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(source, f"must be an integer, got {_type_name(value)}", key)
-        if value < minimum:
-            raise ConfigError(source, f"must be >= {minimum}, got {value}", key)
-        return value
-
-    return parse
-
-
 def _choice(choices: tuple[str, ...]) -> Any:
     def parse(value: Any, source: str, key: str) -> str:
         if value not in choices:
@@ -288,10 +283,10 @@ def _bool(value: Any, source: str, key: str) -> bool:
     return value
 
 
-def _model(value: Any, source: str, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(source, "must be a non-empty string (a repo id or a folder)", key)
-    return value.strip()
+def _schema(value: Any, source: str, key: str) -> Any:
+    """A top-level key that is also a generation parameter (model, device): the schema's rule."""
+    value = params.check(key, value, params.Source.config(source, table=""))
+    return value.strip() if isinstance(value, str) else value
 
 
 def _paths(value: Any, source: str, key: str) -> tuple[Path, ...]:
@@ -304,8 +299,8 @@ _PARSERS = {
     "data_dir": _path,
     "library_path": _path,
     "watch_dirs": _paths,
-    "model": _model,
-    "device": _choice(DEVICES),
+    "model": _schema,
+    "device": _schema,
     "offload": _choice(OFFLOADS),
     "keep_alive_s": _number(0, strict=False, maximum=YEAR_S),
     "min_free_gb": _number(0, strict=False),
@@ -317,24 +312,13 @@ _PARSERS = {
     "notifications": _bool,
 }
 
-_GEN_PARSERS = {
-    "frames": _int(1),
-    "steps": _int(1),
-    "height": _int(8),
-    "width": _int(8),
-    "fps": _int(1),
-}
-
-
 def _parse_generation(value: Any, source: str) -> Generation:
+    """The ``[generation]`` table, checked by the generation-parameter schema (the CLI's limits)."""
     if not isinstance(value, dict):
         raise ConfigError(source, f"must be a table, got {_type_name(value)}", "generation")
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     for key, v in value.items():
-        full = f"generation.{key}"
-        if key not in _GEN_PARSERS:
-            raise ConfigError(source, "unknown key", full)
-        out[key] = _GEN_PARSERS[key](v, source, full)
-        if key in ("height", "width") and out[key] % 8:
-            raise ConfigError(source, f"must be a multiple of 8, got {out[key]}", full)
+        if key not in params.CONFIG_KEYS:
+            raise ConfigError(source, "unknown key", f"generation.{key}")
+        out[key] = params.check(key, v, params.Source.config(source))
     return Generation(**out)

@@ -14,60 +14,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidtray.config import DEVICES
+from vidtray import params
 from vidtray.errors import Interrupted, OperationFailed, UserError
 
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
 
-def _whole(name: str, minimum: int | None = None) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = name
-    return parse
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return int(value) if value.is_integer() else value
-
-
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    """The options that describe one video (shared with ``vidtray queue add``)."""
-    p.add_argument("prompt", metavar="PROMPT", help="what the video should show")
-    p.add_argument("--model", metavar="ID_OR_PATH", help="Hugging Face repo id or a diffusers folder "
-                   "(default: the config's model)")
-    p.add_argument("--frames", type=_whole("frames", 1), metavar="N", help="number of frames")
-    p.add_argument("--steps", type=_whole("steps", 1), metavar="N", help="denoising steps")
-    p.add_argument("--height", type=_whole("height", 1), metavar="H", help="height in pixels (multiple of 8)")
-    p.add_argument("--width", type=_whole("width", 1), metavar="W", help="width in pixels (multiple of 8)")
-    p.add_argument("--fps", type=_number, metavar="F", help="frames per second of the mp4")
-    p.add_argument("--seed", type=_whole("seed", 0), metavar="S", help="seed (default: random, recorded)")
-    p.add_argument("--negative", metavar="TEXT", help="negative prompt: what to avoid")
-    p.add_argument("--device", choices=DEVICES, help="where to run (default: the config's device)")
+    """The options that describe one video (shared with ``vidtray queue add``), from the
+    generation-parameter schema: its limits are checked as argparse reads them."""
+    prompt = params.FIELDS["prompt"]
+    p.add_argument(prompt.name, metavar="PROMPT", help=prompt.help)
+    for f in params.FIELDS.values():
+        if f.flag is None:
+            continue
+        if f.kind == "choice":
+            p.add_argument(f.flag, dest=f.name, choices=f.choices, help=f.describe())
+        elif f.kind == "text":
+            p.add_argument(f.flag, dest=f.name, metavar=f.metavar, help=f.describe())
+        else:
+            p.add_argument(f.flag, dest=f.name, type=params.argtype(f.name), metavar=f.metavar,
+                           help=f.describe())
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
     """A validated ``generation.Request`` (UserError, exit 2, on bad input)."""
     from vidtray.services.generation import Request
 
-    req = Request(prompt=args.prompt, negative_prompt=args.negative, model=args.model, frames=args.frames,
-                  steps=args.steps, height=args.height, width=args.width, fps=args.fps, seed=args.seed,
-                  device=args.device)
-    req.validate()
+    req = Request(**{name: getattr(args, name) for name in params.FIELDS})
+    req.validate(params.Source.cli())
     return req
+
+
+def check_before_worker(req: Any, cfg: Any) -> None:
+    """Cheap refusals before paying for a worker (and torch), or before queueing: a bad model folder,
+    offline without the model, and -- when the model's family is known here -- parameters (from the
+    flags or the config) that the family cannot make. The worker checks again."""
+    from vidtray.services import generation as gen
+
+    source = gen.resolve_model(req.model or cfg.model)
+    family = gen.family_for(source.class_name() or gen.known_pipeline(source.model))
+    gen.resolve_params(req, cfg, family, params.Source.cli())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,9 +71,8 @@ def _generate(args: argparse.Namespace, ctx: Any) -> int:
 
     req = request_from_args(args)
     cfg = ctx.cfg
-    # Cheap refusals before paying for a worker (and torch): bad model folder, offline without the
-    # model, no disk. The worker checks again (the tray path has no CLI in front of it).
-    gen.resolve_model(req.model or cfg.model)
+    # The worker checks all this again (the tray path has no CLI in front of it).
+    check_before_worker(req, cfg)
     gen.check_output_space(cfg)
     return run_in_worker(req, cfg, ctx, as_json=args.json)
 
@@ -147,7 +133,7 @@ def run_in_worker(req: Any, cfg: Any, ctx: Any, *, as_json: bool) -> int:
     job_id = f"cli-{int(time.time())}"
     started = time.perf_counter()
     worker.start()
-    worker.submit(job_id, req.as_dict())
+    worker.submit(job_id, req.as_dict(), origin="cli")
     outcome: dict[str, Any] | None = None
     cancelling = False
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vidtray.commands.generate import add_generation_args, request_from_args
+from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,11 +75,10 @@ def _cancel(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _add(args: argparse.Namespace, ctx: Any) -> int:
-    from vidtray.services import generation as gen
     from vidtray.services.queue import open_queue
 
     req = request_from_args(args)
-    gen.resolve_model(req.model or ctx.cfg.model)
+    check_before_worker(req, ctx.cfg)
     job = open_queue(ctx.cfg).submit(req.as_dict())
     if args.json:
         ctx.print_json(job)

@@ -22,19 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidtray.config import DEVICES, Config, Generation
+from vidtray import params
+from vidtray.config import Config, Generation
 from vidtray.errors import OperationFailed, UserError
+from vidtray.params import MAX_FRAMES, Source
 from vidtray.services.fsutil import human_size
 
 log = logging.getLogger("vidtray.generation")
 
 GIB = 1024**3
-MIN_SIDE, MAX_SIDE = 32, 2048
-MAX_FRAMES, MAX_STEPS, MAX_FPS = 1024, 1000, 120
-#: Below this a clip's frame times overflow the mp4 time base (and nobody watches 1 frame in 10 s).
-MIN_FPS = 0.1
-MAX_SEED = 2**63 - 1
-MAX_PROMPT_CHARS = 4000
 # Extra room on the cache volume beyond the download itself: temp files during the download and the
 # videos the user will make next.
 DOWNLOAD_MARGIN = 0.10
@@ -107,6 +103,11 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 )
 
 
+def known_pipeline(model: str) -> str | None:
+    """The pipeline class of a model in :data:`KNOWN_MODELS` (its family before it is downloaded)."""
+    return next((k.pipeline for k in KNOWN_MODELS if k.repo_id.lower() == model.strip().lower()), None)
+
+
 # -- requests ---------------------------------------------------------------------------------------
 
 
@@ -129,52 +130,14 @@ class Request:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Request:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise UserError(f"unknown job field(s): {', '.join(unknown)}")
-        if not isinstance(raw.get("prompt"), str):
-            raise UserError("the prompt must be text")
-        req = cls(**{k: v for k, v in raw.items() if k in names})
-        req.validate()
-        return req
+    def from_dict(cls, raw: Mapping[str, Any], source: Source = params.REQUEST) -> Request:
+        """A checked request from a dict (a job file, the daemon's callers); UserError naming ``source``."""
+        return cls(**params.check_request(raw, source))
 
-    def validate(self) -> None:
-        """Checks that need no model. Raises UserError (exit 2) naming the bad value."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise UserError("the prompt is empty: describe the video to generate")
-        if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise UserError(f"the prompt is {len(self.prompt)} characters long; "
-                            f"the limit is {MAX_PROMPT_CHARS}")
-        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
-            raise UserError("the negative prompt must be text")
-        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            raise UserError("--model must be a Hugging Face repo id or a folder")
-        _check_int("frames", self.frames, 1, MAX_FRAMES)
-        _check_int("steps", self.steps, 1, MAX_STEPS)
-        for name in ("height", "width"):
-            value = getattr(self, name)
-            _check_int(name, value, MIN_SIDE, MAX_SIDE)
-            if value is not None and value % 8:
-                raise UserError(f"--{name} must be a multiple of 8, got {value}")
-        if self.fps is not None:
-            if isinstance(self.fps, bool) or not isinstance(self.fps, int | float) or not (
-                MIN_FPS <= self.fps <= MAX_FPS
-            ):
-                raise UserError(f"--fps must be a number from {MIN_FPS:g} to {MAX_FPS}, got {self.fps!r}")
-        _check_int("seed", self.seed, 0, MAX_SEED)
-        if self.device is not None and self.device not in DEVICES:
-            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"--{name} must be a whole number, got {value!r}")
-    if not low <= value <= high:
-        raise UserError(f"--{name} must be between {low} and {high}, got {value}")
+    def validate(self, source: Source = params.REQUEST) -> None:
+        """Checks that need no model (the schema's limits). Raises UserError (exit 2) naming the bad value
+        and where it came from."""
+        params.check_request(self.as_dict(), source)
 
 
 @dataclass(frozen=True)
@@ -195,48 +158,39 @@ class Params:
         return dataclasses.asdict(self)
 
 
-def resolve_params(req: Request, cfg: Config, family: Family) -> Params:
+def resolve_params(req: Request, cfg: Config, family: Family, source: Source = params.REQUEST) -> Params:
     """Fill defaults: the request, then a [generation] value the user changed, then the family's, then
     the config's. The built-in [generation] defaults are zeroscope's, so for other families the family
-    default wins unless the user set the key."""
+    default wins unless the user set the key. The result is checked against the schema and the family's
+    rules, each value named by where it came from (``source``, the config's key, the family)."""
     builtin = Generation()
+    origins: dict[str, Source] = {}
 
     def pick(name: str) -> Any:
         given = getattr(req, name)
         if given is not None:
+            origins[name] = source
             return given
         configured = getattr(cfg.generation, name)
         if configured != getattr(builtin, name) or not hasattr(family, name):
+            origins[name] = Source.config(cfg.source)
             return configured
+        origins[name] = Source.family(family.name)
         return getattr(family, name)
 
-    params = Params(
+    result = Params(
         prompt=req.prompt.strip(),
         negative_prompt=(req.negative_prompt.strip() or None) if req.negative_prompt else None,
         model=req.model or cfg.model,
         frames=pick("frames"),
-        steps=req.steps if req.steps is not None else cfg.generation.steps,
+        steps=pick("steps"),
         height=pick("height"),
         width=pick("width"),
         fps=pick("fps"),
         seed=req.seed if req.seed is not None else new_seed(),
     )
-    check_family_limits(params, family)
-    return params
-
-
-def check_family_limits(params: Params, family: Family) -> None:
-    m = family.size_multiple
-    if params.height % m or params.width % m:
-        raise UserError(f"{family.name} models need height and width in multiples of {m}, "
-                        f"got {params.width}x{params.height}")
-    if params.frames > family.max_frames:
-        raise UserError(f"{family.name} models make at most {family.max_frames} frames, got {params.frames}")
-    if family.frames_mod > 1 and params.frames % family.frames_mod != family.frames_rem:
-        lo = params.frames - (params.frames - family.frames_rem) % family.frames_mod
-        hint = f"{lo} or {lo + family.frames_mod}" if lo > 0 else str(lo + family.frames_mod)
-        raise UserError(f"{family.name} models need frames = {family.frames_mod}k+{family.frames_rem} "
-                        f"(try {hint}), got {params.frames}")
+    params.check_resolved(result.as_dict(), family, origins, default=source)
+    return result
 
 
 def new_seed() -> int:

@@ -96,8 +96,13 @@ class WorkerProcess:
             except (BrokenPipeError, OSError, ValueError):
                 return False
 
-    def submit(self, job_id: str, request: dict[str, Any]) -> bool:
-        return self.send({"cmd": "job", "id": job_id, "request": request})
+    def submit(self, job_id: str, request: dict[str, Any], origin: str | None = None) -> bool:
+        """Hand a job to the worker. ``origin="cli"``: its values came from flags, so an error names
+        them (``--width``); otherwise it names the job (``job abc123: width ...``)."""
+        command = {"cmd": "job", "id": job_id, "request": request}
+        if origin is not None:
+            command["origin"] = origin
+        return self.send(command)
 
     def cancel(self, job_id: str | None = None) -> bool:
         return self.send({"cmd": "cancel", "id": job_id})
@@ -171,17 +176,19 @@ class WorkerProcess:
                 log.debug("worker %d stderr: %s", proc.pid, line)
 
 
-def _request_problem(request: Any) -> str | None:
-    """Why a queued request cannot be run (None if it can): the same checks as ``vidtray queue add``."""
+def _request_problem(job_id: str, request: Any) -> str | None:
+    """Why a queued request cannot be run (None if it can): the same checks as ``vidtray queue add``,
+    in a message that names the job."""
     from vidtray.errors import UserError
+    from vidtray.params import Source
     from vidtray.services.generation import Request
 
     if not isinstance(request, dict):
-        return "the job's request is not a JSON object"
+        return f"job {job_id}: the request is not a JSON object"
     try:
-        Request.from_dict(request)
+        Request.from_dict(request, Source.job(job_id))
     except UserError as exc:
-        return f"invalid request: {exc}"
+        return str(exc)
     return None
 
 
@@ -335,7 +342,7 @@ class Supervisor:
         job = self.queue.claim_next(os.getpid())
         if job is None:
             return
-        problem = _request_problem(job.get("request"))
+        problem = _request_problem(job["id"], job.get("request"))
         if problem is not None:
             # Another program queued a request the worker cannot run: fail it now, with the reason.
             log.warning("job %s cannot run: %s", job["id"], problem)

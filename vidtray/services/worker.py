@@ -1,7 +1,8 @@
 """The generation worker: the ONLY vidtray module that imports torch, diffusers and transformers.
 
 Run as ``python -m vidtray.services.worker``: it reads JSON-line commands on stdin
-(``{"cmd": "job", "id": ..., "request": {...}}``, ``{"cmd": "cancel", "id": ...}``, ``{"cmd": "exit"}``)
+(``{"cmd": "job", "id": ..., "request": {...}}``, with ``"origin": "cli"`` when the values came from
+flags, ``{"cmd": "cancel", "id": ...}``, ``{"cmd": "exit"}``)
 and writes JSON-line events on stdout (``hello``, ``job_started``, ``download``, ``loading``, ``loaded``,
 ``progress``, ``done``, ``failed``, ``cancelled``, ``exit``). It loads a pipeline once, runs jobs one at
 a time, and exits after ``keep_alive_s`` without work (so GPU memory is given back), when its parent
@@ -41,6 +42,7 @@ import torch
 from vidtray import __version__
 from vidtray.config import Config, load_config
 from vidtray.errors import OperationFailed, UserError, VidtrayError
+from vidtray.params import Source
 from vidtray.services import generation as gen
 from vidtray.services.fsutil import atomic_write_text, private_dir
 from vidtray.services.memplan import MemoryPlan, apply_plan, choose_plan, denoiser_of, set_runtime_options
@@ -290,12 +292,14 @@ class Worker:
         self.phase = "idle"
 
     # -- public
-    def run_job(self, job_id: str, request: gen.Request,
-                cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Run one job to a finished video; raises UserError, OperationFailed or Cancelled."""
+    def run_job(self, job_id: str, request: gen.Request, cancel: threading.Event | None = None,
+                origin: Source | None = None) -> dict[str, Any]:
+        """Run one job to a finished video; raises UserError (naming ``origin``, by default the job),
+        OperationFailed or Cancelled."""
         cancel = cancel or threading.Event()
+        origin = origin or Source.job(job_id)
         t_start = time.perf_counter()
-        request.validate()
+        request.validate(origin)
         cfg = self.cfg
         self.phase = "prepare"
         try:
@@ -311,10 +315,10 @@ class Worker:
                 raise Cancelled()
             # Defaults need the family; the family is known from model_index.json before loading.
             family = gen.family_for(source.class_name())
-            pre = gen.resolve_params(request, cfg, family)
+            pre = gen.resolve_params(request, cfg, family, origin)
             loaded, reused = self._ensure_loaded(job_id, source, device, pre)
             if loaded.family is not family:  # model_index.json lied or was missing: redo with the real one
-                pre = gen.resolve_params(dataclasses_replace(request, seed=pre.seed), cfg, loaded.family)
+                pre = gen.resolve_params(dataclasses_replace(request, seed=pre.seed), cfg, loaded.family, origin)
             params = pre
             check_prompt_tokens(loaded, params)
             if cancel.is_set():
@@ -613,7 +617,7 @@ class WorkerLoop:
         self.parent_pid = parent_pid
         self.proto = proto
         self.worker = Worker(cfg, proto.emit)
-        self.jobs: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[str, dict[str, Any], str | None] | None] = queue.Queue()
         self.cancelled_ids: set[str] = set()
         self.current: str | None = None
         self.cancel = threading.Event()
@@ -642,7 +646,8 @@ class WorkerLoop:
                 self.proto.emit({"event": "error", "message": f"bad command line: {line[:200]}"})
                 continue
             if kind == "job":
-                self.jobs.put((str(cmd.get("id") or f"job-{time.time_ns()}"), cmd.get("request") or {}))
+                self.jobs.put((str(cmd.get("id") or f"job-{time.time_ns()}"), cmd.get("request") or {},
+                               cmd.get("origin")))
             elif kind == "cancel":
                 job = cmd.get("id")
                 with self._lock:
@@ -701,7 +706,7 @@ class WorkerLoop:
             self.proto.emit({"event": "exit", "reason": self.stop_reason or "done"})
         return 0
 
-    def run_one(self, job_id: str, raw: dict[str, Any]) -> None:
+    def run_one(self, job_id: str, raw: dict[str, Any], origin: str | None = None) -> None:
         with self._lock:
             if job_id in self.cancelled_ids:
                 self.proto.emit({"event": "cancelled", "job": job_id})
@@ -710,9 +715,10 @@ class WorkerLoop:
             self.cancel.clear()
             if self.stop.is_set() and self.stop_reason != "asked to exit":
                 self.cancel.set()
+        named = Source.cli() if origin == "cli" else Source.job(job_id)
         try:
-            request = gen.Request.from_dict(raw)
-            result = self.worker.run_job(job_id, request, self.cancel)
+            request = gen.Request.from_dict(raw, named)
+            result = self.worker.run_job(job_id, request, self.cancel, named)
             self.proto.emit({"event": "done", "job": job_id, "result": result})
         except (Cancelled, KeyboardInterrupt):
             self.proto.emit({"event": "cancelled", "job": job_id})

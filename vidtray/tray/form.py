@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidtray import params
 from vidtray.config import DEFAULT_MODEL, Config
 from vidtray.errors import UserError
 from vidtray.services import generation as gen
@@ -21,64 +22,41 @@ from vidtray.services.fsutil import human_size
 
 log = logging.getLogger("vidtray.popup")
 
-# The generation service's own bounds, so the popup and `vidtray generate` agree on what is valid.
-LIMITS: dict[str, tuple[int, int]] = {
-    "frames": (1, gen.MAX_FRAMES),
-    "steps": (1, gen.MAX_STEPS),
-    "width": (gen.MIN_SIDE, gen.MAX_SIDE),
-    "height": (gen.MIN_SIDE, gen.MAX_SIDE),
-}
-SEED_MAX = gen.MAX_SEED
-PROMPT_MAX = gen.MAX_PROMPT_CHARS
-
 FIELDS = ("prompt", "negative_prompt", "model", "frames", "steps", "seed", "width", "height")
+#: Number fields the popup may leave empty (the schema says what empty means); the others it prefills.
+OPTIONAL = ("seed",)
 
 
 # -- validation -----------------------------------------------------------------------------
+# The limits are the generation-parameter schema's (vidtray.params), as for the CLI and the queue;
+# here each field's problem is worded for a form, which shows the value already.
 
 
 def check_prompt(text: str) -> str | None:
     """An error message for the field, or None when it is fine (same for every check_*)."""
     if not text.strip():
         return "Type what the video should show"
-    if len(text) > PROMPT_MAX:
-        return f"At most {PROMPT_MAX} characters ({len(text)} now)"
-    return None
+    return _short(params.problem("prompt", text))
 
 
 def check_negative(text: str) -> str | None:
-    if len(text) > PROMPT_MAX:
-        return f"At most {PROMPT_MAX} characters ({len(text)} now)"
-    return None
+    return _short(params.problem("negative_prompt", text))
 
 
 def check_int(name: str, text: str) -> str | None:
-    lo, hi = LIMITS[name]
-    text = text.strip()
-    if not text:
-        return "Required"
-    try:
-        value = int(text)
-    except ValueError:
-        return "Must be a whole number"
-    if not lo <= value <= hi:
-        return f"Must be between {lo} and {hi}"
-    if name in ("width", "height") and value % 8:
-        return f"Must be a multiple of 8 (try {max(lo, value - value % 8)})"
-    return None
+    """A number field: empty is "Required" unless the field is OPTIONAL."""
+    if not text.strip():
+        return None if name in OPTIONAL else "Required"
+    _value, found = params.parse_problem(name, text)
+    return _short(found, empty_ok=name in OPTIONAL)
 
 
 def check_seed(text: str) -> str | None:
-    text = text.strip()
-    if not text:
-        return None  # empty = a random seed
-    try:
-        value = int(text)
-    except ValueError:
-        return "Must be a whole number, or empty for a random seed"
-    if not 0 <= value <= SEED_MAX:
-        return f"Must be between 0 and {SEED_MAX}"
-    return None
+    return check_int("seed", text)
+
+
+def _short(found: params.Problem | None, *, empty_ok: bool = False) -> str | None:
+    return None if found is None else found.short(empty_ok=empty_ok)
 
 
 def check_model(text: str) -> str | None:
@@ -105,8 +83,6 @@ def check_field(name: str, text: str) -> str | None:
         return check_negative(text)
     if name == "model":
         return check_model(text)
-    if name == "seed":
-        return check_seed(text)
     return check_int(name, text)
 
 
@@ -201,9 +177,7 @@ def model_family(model: str) -> gen.Family:
         class_name = gen.resolve_model(model).class_name()
     except UserError:
         pass
-    if class_name is None:
-        class_name = next((k.pipeline for k in gen.KNOWN_MODELS if k.repo_id.lower() == model.strip().lower()), None)
-    return gen.family_for(class_name)
+    return gen.family_for(class_name or gen.known_pipeline(model))
 
 
 def model_defaults(model: str, cfg: Config) -> dict[str, int]:
@@ -280,7 +254,10 @@ def submit_job(cfg: Config, spec: JobSpec) -> Submitted:
     from vidtray.services.queue import open_queue
 
     req = spec.request()
-    req.validate()
+    popup = params.Source.popup()
+    req.validate(popup)
     gen.resolve_model(req.model or cfg.model)
+    # The model's own rules (multiples of 16, frames = 4k+1) on what the job would run with.
+    gen.resolve_params(req, cfg, model_family(req.model or cfg.model), popup)
     job = open_queue(cfg).submit(req.as_dict())
     return Submitted(str(job["id"]), job)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from vidtray import params
 from vidtray.config import Config
 from vidtray.errors import VidtrayError
 from vidtray.services.fsutil import gib, human_size
@@ -43,10 +44,7 @@ ERROR_BG = "#ffe8ec"
 NUMBER_FIELDS = ("frames", "steps", "seed", "width", "height")
 # Shown under a field while it has no error.
 HINTS = {"seed": "empty = random"}
-LABELS = {
-    "prompt": "Prompt", "negative_prompt": "Negative prompt", "model": "Model", "frames": "Frames",
-    "steps": "Steps", "seed": "Seed", "width": "Width", "height": "Height",
-}
+LABELS = {name: params.FIELDS[name].label for name in form.FIELDS}
 
 
 class PopupWindow:
