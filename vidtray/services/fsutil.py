@@ -42,12 +42,14 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> os.stat_result:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one.
 
     Temp file in the same folder, fsync, ``os.replace``, then fsync the folder (POSIX) so the
     rename itself survives a power cut. A new file is 0600; an existing one keeps its mode.
     ``sync=False`` skips both fsyncs (a copy that may be lost in a power cut, never torn while running).
+    Returns the stat of the file as written (taken before the rename, which keeps inode and mtime), so a
+    caller can tell its own write from one that another program made a moment later.
     """
     path = Path(path)
     mode = _mode_for(path)
@@ -60,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())
+            written = os.fstat(fh.fileno())
         replace_with_retry(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,6 +70,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise
     if sync:
         fsync_dir(path.parent)
+    return written
 
 
 def _mode_for(path: Path) -> int:

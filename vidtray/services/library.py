@@ -590,6 +590,8 @@ class Library:
         # The last document this object wrote or read under the lock, with the digest of its bytes: if
         # the file still holds those bytes, the next update skips json.loads (50,000 items: ~0.3 s).
         self._cache: _Cached | None = None
+        #: (inode, size, mtime_ns) of the bytes this object last wrote (None before its first write)
+        self.written_sig: tuple[int, int, int] | None = None
         # (inode, size, mtime_ns) of the library when the last good copy was known to hold its bytes.
         self._good_sig: tuple[int, int, int] | None = None
         self._loaded: tuple[Path, bytes, tuple[int, int, int]] | None = None  # by the current update
@@ -1028,13 +1030,15 @@ class Library:
                          *remove_stale_temps(_last_good_path(target), STALE_TEMP_S)):
             log.info("removed %s, left by a writer that did not finish", leftover)
         try:
-            atomic_write_bytes(target, data)
-            st = os.stat(target)
+            st = atomic_write_bytes(target, data)
         except OSError as exc:
             self._cache = None
             raise OperationFailed(f"cannot write the library {target}: {exc.strerror or exc}") from None
         self._cache = _Cached(_digest(data), doc)
-        self._keep_good(target, data, (st.st_ino, st.st_size, st.st_mtime_ns), known_new=True)
+        # What this object last wrote, as (inode, size, mtime_ns) of those very bytes: a later change of the
+        # file is another writer's, even one that lands before we could look at the file again.
+        self.written_sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._keep_good(target, data, self.written_sig, known_new=True)
 
 
 def _lock_path(target: Path) -> Path:

@@ -614,8 +614,10 @@ class Watcher:
 
     # -- writes lost to other programs ------------------------------------------------------------------
     def _own_write(self) -> None:
-        """library.json as we (or our thumbnail thread) just wrote it: only a change after this is foreign."""
-        self._lib_sig = _file_sig(self.lib.path)
+        """library.json as we (or our thumbnail thread) just wrote it: only a change after this is foreign.
+        The library's record of the bytes it wrote, not a stat now: another program's write that lands
+        between ours and a stat would pass for ours and its loss would go unseen."""
+        self._lib_sig = self.lib.written_sig
 
     def _lost_entries(self, listed: Container[str]) -> list[str]:
         """Videos this watcher wrote a moment ago that the library no longer lists (``listed``: every path
