@@ -81,12 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace, ctx: Any) -> int:
     from vidtray.services import generation as gen
+    from vidtray.services import hub
 
     req = request_from_args(args)
     cfg = ctx.cfg
     # Cheap refusals before paying for a worker (and torch): bad model folder, offline without the
     # model, no disk. The worker checks again (the tray path has no CLI in front of it).
-    gen.resolve_model(req.model or cfg.model)
+    hub.resolve_model(req.model or cfg.model)
     gen.check_output_space(cfg)
     return run_in_worker(req, cfg, ctx, as_json=args.json)
 

@@ -75,11 +75,11 @@ def _cancel(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _add(args: argparse.Namespace, ctx: Any) -> int:
-    from vidtray.services import generation as gen
+    from vidtray.services import hub
     from vidtray.services.queue import open_queue
 
     req = request_from_args(args)
-    gen.resolve_model(req.model or ctx.cfg.model)
+    hub.resolve_model(req.model or ctx.cfg.model)
     job = open_queue(ctx.cfg).submit(req.as_dict())
     if args.json:
         ctx.print_json(job)
