@@ -1,9 +1,8 @@
-"""Generation logic that needs no torch: validation, defaults per family, names, disk checks, model lookup,
-download selection and the memory planner."""
+"""Generation logic that needs no torch: validation, defaults per family, names, the disk check and the
+memory planner (model lookup and downloads: test_hub.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -140,67 +139,6 @@ def test_low_disk_refusal_names_need_and_free(isolated_env: dict[str, Path]) -> 
     with pytest.raises(OperationFailed, match=r"not enough disk space for a new video: .* free .* needed"):
         gen.check_output_space(cfg)
     gen.check_output_space(Config.from_mapping({"min_free_gb": 0.0}, "<test>"))
-
-
-def test_download_space_check(tmp_path: Path) -> None:
-    plan = gen.DownloadPlan("o/m", "abc", (("unet/w.safetensors", 10**18),), 10**18)
-    with pytest.raises(OperationFailed, match=r"not enough disk space to download o/m: it needs .* free"):
-        gen.check_download_space(plan, cache_dir=tmp_path)
-    gen.check_download_space(gen.DownloadPlan("o/m", "abc", (("a", 10**18),), 0), cache_dir=tmp_path)
-    gen.check_download_space(gen.DownloadPlan("o/m", "abc", (("a", 1000),), 1000), cache_dir=tmp_path)
-
-
-def test_model_lookup_errors(tmp_path: Path) -> None:
-    (tmp_path / "file.bin").write_bytes(b"")
-    with pytest.raises(UserError, match="is a file"):
-        gen.resolve_model(str(tmp_path / "file.bin"))
-    with pytest.raises(UserError, match="no model_index.json"):
-        gen.resolve_model(str(tmp_path))
-    with pytest.raises(UserError, match="model folder not found"):
-        gen.resolve_model(str(tmp_path / "nope"))
-    with pytest.raises(UserError, match="neither a folder nor a Hugging Face repo id"):
-        gen.resolve_model("bad id with spaces")
-    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
-        gen.resolve_model("cerspense/zeroscope_v2_576w")
-    folder = tmp_path / "pipe"
-    folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
-    src = gen.resolve_model(str(folder))
-    assert src.local_dir == folder and src.class_name() == "WanPipeline" and src.revision is None
-
-
-def test_hf_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    assert gen.hf_cache_dir() == tmp_path / "home" / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    assert gen.hf_cache_dir() == tmp_path / "cache"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    assert not gen.hf_offline()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "true")
-    assert gen.hf_offline()
-
-
-def test_download_selection_is_like_diffusers() -> None:
-    siblings = [
-        ("model_index.json", 1), ("README.md", 5), ("zs2_576w/text2video_pytorch_model.pth", 3000),
-        ("unet/config.json", 1), ("unet/diffusion_pytorch_model.bin", 2800),
-        ("unet/diffusion_pytorch_model.safetensors", 2800),
-        ("unet/diffusion_pytorch_model.fp16.safetensors", 1400),
-        ("vae/config.json", 1), ("vae/diffusion_pytorch_model.safetensors", 160),
-        ("text_encoder/config.json", 1), ("text_encoder/model.safetensors", 680),
-        ("tokenizer/vocab.json", 1), ("tokenizer/merges.txt", 1), ("scheduler/scheduler_config.json", 1),
-    ]
-    components = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
-    names = {n for n, _ in gen.select_pipeline_files(siblings, components)}
-    assert names == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
-                     "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
-                     "scheduler/scheduler_config.json"}
-    # an older repo with pickles only (zeroscope's unet has no safetensors in some revisions)
-    pickles = [s for s in siblings if s[0] != "unet/diffusion_pytorch_model.safetensors"]
-    names = {n for n, _ in gen.select_pipeline_files(pickles, components)}
-    assert "unet/diffusion_pytorch_model.bin" in names
-    assert "vae/diffusion_pytorch_model.safetensors" not in names
 
 
 def test_memory_plan_steps_down_as_memory_shrinks() -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from vidtray.config import Config
-from vidtray.services.jobs import REARM_FRACTION, GiB, Jobs, mount_point, pause_flag_path, read_pause_flag
+from vidtray.paths import mount_point
+from vidtray.services.jobs import REARM_FRACTION, GiB, Jobs
 from vidtray.services.notify import RecordingNotifier
+from vidtray.services.queue import read_pause_flag
 
 NOW = 1_750_000_000.0
 
@@ -68,7 +70,7 @@ def test_warning_once_per_crossing_with_hysteresis(tmp_path: Path) -> None:
     disk.default = warn - 1
     jobs.check_disk(NOW)
     assert rec.kinds() == ["low_disk", "low_disk"]
-    assert not pause_flag_path(jobs.cfg).exists()
+    assert not jobs.cfg.paths.pause_flag.exists()
 
 
 def test_each_volume_is_warned_about_on_its_own(tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_each_volume_is_warned_about_on_its_own(tmp_path: Path) -> None:
 
 def test_pause_flag_below_min_and_resume(tmp_path: Path) -> None:
     jobs, disk, rec = make({"warn_free_gb": 5, "min_free_gb": 1}, 10 * GiB, tmp_path)
-    flag = pause_flag_path(jobs.cfg)
+    flag = jobs.cfg.paths.pause_flag
     disk.default = GiB - 1
     report = jobs.check_disk(NOW)
     assert report.paused and report.changed == "paused"
@@ -122,12 +124,12 @@ def test_pause_flag_below_min_and_resume(tmp_path: Path) -> None:
 
 def test_someone_elses_pause_flag_is_left_alone(tmp_path: Path) -> None:
     jobs, disk, rec = make({}, 10 * GiB, tmp_path)
-    flag = pause_flag_path(jobs.cfg)
+    flag = jobs.cfg.paths.pause_flag
     flag.parent.mkdir(parents=True)
     flag.write_text(json.dumps({"reason": "paused by the user", "since": "2025-01-01T00:00:00+00:00"}))
     report = jobs.check_disk(NOW)
     assert report.paused and flag.exists()
-    assert read_pause_flag(jobs.cfg) == {"reason": "paused by the user", "since": "2025-01-01T00:00:00+00:00"}
+    assert read_pause_flag(flag) == {"reason": "paused by the user", "since": "2025-01-01T00:00:00+00:00"}
     disk.default = 0
     jobs.check_disk(NOW)  # already paused: no second writer, no "paused" notification
     assert rec.kinds() == ["low_disk"]
@@ -140,7 +142,7 @@ def test_a_fresh_daemon_resumes_a_pause_left_by_an_earlier_one(tmp_path: Path) -
     # A new Jobs (daemon restarted after the user freed space) picks up the flag it finds.
     jobs2 = Jobs(jobs.cfg, rec, free_bytes=FakeDisk(20 * GiB), cache_dir=lambda: tmp_path)
     jobs2.check_disk(NOW + 60)
-    assert not pause_flag_path(jobs.cfg).exists()
+    assert not jobs.cfg.paths.pause_flag.exists()
     assert rec.kinds()[-1] == "queue_resumed"
 
 
@@ -161,7 +163,7 @@ def test_unreadable_volume_is_skipped_and_logged_once(tmp_path: Path, caplog: py
 
 
 def test_real_free_space_of_a_deleted_videos_folder(tmp_path: Path) -> None:
-    # The real storage.free_bytes: a videos folder removed while running is measured on its parent.
+    # The real paths.free_bytes: a videos folder removed while running is measured on its parent.
     cfg = Config.from_mapping({"warn_free_gb": 0, "min_free_gb": 0}, "<test>")
     rec = RecordingNotifier()
     jobs = Jobs(cfg, rec)

@@ -20,7 +20,7 @@ from helpers import wait_for
 from media_helpers import write_mp4
 
 from vidtray.config import Config
-from vidtray.services.jobs import GiB, pause_flag_path
+from vidtray.services.jobs import GiB
 from vidtray.services.library import open_library
 from vidtray.services.storage import iso
 
@@ -95,7 +95,7 @@ def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
         assert desktop.dunst.count("Low disk space") == 1
         assert desktop.dunst.count("Video generation paused") == 1
         assert desktop.dunst.count("Old videos pruned") == 1
-        flag = json.loads(pause_flag_path(cfg).read_text())
+        flag = json.loads(cfg.paths.pause_flag.read_text())
         assert flag["reason"] == paused.body and flag["since"]
     finally:
         rc = _stop_watch(proc, log)
@@ -116,7 +116,7 @@ def _pin(doc: dict, path: str) -> dict:
 
 
 def _mount(path: Path) -> str:
-    from vidtray.services.jobs import mount_point
+    from vidtray.paths import mount_point
 
     return str(mount_point(path))
 

@@ -16,6 +16,7 @@ from hf_cache import make_repo
 
 from vidtray.config import DEFAULT_MODEL, Config
 from vidtray.errors import UserError
+from vidtray.services import hub
 from vidtray.services.queue import open_queue
 from vidtray.tray import form
 from vidtray.tray.popup import PopupWindow
@@ -81,7 +82,7 @@ def test_cached_pipelines_come_first_then_config_and_default(cfg: Config, isolat
     make_repo(cache, "org/video-model", {"model_index.json": b'{"_class_name": "WanPipeline"}',
                                          "unet/config.json": b"{}"})
     make_repo(cache, "org/text-model", {"config.json": b"{}"})  # not a diffusers pipeline
-    cached, warnings = form.cached_pipelines(cache)
+    cached, warnings = hub.cached_pipelines(cache)
     assert [m.repo_id for m in cached] == ["org/video-model"] and warnings == []
     assert form.model_choices(cfg, cached) == ["org/video-model", DEFAULT_MODEL]
     other = Config.from_mapping({"model": "me/mine"}, "<test>")
@@ -100,27 +101,6 @@ def test_model_defaults_follow_the_pipeline_family(cfg: Config, tmp_path: Path,
     # What the user set in [generation] wins.
     mine = Config.from_mapping({"generation": {"frames": 33, "width": 512}}, "<test>")
     assert form.model_defaults(DEFAULT_MODEL, mine)["frames"] == 33
-
-
-def test_download_estimate_counts_only_what_the_pipeline_fetches() -> None:
-    mb = 1024**2
-    files = {
-        "model_index.json": 1000, "README.md": 5000,
-        "unet/config.json": 1000, "unet/diffusion_pytorch_model.bin": 2800 * mb,
-        "text_encoder/config.json": 1000, "text_encoder/pytorch_model.bin": 680 * mb,
-        "vae/config.json": 1000, "vae/diffusion_pytorch_model.bin": 160 * mb,
-        "scheduler/scheduler_config.json": 500, "tokenizer/tokenizer_config.json": 700,
-        "tokenizer/vocab.json": 1 * mb,
-        # zeroscope also ships the original ModelScope checkpoints, which diffusers never downloads
-        "zs2_576w/text2video_pytorch_model.pth": 2800 * mb, "zs2_576w/configuration.json": 500,
-    }
-    expected = sum(v for k, v in files.items() if not k.startswith("zs2_576w/") and k != "README.md")
-    assert form.estimate_download(files) == expected
-
-
-def test_download_size_is_unknown_offline() -> None:
-    assert form.download_size("cerspense/zeroscope_v2_576w") == (
-        None, "not downloaded yet; download size unknown (offline)")
 
 
 def test_submit_job_lands_in_the_queue(cfg: Config, tmp_path: Path) -> None:
@@ -243,6 +223,26 @@ def test_choosing_a_model_brings_its_size(tk_root: tk.Tk, cfg: Config, tmp_path:
     tk_root.update()
     assert (win.vars["width"].get(), win.vars["height"].get(), win.vars["frames"].get()) == ("704", "480", "121")
     assert win.model_info.cget("text") == "a local pipeline folder"
+
+
+@pytest.mark.gui
+def test_the_popup_warns_when_the_worker_would_refuse_the_download(tk_root: tk.Tk, cfg: Config, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Room for the files but not for the margin the worker's check_download_space asks: the popup used to
+    # say nothing, and the job then failed for lack of space.
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the model can be downloaded (the size lookup is faked: no network)
+    cache = tmp_path / "cache"
+    size = 1000
+    free = {cfg.videos_dir: 100 * 1024**3, cache: size + 1}
+    win = PopupWindow(tk_root, cfg, models=["org/new-model"], cached={}, submit=lambda spec: None,  # type: ignore[arg-type,return-value]
+                      size_lookup=lambda m: (size, "not downloaded yet: about 1000 B to download"),
+                      free_space=lambda p: free.get(p, 100 * 1024**3), cache_dir=cache, initial_model="org/new-model")
+    deadline = time.monotonic() + 10
+    while "model cache" not in win.disk_info.cget("text") and time.monotonic() < deadline:
+        tk_root.update()
+        time.sleep(0.02)
+    assert win.disk_info.cget("text").endswith("not enough space for the model download")
+    assert hub.space_needed(size) > size + 1
 
 
 def _alive(root: tk.Tk) -> bool:

@@ -356,3 +356,44 @@ def test_a_queued_request_the_worker_cannot_run_fails_with_the_reason(cfg: Confi
     failed = q.get(bad["id"])
     assert failed["state"] == "failed"
     assert failed["error"] == f"job {bad['id']}: frames must be a whole number, got 'many'"
+
+
+# -- one reader of the queue's files: the queue, the disk check and the tray agree ----------------------
+
+
+@pytest.mark.parametrize("content,reason", [
+    ("{not json", "paused (unreadable pause flag)"),
+    ("[1, 2]", "paused"),
+    ('{"since": "2025-01-01T00:00:00+00:00"}', "paused"),  # `queue list` said "queue paused: None"
+    ('{"reason": "only 0.4 GB free", "since": "x", "by": "disk_check"}', "only 0.4 GB free"),
+])
+def test_every_reader_of_the_pause_flag_says_the_same(cfg: Config, content: str, reason: str) -> None:
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.services.queue import open_queue, read_pause_flag
+    from vidtray.tray.link import ServiceLink
+
+    q = open_queue(cfg)
+    q.submit(req())
+    cfg.paths.pause_flag.parent.mkdir(parents=True, exist_ok=True)
+    cfg.paths.pause_flag.write_text(content)
+    assert read_pause_flag(cfg.paths.pause_flag)["reason"] == reason
+    assert q.paused()["reason"] == reason
+    # The tray showed a bare "paused" for a flag that did not parse, where `queue list` named it.
+    assert ServiceLink(cfg, RecordingNotifier()).queue_paused() == reason
+    assert q.claim_next() is None  # whatever it holds, an existing flag pauses the queue
+
+
+def test_the_tray_shows_the_jobs_the_queue_would_run_and_moves_nothing(cfg: Config) -> None:
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.services.queue import open_queue
+    from vidtray.tray.link import ServiceLink
+
+    q = open_queue(cfg)
+    good = q.submit(req("good one"))
+    # A file the queue refuses (its id is not its name): the tray showed it as the running job.
+    bad = cfg.queue_dir / "other.json"
+    bad.write_text(json.dumps(_job_doc("not-other", state="running", progress={"step": 3, "steps": 9})))
+    link = ServiceLink(cfg, RecordingNotifier())
+    assert link.jobs() == {"job": None, "queued": 1}
+    assert bad.exists()  # the tray only looks
+    assert [j["id"] for j in q.list()] == [good["id"]] and not bad.exists()  # the queue sets it aside

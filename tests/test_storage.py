@@ -10,6 +10,7 @@ import pytest
 from hf_cache import make_broken_repo, make_repo
 
 from vidtray.errors import UserError
+from vidtray.paths import free_bytes
 from vidtray.services import storage
 
 MB = 1024 * 1024
@@ -93,7 +94,7 @@ def test_space_status_thresholds(tmp_path):
     assert storage.space_status(gb // 2, 1, 5) == "low"
     assert storage.space_status(None, 1, 5) == "unknown"
     # A folder that does not exist yet is measured on its nearest existing parent.
-    assert storage.free_bytes(tmp_path / "not" / "yet") == storage.free_bytes(tmp_path)
+    assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path)
     report = storage.disk_report({"videos": tmp_path, "models": tmp_path / "x"}, 0, 1e9)
     assert len(report["volumes"]) == 1 and report["status"] == "warn"
 
@@ -222,6 +223,20 @@ def test_trash_failure_deletes_nothing_for_good(cfg, monkeypatch):
 def test_negative_days_rejected(cfg):
     with pytest.raises(UserError):
         storage.delete_videos(cfg.videos_dir, older_than_days=-1, now=time.time())
+
+
+def test_one_days_rule_for_the_cli_and_the_tray_dialog():
+    from vidtray.tray import dialog
+
+    for text, days in [("30", 30.0), (" 30d ", 30.0), ("1.5", 1.5), ("7 d", 7.0)]:
+        assert storage.parse_days(text) == days and dialog.parse_days(text) == days
+    for text in ["banana", "-5", "3x", "", "30 days"]:
+        with pytest.raises(ValueError, match="number of days"):
+            storage.parse_days(text)
+        assert dialog.parse_days(text) is None
+    # The dialog also wants more than 0 (its menu has "delete all") and no more than config's MAX_DAYS.
+    assert storage.parse_days("0") == 0 and dialog.parse_days("0") is None
+    assert dialog.parse_days("36500") == 36500 and dialog.parse_days("36501") is None
 
 
 @pytest.mark.parametrize("value", ["banana", "-5", "3x", ""])

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from vidtray.config import Config
+from vidtray.paths import tray_lock_dir
 from vidtray.tray import backend
 from vidtray.tray.dispatch import Dispatcher
-from vidtray.tray.instance import AlreadyRunning, lock_dir, single_instance
+from vidtray.tray.instance import AlreadyRunning, single_instance
 from vidtray.tray.state import (
     GB,
     JobView,
@@ -239,7 +240,7 @@ with single_instance(Path(sys.argv[1])):
 
 
 def test_second_tray_exits_1_while_another_holds_the_lock(cli, isolated_env: dict[str, Path]) -> None:
-    folder = lock_dir()
+    folder = tray_lock_dir()
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -260,7 +261,7 @@ def test_second_tray_exits_1_while_another_holds_the_lock(cli, isolated_env: dic
 def test_tray_quit_ends_the_running_tray_and_waits_for_its_lock(cli, isolated_env: dict[str, Path]) -> None:
     r = cli("tray", "--quit")
     assert (r.returncode, r.stdout) == (0, "no vidtray tray is running\n")
-    folder = lock_dir()
+    folder = tray_lock_dir()
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

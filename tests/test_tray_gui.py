@@ -21,11 +21,12 @@ from media_helpers import write_mp4
 from tray_desktop import TrayProcess, docked_icons, open_menus, start_trayer, wait_until
 
 from vidtray.config import Config
+from vidtray.paths import tray_lock_dir
 from vidtray.services.library import Library, open_library
 from vidtray.services.queue import open_queue
 from vidtray.services.storage import iso
 from vidtray.tray.backend import xembed_manager_present
-from vidtray.tray.instance import lock_dir, single_instance
+from vidtray.tray.instance import single_instance
 
 pytestmark = pytest.mark.gui
 tiny_pipeline = gen_fixtures.tiny_pipeline  # the generation tests' session-scoped tiny pipeline
@@ -293,7 +294,7 @@ def _lock_is_free() -> bool:
     from vidtray.tray.instance import AlreadyRunning
 
     try:
-        with single_instance(lock_dir()):
+        with single_instance(tray_lock_dir()):
             return True
     except AlreadyRunning:
         return False
@@ -394,7 +395,7 @@ def test_a_killed_tray_never_blocks_the_next_one(tray_host) -> None:  # type: ig
     first.wait_icon()
     first.proc.kill()  # no clean-up at all: the pid file stays, the OS lock goes with the process
     assert first.stop() == -signal.SIGKILL
-    assert (lock_dir() / "tray.pid").read_text().strip() == str(first.proc.pid)
+    assert (tray_lock_dir() / "tray.pid").read_text().strip() == str(first.proc.pid)
     second = TrayProcess(tray_host)
     second.wait_icon()
     assert second.stop() == 0

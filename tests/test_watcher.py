@@ -16,6 +16,7 @@ from helpers import wait_for
 from media_helpers import start_live_writer, write_mp4, write_source
 
 from vidtray.services import media
+from vidtray.services.fsutil import SYMLINK, walk_videos
 from vidtray.services.library import Library
 from vidtray.services.watcher import Watcher, ignore_reason
 
@@ -359,6 +360,23 @@ def test_foreign_edits_made_while_watching_survive(env: Env, clip: bytes) -> Non
 ])
 def test_ignore_reason(tmp_path: Path, rel: str, why: str | None) -> None:
     assert ignore_reason(tmp_path / rel, tmp_path) == why
+
+
+def test_a_rescan_imports_exactly_the_finished_videos_storage_counts(env: Env, clip: bytes) -> None:
+    # One rule and one walk (fsutil): what the storage report and cleanup count as finished videos is what
+    # the watcher imports, and what it passes over is said the same way.
+    for rel in ("a.mp4", "b.MKV", "sub/c.webm", "sub/deeper/d.m4v", ".hidden.mp4", "~lock.mp4", "e.mp4.part",
+                "f.crdownload", ".partial/g.mp4", "sub/.cache/h.mp4", "notes.txt"):
+        (env.folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (env.folder / rel).write_bytes(clip)
+    os.symlink(env.folder / "a.mp4", env.folder / "link.mp4")
+    os.symlink(env.folder / "sub", env.folder / "sublink")
+    finished = sorted(path for path, _ in walk_videos(os.fspath(env.folder)))
+    assert [os.path.relpath(p, env.folder) for p in finished] == ["a.mp4", "b.MKV", "sub/c.webm",
+                                                                  "sub/deeper/d.m4v"]
+    report = Watcher(env.lib, [env.folder]).reconcile()
+    assert sorted(report.imported) == finished
+    assert report.skipped == [(os.fspath(env.folder / "link.mp4"), SYMLINK)]
 
 
 def test_mkv_and_webm_written_live_are_imported_only_when_their_writers_finish(env: Env, tmp_path: Path) -> None:

@@ -17,27 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from vidtray import params
 from vidtray.errors import ConfigError
 from vidtray.params import DEVICES
+from vidtray.paths import Paths, default_config_path, default_data_dir
 
-APP = "vidtray"
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
-
-
-def default_config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP, appauthor=False)) / "config.toml"
-
-
-def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP, appauthor=False))
-
-
-def log_dir() -> Path:
-    return Path(platformdirs.user_log_dir(APP, appauthor=False))
 
 
 def _key(doc: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
@@ -81,31 +67,34 @@ class Config:
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
 
-    # -- derived paths: what vidtray writes, under data_dir (README "Configuration") ------
+    # -- derived paths: what vidtray writes, under data_dir (README "Configuration"); owned by vidtray.paths --
+    @property
+    def paths(self) -> Paths:
+        return Paths.of(self.data_dir, self.library_path)
+
     @property
     def videos_dir(self) -> Path:
-        return self.data_dir / "generated" / "videos"
+        return self.paths.videos_dir
 
     @property
     def partial_dir(self) -> Path:
-        return self.videos_dir / ".partial"
+        return self.paths.partial_dir
 
     @property
     def library_file(self) -> Path:
-        return self.library_path if self.library_path is not None else self.data_dir / "library.json"
+        return self.paths.library_file
 
     @property
     def thumbnails_dir(self) -> Path:
-        return self.data_dir / "thumbnails"
+        return self.paths.thumbnails_dir
 
     @property
     def queue_dir(self) -> Path:
-        return self.data_dir / "queue"
+        return self.paths.queue_dir
 
     @property
     def state_dir(self) -> Path:
-        """Small runtime state (locks, flags) that is not user data."""
-        return self.data_dir / "state"
+        return self.paths.state_dir
 
     # -- construction ---------------------------------------------------------------------
     @classmethod

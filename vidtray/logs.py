@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from vidtray.config import log_dir
+from vidtray.paths import log_dir
 
 FORMAT = "%(asctime)s %(levelname)s [%(processName)s/%(threadName)s] %(name)s: %(message)s"
 #: Control characters that would split or garble a log line, and their escapes.
@@ -23,8 +23,7 @@ _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0, 32), 127)} | {10: "\\n", 13: "\
 
 
 def log_file() -> Path:
-    override = os.environ.get("VIDTRAY_LOG_DIR")
-    return (Path(override) if override else log_dir()) / "vidtray.log"
+    return log_dir() / "vidtray.log"
 
 
 class OneLineFormatter(logging.Formatter):

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
 from vidtray.errors import UserError
 
 
-def parse_days(text: str) -> float:
-    """'30' or '30d' -> 30.0 days; anything else, or a negative number, is a usage error."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a number of days such as 30 or 30d, got {text!r}")
-    return float(m.group(1))
+def _days(text: str) -> float:
+    """``--older-than``: ``storage.parse_days``; anything else, or a negative number, is a usage error."""
+    from vidtray.services.storage import parse_days
+
+    try:
+        return parse_days(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="clean_command", metavar="WHAT", required=True)
 
     v = csub.add_parser("videos", help="delete finished videos (with sidecars and thumbnails)")
-    v.add_argument("--older-than", metavar="DAYS", type=parse_days,
+    v.add_argument("--older-than", metavar="DAYS", type=_days,
                    help="only videos older than DAYS (30 or 30d); age counts from the later of when the library "
                         "first listed the video ('added') and its last modification, so a video not in the "
                         "library yet, or copied in with an old date, counts as new")

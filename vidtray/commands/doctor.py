@@ -59,9 +59,10 @@ def collect(cfg) -> dict[str, Any]:
     from vidtray import __version__
     from vidtray.config import config_path
     from vidtray.logs import log_file
+    from vidtray.paths import hf_cache_dir
     from vidtray.services import notify, storage
 
-    cache = storage.hf_cache_dir()
+    cache = hf_cache_dir()
     torch_info = probe_torch()
     device = "cuda" if torch_info.get("cuda") else "mps" if torch_info.get("mps") else "cpu"
     return {

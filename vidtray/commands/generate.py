@@ -51,8 +51,9 @@ def check_before_worker(req: Any, cfg: Any) -> None:
     offline without the model, and -- when the model's family is known here -- parameters (from the
     flags or the config) that the family cannot make. The worker checks again."""
     from vidtray.services import generation as gen
+    from vidtray.services import hub
 
-    source = gen.resolve_model(req.model or cfg.model)
+    source = hub.resolve_model(req.model or cfg.model)
     family = gen.family_for(source.class_name() or gen.known_pipeline(source.model))
     gen.resolve_params(req, cfg, family, params.Source.cli())
 

@@ -4,7 +4,6 @@ through huggingface_hub (never by guessing paths), plus a short list of models k
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,43 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cached_models(cache_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Model repos in the hub cache (size, revisions, pipeline class) and the scan's warnings."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+    from vidtray.services.hub import scan_cache
 
-    try:
-        info = scan_cache_dir(cache_dir)
-    except CacheNotFound:
-        return [], []
-    out = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
-        if repo.repo_type != "model":
-            continue
-        pipeline = None
-        for rev in repo.revisions:
-            index = next((f for f in rev.files if f.file_name == "model_index.json"), None)
-            if index is not None:
-                try:
-                    doc = json.loads(Path(index.file_path).read_text(encoding="utf-8"))
-                    pipeline = doc.get("_class_name")
-                except (OSError, ValueError, AttributeError):
-                    pass
-                break
-        out.append({
-            "repo_id": repo.repo_id,
-            "size_bytes": repo.size_on_disk,
-            "files": repo.nb_files,
-            "revisions": sorted(r.commit_hash for r in repo.revisions),
-            "refs": sorted(ref for r in repo.revisions for ref in r.refs),
-            "last_modified": repo.last_modified,
-            "pipeline": pipeline,
-            "path": str(repo.repo_path),
-        })
-    return out, [str(w) for w in info.warnings]
+    scan = scan_cache(cache_dir)
+    out = [{"repo_id": r.repo_id, "size_bytes": r.size_bytes, "files": r.files, "revisions": list(r.revisions),
+            "refs": list(r.refs), "last_modified": r.last_modified, "pipeline": r.pipeline(), "path": str(r.path)}
+           for r in sorted(scan.repos, key=lambda r: r.repo_id.lower()) if r.repo_type == "model"]
+    return out, list(scan.warnings)
 
 
 def _list(args: argparse.Namespace, ctx: Any) -> int:
+    from vidtray.paths import hf_cache_dir
     from vidtray.services.fsutil import human_size
-    from vidtray.services.generation import KNOWN_MODELS, hf_cache_dir
+    from vidtray.services.generation import KNOWN_MODELS
 
     cache = hf_cache_dir()
     cached, warnings = cached_models(cache)
@@ -93,19 +68,20 @@ def _list(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _pull(args: argparse.Namespace, ctx: Any) -> int:
-    from vidtray.services import generation as gen
+    from vidtray.paths import hf_cache_dir
+    from vidtray.services import hub
     from vidtray.services.fsutil import human_size, plural
 
     repo_id = args.repo_id.strip()
-    if gen.looks_like_path(repo_id) or Path(repo_id).expanduser().exists():
+    if hub.looks_like_path(repo_id):
         raise UserError(f"{repo_id} is a folder: models pull takes a Hugging Face repo id (owner/name)")
-    if not gen._REPO_ID.match(repo_id):
+    if not hub.is_repo_id(repo_id):
         raise UserError(f"{repo_id!r} is not a Hugging Face repo id (owner/name)")
-    if gen.hf_offline():
+    if hub.hf_offline():
         raise UserError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set (unset it to allow downloads)")
-    cache = gen.hf_cache_dir()
-    plan = gen.plan_download(repo_id, cache_dir=cache)
-    gen.check_download_space(plan, cache_dir=cache)
+    cache = hf_cache_dir()
+    plan = hub.plan_download(repo_id, cache_dir=cache)
+    hub.check_download_space(plan, cache_dir=cache)
     tty = sys.stderr.isatty()
     if not args.json:
         print(f"{repo_id} @ {plan.revision[:12]}: {plural(len(plan.files), 'file')}, {human_size(plan.total_bytes)}; "
@@ -120,7 +96,7 @@ def _pull(args: argparse.Namespace, ctx: Any) -> int:
                 super().__init__(*a, **kw)
 
         tqdm_class = _Silent
-    folder = gen.pull_model(plan, cache_dir=cache, tqdm_class=tqdm_class)
+    folder = hub.pull_model(plan, cache_dir=cache, tqdm_class=tqdm_class)
     doc = {"repo_id": repo_id, "revision": plan.revision, "path": str(folder), "size_bytes": plan.total_bytes,
            "downloaded_bytes": plan.missing_bytes}
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -21,7 +22,7 @@ def build_report(cfg) -> dict[str, Any]:
         "library": {"path": str(cfg.library_file), **open_library(cfg).summary()},
         "videos": storage.videos_report(cfg.videos_dir, cfg.partial_dir),
         "models": models,
-        "disk": storage.disk_report({"videos": cfg.videos_dir, "models": storage.Path(models["cache_dir"])},
+        "disk": storage.disk_report({"videos": cfg.videos_dir, "models": Path(models["cache_dir"])},
                                     cfg.min_free_gb, cfg.warn_free_gb),
     }
 

@@ -1,5 +1,6 @@
-"""Small file-system helpers shared by the services: atomic writes, finding finished videos, and the
-texts a person reads about them (sizes, counts)."""
+"""Small file-system helpers shared by the services: atomic writes, the finished-video rule and walk
+(``video_name_problem``, ``walk_videos``: the storage report, cleanup, library rebuild and the watcher),
+folder sizes, and the texts a person reads about them (sizes, counts)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
@@ -210,29 +211,50 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
-def is_finished_video_name(name: str) -> bool:
-    """True for a name a finished video may have: not hidden or a lock file, a video extension.
+#: Names of files still being downloaded or written elsewhere (they also fail the extension test; this
+#: says why).
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".temp", ".swp")
+#: Why a file is not a finished video (``video_name_problem``, ``walk_videos``' ``on_skip``).
+HIDDEN = "hidden or in-progress (dot-name or .partial/)"
+TEMPORARY = "temporary name"
+NOT_A_VIDEO = "not a video (extension)"
+SYMLINK = "symlink (not followed)"
 
-    Temporary names (``x.mp4.part``, ``x.tmp``, ``x.crdownload``) fail the extension test.
-    Called for every file in the videos folder, so it is kept to plain string operations.
-    """
-    if name[:1] in (".", "~", ""):
-        return False
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in VIDEO_EXTENSIONS
+
+def video_name_problem(name: str) -> str | None:
+    """Why a file called ``name`` is not a finished video (None when it may be one): hidden (``.x``, as
+    everything in ``.partial/`` is), a temporary name (``~x``, ``x.mp4.part``, ``x.crdownload``), or not
+    a video extension. The one rule for the storage report, cleanup, library rebuild and the watcher.
+    Called for every file in a folder, so it is kept to plain string operations."""
+    if name[:1] in (".", ""):
+        return HIDDEN
+    lower = name.lower()
+    if name[0] == "~" or lower.endswith(TEMP_SUFFIXES):
+        return TEMPORARY
+    if lower[lower.rfind("."):] not in VIDEO_EXTENSIONS:
+        return NOT_A_VIDEO
+    return None
+
+
+def is_finished_video_name(name: str) -> bool:
+    return video_name_problem(name) is None
 
 
 def iter_videos(videos_dir: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Finished videos under ``videos_dir`` as (path, lstat).
-
-    Walks real sub-folders too, but never follows a symlink (to a file or a folder) and never
-    enters hidden folders, so ``.partial/`` is never touched.
-    """
+    """Finished videos under ``videos_dir`` as (path, lstat) (see ``walk_videos``)."""
     for path, st in walk_videos(str(videos_dir)):
         yield Path(path), st
 
 
-def walk_videos(root: str) -> Iterator[tuple[str, os.stat_result]]:
+def walk_videos(root: str, *, on_error: Callable[[OSError], None] | None = None,
+                on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    """Finished videos under ``root`` as (path, lstat): plain files with a finished video's name.
+
+    Walks real sub-folders too, but never follows a symlink (to a file or a folder) and never enters
+    hidden folders, so ``.partial/`` is never touched. ``on_error`` hears of each folder that cannot be
+    listed (by default: a warning, and nothing for one that vanished); ``on_skip(path, why)`` of each file
+    passed over that is not hidden (NOT_A_VIDEO, TEMPORARY, or SYMLINK for a link with a video's name).
+    """
     # Plain strings and DirEntry data: this runs over every file in the folder (tens of thousands).
     stack = [root]
     while stack:
@@ -240,21 +262,57 @@ def walk_videos(root: str) -> Iterator[tuple[str, os.stat_result]]:
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-        except FileNotFoundError:
-            continue
         except OSError as exc:
-            logging.getLogger("vidtray.fsutil").warning("cannot list %s: %s", folder, exc)
+            if on_error is not None:
+                on_error(exc)
+            elif not isinstance(exc, FileNotFoundError):
+                logging.getLogger("vidtray.fsutil").warning("cannot list %s: %s", folder, exc)
             continue
         for entry in entries:
             if entry.is_symlink():
+                if on_skip is not None and is_finished_video_name(entry.name) and not _is_dir(entry):
+                    on_skip(entry.path, SYMLINK)
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if not entry.name.startswith("."):
                     stack.append(entry.path)
-            elif is_finished_video_name(entry.name):
+                continue
+            why = video_name_problem(entry.name)
+            if why is not None:
+                if on_skip is not None and why != HIDDEN:
+                    on_skip(entry.path, why)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield entry.path, st
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def tree_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) of regular files under ``folder``, symlinks not followed."""
+    count = size = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
                 try:
-                    st = entry.stat(follow_symlinks=False)
+                    size += entry.stat(follow_symlinks=False).st_size
+                    count += 1
                 except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    yield entry.path, st
+                    pass
+    return count, size

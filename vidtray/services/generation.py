@@ -1,22 +1,18 @@
-"""Generation without torch: requests and their validation, model families, output names, disk checks,
-and finding a model (local folder or Hugging Face cache).
+"""Generation without torch: requests and their validation, model families, output names and the disk
+check before a generation. Finding and downloading a model is ``vidtray.services.hub``'s.
 
 Everything here is cheap to import: the CLI and the supervisor use it to refuse bad input before a
 worker process (and torch) is started; the worker uses the same functions so both sides agree.
-huggingface_hub is imported lazily, inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +20,14 @@ from typing import Any
 
 from vidtray import params
 from vidtray.config import Config, Generation
-from vidtray.errors import OperationFailed, UserError
+from vidtray.errors import OperationFailed
 from vidtray.params import MAX_FRAMES, Source
+from vidtray.paths import free_bytes
 from vidtray.services.fsutil import human_size
 
 log = logging.getLogger("vidtray.generation")
 
 GIB = 1024**3
-# Extra room on the cache volume beyond the download itself: temp files during the download and the
-# videos the user will make next.
-DOWNLOAD_MARGIN = 0.10
-DOWNLOAD_MARGIN_MIN = int(0.5 * GIB)
 
 
 # -- model families ------------------------------------------------------------------------------------
@@ -233,17 +226,6 @@ def video_stem(params: Params, when: float, videos_dir: Path) -> str:
 # -- disk --------------------------------------------------------------------------------------------
 
 
-def free_bytes(path: Path) -> int | None:
-    """Free space on the volume holding ``path`` (its nearest existing parent); None if unknown."""
-    p = Path(path).absolute()
-    while not p.exists() and p.parent != p:
-        p = p.parent
-    try:
-        return shutil.disk_usage(p).free
-    except OSError:
-        return None
-
-
 def check_output_space(cfg: Config) -> None:
     """Refuse (OperationFailed) when the videos folder's volume has less than ``min_free_gb`` free."""
     need = int(cfg.min_free_gb * GIB)
@@ -253,209 +235,3 @@ def check_output_space(cfg: Config) -> None:
             f"not enough disk space for a new video: {human_size(free)} free where videos go "
             f"({cfg.videos_dir}), {human_size(need)} needed (min_free_gb = {cfg.min_free_gb:g})"
         )
-
-
-# -- models: local folder or Hugging Face cache -------------------------------------------------------
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
-
-
-def hf_offline() -> bool:
-    """HF_HUB_OFFLINE read now (huggingface_hub reads it once at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hf_cache_dir() -> Path:
-    """The hub cache huggingface_hub would use, computed now from the environment."""
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(name):
-            return Path(os.environ[name]).expanduser()
-    home = os.environ.get("HF_HOME")
-    if not home:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = os.path.join(xdg, "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: a local diffusers folder or a hub repo id (cached or not)."""
-
-    model: str
-    local_dir: Path | None = None
-    repo_id: str | None = None
-    snapshot: Path | None = None  # the cached snapshot folder (its name is the resolved revision)
-
-    @property
-    def revision(self) -> str | None:
-        if self.snapshot is not None:
-            return self.snapshot.name
-        return None
-
-    @property
-    def folder(self) -> Path | None:
-        return self.local_dir or self.snapshot
-
-    def class_name(self) -> str | None:
-        """model_index.json's ``_class_name`` when the folder is here; None otherwise."""
-        folder = self.folder
-        if folder is None:
-            return None
-        try:
-            return json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            return None
-
-
-def looks_like_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", model)) \
-        or model.count("/") > 1 or "\\" in model
-
-
-def resolve_model(model: str, *, cache_dir: Path | None = None) -> ModelSource:
-    """Find ``model``: an existing folder must be a diffusers pipeline (model_index.json); otherwise it
-    must be a repo id. A repo id that is not cached while HF_HUB_OFFLINE is set is a UserError."""
-    model = model.strip()
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(f"model {model!r} is a file, not a diffusers pipeline folder")
-        if not (path / "model_index.json").is_file():
-            raise UserError(f"{model} is not a diffusers pipeline folder (it has no model_index.json)")
-        return ModelSource(model, local_dir=path.resolve())
-    if looks_like_path(model):
-        raise UserError(f"model folder not found: {model}")
-    if not _REPO_ID.match(model):
-        raise UserError(f"model {model!r} is neither a folder nor a Hugging Face repo id (owner/name)")
-    snapshot = cached_snapshot(model, cache_dir=cache_dir)
-    if snapshot is None and hf_offline():
-        raise UserError(
-            f"model {model} is not in the Hugging Face cache ({cache_dir or hf_cache_dir()}) and "
-            f"HF_HUB_OFFLINE is set, so it cannot be downloaded; unset HF_HUB_OFFLINE and run "
-            f"`vidtray models pull {model}`"
-        )
-    return ModelSource(model, repo_id=model, snapshot=snapshot)
-
-
-def cached_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path | None:
-    """The cached snapshot folder of ``repo_id`` (main), if its model_index.json is in the cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, "model_index.json",
-                                       cache_dir=str(cache_dir or hf_cache_dir()))
-    except Exception as exc:  # a malformed id or cache: treat as not cached, the load says why
-        log.debug("cache lookup for %s failed: %s", repo_id, exc)
-        return None
-    return Path(found).parent if isinstance(found, str) else None
-
-
-# -- downloads ---------------------------------------------------------------------------------------
-
-_WEIGHT_EXT = (".safetensors", ".bin", ".ckpt", ".pth", ".pt", ".msgpack", ".onnx", ".h5", ".gguf")
-_VARIANT = re.compile(r"\.(fp16|bf16|fp32|non_ema|ema|int8|fp8)\.")
-
-
-@dataclass(frozen=True)
-class DownloadPlan:
-    repo_id: str
-    revision: str
-    files: tuple[tuple[str, int], ...]  # (name in repo, size in bytes) diffusers would fetch
-    missing_bytes: int  # the part not in the cache yet
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(size for _, size in self.files)
-
-
-def select_pipeline_files(siblings: list[tuple[str, int]], components: list[str]) -> list[tuple[str, int]]:
-    """The files ``DiffusionPipeline.from_pretrained`` would download, like diffusers chooses them:
-    model_index.json, the component folders, safetensors in preference to pickles when every weighted
-    component has them, no variants (fp16 ...), nothing outside the component folders."""
-    picked = [(n, s) for n, s in siblings if n == "model_index.json" or n.split("/", 1)[0] in components]
-    weights = [(n, s) for n, s in picked if n.endswith(_WEIGHT_EXT)]
-    with_weights = {n.split("/", 1)[0] for n, _ in weights}
-    safe = {n.split("/", 1)[0] for n, _ in weights if n.endswith(".safetensors") and not _VARIANT.search(n)}
-    prefer_safetensors = bool(with_weights) and with_weights <= safe
-    out = []
-    for name, size in picked:
-        if name.endswith(_WEIGHT_EXT):
-            if _VARIANT.search(name):
-                continue
-            if prefer_safetensors and not name.endswith(".safetensors"):
-                continue
-            if not prefer_safetensors and name.endswith(".safetensors"):
-                continue
-            if name.endswith((".msgpack", ".onnx", ".h5", ".gguf", ".ckpt")):
-                continue
-        if fnmatch.fnmatch(name, "*.index.*json") and prefer_safetensors and ".safetensors" not in name:
-            continue
-        out.append((name, size))
-    return out
-
-
-def plan_download(repo_id: str, *, cache_dir: Path | None = None, timeout: float = 15.0) -> DownloadPlan:
-    """Ask the hub what ``repo_id`` weighs (model_info with file sizes) and what of it is missing here."""
-    from huggingface_hub import hf_hub_download, model_info, try_to_load_from_cache
-
-    cache = str(cache_dir or hf_cache_dir())
-    try:
-        info = model_info(repo_id, files_metadata=True, timeout=timeout)
-    except Exception as exc:
-        raise _hub_error(repo_id, exc) from None
-    revision = info.sha or "main"
-    siblings = [(s.rfilename, int(s.size or 0)) for s in (info.siblings or [])]
-    try:
-        index_path = hf_hub_download(repo_id, "model_index.json", revision=revision, cache_dir=cache)
-        index = json.loads(Path(index_path).read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise _hub_error(repo_id, exc) from None
-    if not isinstance(index, dict) or "_class_name" not in index:
-        raise UserError(f"{repo_id} is not a diffusers pipeline (its model_index.json has no _class_name)")
-    components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
-    files = select_pipeline_files(siblings, components)
-    missing = 0
-    for name, size in files:
-        if not isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision), str):
-            missing += size
-    return DownloadPlan(repo_id, revision, tuple(files), missing)
-
-
-def check_download_space(plan: DownloadPlan, *, cache_dir: Path | None = None) -> None:
-    if plan.missing_bytes == 0:
-        return
-    cache = cache_dir or hf_cache_dir()
-    need = plan.missing_bytes + max(DOWNLOAD_MARGIN_MIN, int(plan.missing_bytes * DOWNLOAD_MARGIN))
-    free = free_bytes(cache)
-    if free is not None and free < need:
-        raise OperationFailed(
-            f"not enough disk space to download {plan.repo_id}: it needs {human_size(need)} "
-            f"({human_size(plan.missing_bytes)} plus margin) in {cache}, {human_size(free)} free"
-        )
-
-
-def pull_model(plan: DownloadPlan, *, cache_dir: Path | None = None, tqdm_class: Any = None) -> Path:
-    """Download the files of ``plan`` into the hub cache (resumes partial downloads); returns the snapshot."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(
-            plan.repo_id, revision=plan.revision, cache_dir=str(cache_dir or hf_cache_dir()),
-            allow_patterns=[name for name, _ in plan.files], tqdm_class=tqdm_class,
-        )
-    except Exception as exc:
-        raise _hub_error(plan.repo_id, exc) from None
-    return Path(folder)
-
-
-def _hub_error(repo_id: str, exc: Exception) -> Exception:
-    name = type(exc).__name__
-    if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
-        return UserError(f"no model {repo_id} on the Hugging Face hub (or it is private)")
-    if name == "GatedRepoError":
-        return OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in "
-                               "(hf auth login)")
-    if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
-        return UserError(f"model {repo_id} is not cached and HF_HUB_OFFLINE is set")
-    log.info("hub request for %s failed", repo_id, exc_info=exc)
-    return OperationFailed(f"cannot reach the Hugging Face hub for {repo_id} ({name}: {exc})")

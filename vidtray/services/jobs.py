@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed
+from vidtray.paths import free_bytes, hf_cache_dir, mount_point
 from vidtray.services.backoff import Backoff
 from vidtray.services.fsutil import atomic_write_text, gib, human_size, plural, private_dir
+from vidtray.services.queue import UNREADABLE_FLAG, read_pause_flag, remove_pause_flag, write_pause_flag
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -65,43 +66,6 @@ class DiskReport:
     changed: str | None = None  # "paused" / "resumed" when this check changed it
 
 
-def mount_point(path: Path) -> Path:
-    """The mount point holding ``path`` (its nearest existing parent): the volume's name for a person."""
-    from vidtray.services.storage import nearest_existing
-
-    path = nearest_existing(path)
-    while not os.path.ismount(path) and path.parent != path:
-        path = path.parent
-    return path
-
-
-def model_cache_dir() -> Path:
-    """Hugging Face's hub cache folder, as huggingface_hub resolves it (HF_HUB_CACHE, HF_HOME, ...)."""
-    from vidtray.services.storage import hf_cache_dir
-
-    return hf_cache_dir()
-
-
-def pause_flag_path(cfg: Config) -> Path:
-    return cfg.queue_dir / "paused.json"
-
-
-def read_pause_flag(cfg: Config) -> dict[str, Any] | None:
-    """The queue pause flag's document, ``{}`` if it exists but does not parse, None if absent."""
-    try:
-        text = pause_flag_path(cfg).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        log.warning("cannot read the queue pause flag: %s", exc)
-        return {}
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def _iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).astimezone().isoformat(timespec="seconds")
 
@@ -126,7 +90,7 @@ class Jobs:
         notifier: Notifier,
         *,
         free_bytes: FreeBytes | None = None,
-        cache_dir: Callable[[], Path] = model_cache_dir,
+        cache_dir: Callable[[], Path] = hf_cache_dir,
         library: Library | None = None,
     ) -> None:
         self.cfg = cfg
@@ -150,7 +114,7 @@ class Jobs:
 
     def measure(self) -> list[Reading]:
         """One reading per volume; paths on the same volume are measured once."""
-        free_bytes = self._free_bytes or _storage_free_bytes
+        measure = self._free_bytes or free_bytes
         groups: dict[str, list[tuple[str, Path]]] = {}
         for label, path in self.watched_places():
             try:
@@ -163,7 +127,7 @@ class Jobs:
         for key, members in groups.items():
             where = f"{key} ({', '.join(label for label, _ in members)})"
             try:
-                free = free_bytes(members[0][1])
+                free = measure(members[0][1])
             except OSError as exc:  # a volume that disappears between the two calls
                 log.debug("free space of %s: %s", key, exc)
                 free = None
@@ -199,7 +163,11 @@ class Jobs:
         minimum = self.cfg.min_free_gb * GiB
         known = [r for r in report.readings if r.free_bytes is not None]
         short = [r for r in known if r.free_bytes is not None and r.free_bytes < minimum]
-        flag = read_pause_flag(self.cfg)
+        flag_path = self.cfg.paths.pause_flag
+        flag = read_pause_flag(flag_path)
+        if flag is not None and flag["reason"] == UNREADABLE_FLAG:
+            log.warning("cannot read the queue pause flag %s: the queue stays paused until it is removed",
+                        flag_path)
         ours = flag is not None and flag.get("by") == PAUSED_BY
         if short and flag is None:
             worst = min(short, key=lambda r: r.free_bytes or 0)
@@ -207,8 +175,7 @@ class Jobs:
                       f"wait until {gib(self.cfg.min_free_gb)} is free (min_free_gb).")
             doc = {"reason": reason, "since": _iso(now), "by": PAUSED_BY}
             try:
-                private_dir(pause_flag_path(self.cfg).parent)
-                atomic_write_text(pause_flag_path(self.cfg), json.dumps(doc, indent=2) + "\n")
+                write_pause_flag(flag_path, doc)
             except OSError as exc:
                 # The same full disk can make this write fail; say so, the check runs again.
                 log.error("cannot write the queue pause flag: %s", exc)
@@ -226,9 +193,7 @@ class Jobs:
             )
             if clear:
                 try:
-                    pause_flag_path(self.cfg).unlink()
-                except FileNotFoundError:
-                    pass
+                    remove_pause_flag(flag_path)
                 except OSError as exc:
                     log.error("cannot remove the queue pause flag: %s", exc)
                     report.paused = True
@@ -243,7 +208,7 @@ class Jobs:
     # -- prune ---------------------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
-        return self.cfg.state_dir / "jobs.json"
+        return self.cfg.paths.jobs_state_file
 
     def last_prune(self) -> float | None:
         try:
@@ -329,12 +294,6 @@ class Jobs:
 
     def _library_corrupt(self, moved_to: Path) -> None:
         self.notifier.library_corrupt(moved_to)
-
-
-def _storage_free_bytes(path: Path) -> int | None:
-    from vidtray.services.storage import free_bytes
-
-    return free_bytes(path)
 
 
 # -- scheduler wiring -----------------------------------------------------------------------------------

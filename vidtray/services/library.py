@@ -1074,7 +1074,7 @@ def open_library(cfg: Any, on_corrupt: Callable[[Path], None] | None = None) -> 
     """The library of a Config (``cfg.library_file``, rebuilt from ``cfg.videos_dir`` if corrupt), with
     what the user removed remembered in ``<state_dir>/removed.json``."""
     return Library(cfg.library_file, videos_dir=cfg.videos_dir, on_corrupt=on_corrupt,
-                   removed_file=cfg.state_dir / "removed.json")
+                   removed_file=cfg.paths.removed_file)
 
 
 def _real(path: Path | str) -> str:

@@ -5,6 +5,9 @@ so the tray, ``vidtray watch`` and ``vidtray queue`` can all use it at once and 
 torn file. States: queued -> running -> done | failed | cancelled. A job whose owner process died while
 running goes back to queued on the next start (a bounded number of times), so jobs survive restarts.
 The pause flag ``paused.json`` (written by the disk-space job) stops new jobs from being claimed.
+
+This module is the one reader of both kinds of file: ``read_job`` (the queue sets a file that is not a
+valid job aside; the tray, which only looks, skips it) and ``read_pause_flag``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from filelock import FileLock
 
 from vidtray.errors import OperationFailed, UserError
+from vidtray.paths import PAUSE_FILE
 from vidtray.services.fsutil import atomic_write_text, private_dir
 
 log = logging.getLogger("vidtray.queue")
@@ -30,7 +34,6 @@ log = logging.getLogger("vidtray.queue")
 FORMAT_VERSION = 1
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
-PAUSE_FILE = "paused.json"
 MAX_ATTEMPTS = 3  # a job interrupted by a dying owner is retried at most this often
 KEEP_FINISHED = 200  # finished jobs kept for `queue list`; older ones are pruned
 
@@ -65,6 +68,56 @@ def job_problem(doc: Any, name: str) -> str | None:
     if doc.get("seq", 0) < 0 or (doc.get("owner_pid") or 0) < 0:
         return "seq or owner_pid is negative"
     return None
+
+
+def is_job_file(name: str) -> bool:
+    """True for the name of a job file in the queue folder (``<id>.json``; not the pause flag)."""
+    return name.endswith(".json") and name != PAUSE_FILE
+
+
+def read_job(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The one reader of a job file, changing nothing: (job, None) for a valid job, (None, why) for a file
+    that is not one (``job_problem``, or it does not parse), (None, None) for a file that is gone."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({exc})"
+    problem = job_problem(doc, path.stem)
+    return (None, problem) if problem is not None else (doc, None)
+
+
+#: The reason shown while a pause flag exists that cannot be read or parsed.
+UNREADABLE_FLAG = "paused (unreadable pause flag)"
+
+
+def read_pause_flag(path: Path) -> dict[str, Any] | None:
+    """The one reader of the queue's pause flag: None while it does not exist, else its document with
+    ``reason`` (text) and ``since`` always there. A flag that exists but cannot be read or parsed still
+    pauses the queue (someone meant to stop it): its reason is UNREADABLE_FLAG."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"reason": UNREADABLE_FLAG, "since": None}
+    if not isinstance(doc, dict):
+        return {"reason": "paused", "since": None}
+    reason = doc.get("reason")
+    return {**doc, "reason": str(reason) if reason else "paused", "since": doc.get("since")}
+
+
+def write_pause_flag(path: Path, doc: dict[str, Any]) -> None:
+    """Pause the queue (atomically; OSError if the flag cannot be written)."""
+    private_dir(path.parent)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def remove_pause_flag(path: Path) -> None:
+    """Resume the queue (OSError if the flag cannot be removed; gone already is fine)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def now_iso() -> str:
@@ -105,20 +158,12 @@ class JobQueue:
         return self.dir / f"{job_id}.json"
 
     def _read(self, path: Path) -> dict[str, Any] | None:
-        """The one reader of job files: a file that is not a valid job is set aside (never run, never
+        """A job file through ``read_job``: a file that is not a valid job is set aside (never run, never
         fatal to the queue or to ``queue list``); None for it and for a file that is gone."""
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            self._set_aside(path, f"unreadable ({exc})")
-            return None
-        problem = job_problem(doc, path.stem)
+        job, problem = read_job(path)
         if problem is not None:
             self._set_aside(path, problem)
-            return None
-        return doc
+        return job
 
     def _set_aside(self, path: Path, why: str) -> None:
         # A job file another program mangled: moved aside (kept for a person to look at), once.
@@ -147,7 +192,7 @@ class JobQueue:
     def _all(self) -> list[dict[str, Any]]:
         if not self.dir.is_dir():
             return []
-        jobs = [j for p in self.dir.glob("*.json") if p.name != PAUSE_FILE and (j := self._read(p))]
+        jobs = [j for p in self.dir.glob("*.json") if is_job_file(p.name) and (j := self._read(p))]
         return sorted(jobs, key=lambda j: (j.get("seq", 0), j.get("created", ""), j["id"]))
 
     # -- reading
@@ -171,15 +216,8 @@ class JobQueue:
         return matches[0]
 
     def paused(self) -> dict[str, Any] | None:
-        """The pause flag's content while it exists (``{"reason", "since"}``), else None."""
-        path = self.dir / PAUSE_FILE
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {"reason": "paused (unreadable pause flag)", "since": None}
-        return doc if isinstance(doc, dict) else {"reason": "paused", "since": None}
+        """The pause flag's content while it exists (``{"reason", "since", ...}``), else None."""
+        return read_pause_flag(self.dir / PAUSE_FILE)
 
     # -- changing
     def submit(self, request: dict[str, Any]) -> dict[str, Any]:

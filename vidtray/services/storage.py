@@ -2,15 +2,16 @@
 
 - Videos: finished videos under the videos folder (never through a symlink, never ``.partial/``).
 - Model cache: Hugging Face's own cache, read and deleted through ``huggingface_hub``
-  (``scan_cache_dir`` / ``delete_revisions(...).execute()``); repos the scan reports as broken
+  (``hub.scan_cache`` / ``hub.delete_revisions``); repos the scan reports as broken
   are still listed with their size on disk and can still be removed.
-- Disk: free/total space of the volumes that hold them.
+- Disk: free/total space of the volumes that hold them (measured by ``vidtray.paths``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import iter_videos, walk_videos
+from vidtray.paths import disk_usage, hf_cache_dir, nearest_existing
+from vidtray.services import hub
+from vidtray.services.fsutil import iter_videos, tree_size, walk_videos
 
 log = logging.getLogger("vidtray.storage")
 
@@ -32,30 +35,6 @@ def iso(ts: float | None) -> str | None:
 
 
 # -- disk ----------------------------------------------------------------------------------
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its nearest existing parent (a folder not created yet lives on its parent's volume)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def disk_usage(path: Path) -> tuple[int, int] | None:
-    """(free, total) bytes of the volume holding ``path``; None when it cannot be read."""
-    where = nearest_existing(path)
-    try:
-        usage = shutil.disk_usage(where)
-    except OSError as exc:
-        log.warning("cannot read free space of %s: %s", where, exc)
-        return None
-    return usage.free, usage.total
-
-
-def free_bytes(path: Path) -> int | None:
-    usage = disk_usage(path)
-    return None if usage is None else usage[0]
 
 
 def space_status(free: int | None, min_free_gb: float, warn_free_gb: float) -> str:
@@ -105,27 +84,6 @@ def _worst(statuses: Any) -> str:
 # -- videos --------------------------------------------------------------------------------
 
 
-def _tree_size(folder: Path) -> tuple[int, int]:
-    """(files, bytes) of regular files under ``folder``, symlinks not followed."""
-    count = size = 0
-    stack = [folder]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                try:
-                    size += entry.stat(follow_symlinks=False).st_size
-                    count += 1
-                except OSError:
-                    pass
-    return count, size
-
-
 def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
     count = size = 0
     oldest = newest = None
@@ -134,12 +92,21 @@ def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
         size += st.st_size
         oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
         newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
-    partial_count, partial_size = _tree_size(partial_dir)
+    partial_count, partial_size = tree_size(partial_dir)
     return {
         "dir": str(videos_dir), "count": count, "size_bytes": size,
         "oldest": iso(oldest), "newest": iso(newest),
         "partial": {"dir": str(partial_dir), "count": partial_count, "size_bytes": partial_size},
     }
+
+
+def parse_days(text: str) -> float:
+    """'30' or '30d' -> 30.0 days: how a person gives an age (``--older-than``, the tray's days dialog).
+    ValueError for anything else, a negative number included."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d?\s*", text)
+    if not m:
+        raise ValueError(f"expected a number of days such as 30 or 30d, got {text!r}")
+    return float(m.group(1))
 
 
 #: How ``--older-than`` and the prune job measure a video's age (said in their output).
@@ -487,88 +454,19 @@ def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: floa
 # -- model cache -----------------------------------------------------------------------------
 
 
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache in use (HF_HUB_CACHE / HF_HOME respected by huggingface_hub)."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-_REPO_PREFIXES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-
-
-def _scan(cache_dir: Path):  # -> HFCacheInfo | None
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        return scan_cache_dir(cache_dir)
-    except CacheNotFound:
-        return None
-    except ValueError as exc:  # the cache path is a file
-        raise OperationFailed(f"cannot read the model cache {cache_dir}: {exc}") from exc
-
-
-def _repo_folders(cache_dir: Path) -> dict[Path, tuple[str, str]]:
-    """Repo folders in the cache (``models--org--name``) -> (repo_type, repo_id)."""
-    out = {}
-    try:
-        entries = list(os.scandir(cache_dir))
-    except OSError:
-        return out
-    for entry in entries:
-        prefix, sep, rest = entry.name.partition("--")
-        if sep and prefix in _REPO_PREFIXES and entry.is_dir(follow_symlinks=False):
-            out[Path(entry.path)] = (_REPO_PREFIXES[prefix], rest.replace("--", "/"))
-    return out
-
-
 def models_report(cache_dir: Path | None = None) -> dict[str, Any]:
-    cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
-    report: dict[str, Any] = {"cache_dir": str(cache_dir), "size_bytes": 0, "repos": [], "broken": [],
-                              "incomplete_bytes": 0}
-    # No repo folders, nothing to scan: skip importing the scanner (~0.1 s) for a cache with no models.
-    info = _scan(cache_dir) if _repo_folders(cache_dir) else None
-    if info is None:
-        return report
-    root = Path(info.cache_dir)
-    incomplete: dict[Path, int] = {}
-    for f in info.incomplete_files:
-        incomplete[f.file_path.parent.parent] = incomplete.get(f.file_path.parent.parent, 0) + f.size_on_disk
-    good = set()
-    for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
-        good.add(repo.repo_path)
-        report["repos"].append({
-            "repo_id": repo.repo_id, "repo_type": repo.repo_type, "path": str(repo.repo_path),
-            "size_bytes": repo.size_on_disk, "files": repo.nb_files,
-            "revisions": sorted(r.commit_hash for r in repo.revisions),
-            "refs": sorted(ref for r in repo.revisions for ref in r.refs),
-            "last_accessed": iso(repo.last_accessed), "last_modified": iso(repo.last_modified),
-            "incomplete_bytes": incomplete.get(repo.repo_path, 0),
-        })
-    reasons = {str(w): w for w in info.warnings}
-    for path, (repo_type, repo_id) in sorted(_repo_folders(root).items()):
-        if path in good:
-            continue
-        files, size = _tree_size(path)
-        reason = next((r for r in reasons if str(path) in r), "not a complete cached repo")
-        report["broken"].append({"repo_id": repo_id, "repo_type": repo_type, "path": str(path),
-                                 "size_bytes": size, "files": files, "reason": reason})
-    report["incomplete_bytes"] = sum(f.size_on_disk for f in info.incomplete_files)
-    report["size_bytes"] = info.size_on_disk + sum(b["size_bytes"] for b in report["broken"]) + \
-        sum(v for k, v in incomplete.items() if k in good)
-    return report
-
-
-def validate_repo_id(repo_id: str) -> str:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id as hf_validate
-
-    try:
-        hf_validate(repo_id)
-    except HFValidationError:
-        raise UserError(f"{repo_id!r} is not a valid repo id (expected 'org/name')") from None
-    return repo_id
+    """The model cache for ``vidtray storage --json``: the hub cache scan (``hub.scan_cache``) as JSON."""
+    scan = hub.scan_cache(cache_dir)
+    return {
+        "cache_dir": str(scan.cache_dir), "size_bytes": scan.size_bytes,
+        "repos": [{"repo_id": r.repo_id, "repo_type": r.repo_type, "path": str(r.path), "size_bytes": r.size_bytes,
+                   "files": r.files, "revisions": list(r.revisions), "refs": list(r.refs),
+                   "last_accessed": iso(r.last_accessed), "last_modified": iso(r.last_modified),
+                   "incomplete_bytes": r.incomplete_bytes} for r in scan.repos],
+        "broken": [{"repo_id": b.repo_id, "repo_type": b.repo_type, "path": str(b.path), "size_bytes": b.size_bytes,
+                    "files": b.files, "reason": b.reason} for b in scan.broken],
+        "incomplete_bytes": scan.incomplete_bytes,
+    }
 
 
 @dataclass
@@ -587,7 +485,7 @@ def plan_model_cleanup(repo_id: str | None, cache_dir: Path | None = None) -> Mo
     """What removing one model repo (``repo_id``) or every cached repo (None) would delete."""
     cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
     if repo_id is not None:
-        validate_repo_id(repo_id)
+        hub.check_repo_id(repo_id)
     report = models_report(cache_dir)
     targets, revisions, broken = [], [], []
     for repo in report["repos"]:
@@ -608,9 +506,7 @@ def plan_model_cleanup(repo_id: str | None, cache_dir: Path | None = None) -> Mo
 def execute_model_cleanup(plan: ModelCleanPlan) -> int:
     """Delete what ``plan`` names (for good: the cache is re-downloadable); returns bytes really freed."""
     before = _cache_bytes(plan.cache_dir)
-    info = _scan(plan.cache_dir)
-    if info is not None and plan.revisions:
-        info.delete_revisions(*plan.revisions).execute()
+    hub.delete_revisions(plan.cache_dir, plan.revisions)
     root = plan.cache_dir.resolve()
     for path in plan.broken_paths:
         # huggingface_hub cannot read a broken repo, so it cannot delete it: remove the folder
@@ -623,4 +519,4 @@ def execute_model_cleanup(plan: ModelCleanPlan) -> int:
 
 
 def _cache_bytes(cache_dir: Path) -> int:
-    return models_report(cache_dir)["size_bytes"]
+    return hub.scan_cache(cache_dir).size_bytes

@@ -35,7 +35,15 @@ from typing import Any
 
 from vidtray.services import media
 from vidtray.services.backoff import Backoff
-from vidtray.services.fsutil import private_dir
+from vidtray.services.fsutil import (
+    HIDDEN,
+    NOT_A_VIDEO,
+    SYMLINK,
+    VIDEO_EXTENSIONS,
+    private_dir,
+    video_name_problem,
+    walk_videos,
+)
 from vidtray.services.library import (
     UNCHANGED,
     Doc,
@@ -56,8 +64,6 @@ log = logging.getLogger("vidtray.watcher")
 DEFAULT_SETTLE_S = 1.5
 DEFAULT_FAST_SETTLE_S = 0.2
 DEFAULT_RETRY_S = 5.0
-#: Names of files still being downloaded or written elsewhere.
-TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".temp", ".swp")
 #: Most files probed per tick; the rest wait for the next one (keeps each library write bounded).
 MAX_PROBE_PER_TICK = 512
 #: A file that could not be read is tried again after this long, doubling up to RETRY_MAX_S.
@@ -71,21 +77,22 @@ THUMB_ATTEMPTS = 4
 
 
 def ignore_reason(path: Path, root: Path | None = None) -> str | None:
-    """Why ``path`` is not a candidate video (None if it is one). Name-based only; no disk access."""
+    """Why ``path`` is not a candidate video (None if it is one). Name-based only; no disk access.
+
+    The finished-video rule (``fsutil.video_name_problem``) for the name and every folder below ``root``,
+    plus what library.json needs: a name it can hold as text."""
     rel = path
     if root is not None:
         try:
             rel = path.relative_to(root)
         except ValueError:
             rel = path
-    name = path.name
-    if any(part.startswith(".") for part in rel.parts):
-        return "hidden or in-progress (dot-name or .partial/)"
-    lower = name.lower()
-    if name.startswith("~") or lower.endswith(TEMP_SUFFIXES):
-        return "temporary name"
-    if not is_video_name(path):
-        return "not a video (extension)"
+    if any(part.startswith(".") for part in rel.parts[:-1]):
+        return HIDDEN
+    return video_name_problem(path.name) or _unencodable(path)
+
+
+def _unencodable(path: Path) -> str | None:
     # Newlines and tabs are fine (JSON holds them); bytes that are not UTF-8 have no faithful JSON text,
     # so other apps could not find the file by the path in library.json.
     try:
@@ -324,7 +331,7 @@ class Watcher:
 
     def _note_sidecar(self, sidecar: Path) -> None:
         with self._mu:
-            for ext in (".mp4", ".m4v", ".mov", ".webm", ".mkv"):
+            for ext in VIDEO_EXTENSIONS:
                 video = sidecar.with_suffix(ext)
                 if os.path.lexists(video):
                     self._sidecars.add(os.fspath(video))
@@ -760,35 +767,30 @@ class Watcher:
         return report
 
     def _walk(self, root: Path, report: ScanReport) -> Iterable[tuple[Path, os.stat_result]]:
+        """The finished videos under ``root`` (``fsutil.walk_videos``: no symlinks followed, no hidden
+        folders), each with a name library.json can hold; what is passed over is logged once and, if a
+        person would look for it in the library, listed in ``report.skipped``."""
+
         def onerror(exc: OSError) -> None:
             if _is_gone_error(exc):
                 return  # removed while we walked
             log.warning("cannot list %s: %s; its videos are left as they are", exc.filename, exc.strerror)
             report.unreadable.append(os.fspath(exc.filename))
 
-        # followlinks=False: a symlink loop (or a link to / ) is never descended into.
-        for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                path = Path(dirpath, name)
-                why = ignore_reason(path, root)
-                if why is not None:
-                    if why.startswith(("not a video", "name is")) and not name.startswith("."):
-                        self._log_once(path, why)
-                        if not why.startswith("not a video") and path.suffix.lower() != ".json":
-                            report.skipped.append((os.fspath(path), why))
-                    continue
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue  # gone, or not ours to look at: either way not "missing" (see _gone)
-                if stat.S_ISLNK(st.st_mode):
-                    self._log_once(path, "symlink (not followed)")
-                    report.skipped.append((os.fspath(path), "symlink (not followed)"))
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                yield path, st
+        def passed_over(path: str, why: str) -> None:
+            if why in (NOT_A_VIDEO, SYMLINK):
+                self._log_once(Path(path), why)
+            if why == SYMLINK:
+                report.skipped.append((path, why))
+
+        for name, st in walk_videos(os.fspath(root), on_error=onerror, on_skip=passed_over):
+            path = Path(name)
+            why = _unencodable(path)
+            if why is not None:
+                self._log_once(path, why)
+                report.skipped.append((name, why))
+                continue
+            yield path, st
 
 
 class _Handler:

@@ -43,7 +43,9 @@ from vidtray import __version__
 from vidtray.config import Config, load_config
 from vidtray.errors import OperationFailed, UserError, VidtrayError
 from vidtray.params import Source
+from vidtray.paths import hf_cache_dir
 from vidtray.services import generation as gen
+from vidtray.services import hub
 from vidtray.services.fsutil import atomic_write_text, private_dir
 from vidtray.services.memplan import MemoryPlan, apply_plan, choose_plan, denoiser_of, set_runtime_options
 
@@ -136,7 +138,7 @@ def dtype_kwargs(dtype: torch.dtype, family: gen.Family, device: str) -> dict[st
 class Loaded:
     pipe: Any
     key: tuple[str, str, str]
-    source: gen.ModelSource
+    source: hub.ModelSource
     family: gen.Family
     class_name: str
     device: str
@@ -149,7 +151,7 @@ class Loaded:
     accepts_frame_rate: bool = False
 
 
-def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: int, height: int,
+def load_pipeline(source: hub.ModelSource, device: str, offload: str, frames: int, height: int,
                   width: int) -> Loaded:
     from diffusers import DiffusionPipeline
 
@@ -160,8 +162,8 @@ def load_pipeline(source: gen.ModelSource, device: str, offload: str, frames: in
     where = source.local_dir or source.repo_id
     kwargs: dict[str, Any] = dtype_kwargs(dtype, family, device)
     if source.repo_id is not None:
-        kwargs["cache_dir"] = str(gen.hf_cache_dir())
-        if source.snapshot is not None and gen.hf_offline():
+        kwargs["cache_dir"] = str(hf_cache_dir())
+        if source.snapshot is not None and hub.hf_offline():
             kwargs["local_files_only"] = True
     try:
         pipe = DiffusionPipeline.from_pretrained(str(where), **kwargs)
@@ -305,7 +307,7 @@ class Worker:
         try:
             # Disk first: a refusal must come before minutes of download or loading.
             gen.check_output_space(cfg)
-            source = gen.resolve_model(request.model or cfg.model)
+            source = hub.resolve_model(request.model or cfg.model)
             device = pick_device(request.device or cfg.device)
             t_dl = time.perf_counter()
             if source.repo_id is not None and source.snapshot is None:
@@ -338,17 +340,17 @@ class Worker:
                 torch.cuda.empty_cache()
 
     # -- steps
-    def _download(self, job_id: str, source: gen.ModelSource) -> gen.ModelSource:
+    def _download(self, job_id: str, source: hub.ModelSource) -> hub.ModelSource:
         assert source.repo_id is not None
-        cache = gen.hf_cache_dir()
-        plan = gen.plan_download(source.repo_id, cache_dir=cache)
-        gen.check_download_space(plan, cache_dir=cache)
+        cache = hf_cache_dir()
+        plan = hub.plan_download(source.repo_id, cache_dir=cache)
+        hub.check_download_space(plan, cache_dir=cache)
         self.emit({"event": "download", "job": job_id, "model": source.repo_id, "done": 0,
                    "total": plan.missing_bytes})
-        gen.pull_model(plan, cache_dir=cache, tqdm_class=_event_tqdm(self.emit, job_id, source.repo_id))
-        return gen.resolve_model(source.repo_id, cache_dir=cache)
+        hub.pull_model(plan, cache_dir=cache, tqdm_class=_event_tqdm(self.emit, job_id, source.repo_id))
+        return hub.resolve_model(source.repo_id, cache_dir=cache)
 
-    def _ensure_loaded(self, job_id: str, source: gen.ModelSource, device: str,
+    def _ensure_loaded(self, job_id: str, source: hub.ModelSource, device: str,
                        params: gen.Params) -> tuple[Loaded, bool]:
         where = str(source.local_dir or source.repo_id)
         if self.loaded is not None and self.loaded.key[:2] == (where, device):

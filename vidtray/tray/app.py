@@ -349,10 +349,10 @@ class TrayApp:
             self._wake.set()
 
     def _read_status(self, tick: int) -> dict[str, Any]:
-        from vidtray.services import storage
+        from vidtray.paths import free_bytes
 
         changes: dict[str, Any] = dict(self.link.snapshot())
-        changes["free_bytes"] = storage.free_bytes(self.cfg.videos_dir)
+        changes["free_bytes"] = free_bytes(self.cfg.videos_dir)
         problems = [*self._service_problems, *changes.pop("problems", ())]
         if not self.cfg.videos_dir.is_dir():
             problems.append("Videos folder missing")

@@ -10,10 +10,11 @@ waits for it on an action thread. Exit 0 = confirmed (``days`` prints the number
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 
+from vidtray.config import MAX_DAYS
+from vidtray.services import storage
 from vidtray.tray import tkhelp
 
 try:
@@ -28,11 +29,13 @@ WINDOW_CLASS = "VidtrayDialog"
 
 
 def parse_days(text: str) -> float | None:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d?\s*", text)
-    if not m:
+    """The days field: ``storage.parse_days``, more than 0 (the menu has its own "delete all") and at most
+    MAX_DAYS; None when it is not such a number."""
+    try:
+        value = storage.parse_days(text)
+    except ValueError:
         return None
-    value = float(m.group(1))
-    return value if 0 < value <= 36500 else None
+    return value if 0 < value <= MAX_DAYS else None
 
 
 class Dialog:

@@ -1,6 +1,6 @@
 """One tray per user: an OS file lock held for the tray's whole life.
 
-The lock lives in the per-user state folder (platformdirs), not under the data dir, so two
+The lock lives in the per-user state folder (``paths.tray_lock_dir``), not under the data dir, so two
 configs with different data folders still cannot run two trays for one user. It is an OS lock
 (``flock`` / ``LockFileEx`` through filelock): a crashed tray releases it with its process, so a
 stale file never blocks the next login. The holder's pid sits next to it for the message and for
@@ -17,9 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import platformdirs
-
 from vidtray.errors import OperationFailed
+from vidtray.paths import tray_lock_dir
 from vidtray.services.fsutil import atomic_write_text
 
 log = logging.getLogger("vidtray.tray")
@@ -29,13 +28,9 @@ class AlreadyRunning(OperationFailed):
     """Another tray of this user holds the lock (exit 1)."""
 
 
-def lock_dir() -> Path:
-    return Path(platformdirs.user_state_dir("vidtray", appauthor=False))
-
-
 def running_pid(folder: Path | None = None) -> int | None:
     try:
-        return int((folder or lock_dir()).joinpath("tray.pid").read_text().strip())
+        return int((folder or tray_lock_dir()).joinpath("tray.pid").read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -45,7 +40,7 @@ def single_instance(folder: Path | None = None) -> Iterator[None]:
     """Hold the per-user tray lock for the ``with`` body; AlreadyRunning if another tray has it."""
     from filelock import FileLock, Timeout
 
-    folder = folder or lock_dir()
+    folder = folder or tray_lock_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,7 +65,7 @@ def single_instance(folder: Path | None = None) -> Iterator[None]:
 
 def forget_pid(folder: Path | None = None) -> None:
     """Remove the pid file if it names this process (also called right before a forced exit)."""
-    folder = folder or lock_dir()
+    folder = folder or tray_lock_dir()
     with contextlib.suppress(OSError):
         if running_pid(folder) == os.getpid():
             folder.joinpath("tray.pid").unlink()
@@ -93,7 +88,7 @@ def stop_running(folder: Path | None = None, timeout: float = 20.0) -> int | Non
 
     Returns its pid, or None when no tray runs. OperationFailed when it does not end within ``timeout``.
     """
-    folder = folder or lock_dir()
+    folder = folder or tray_lock_dir()
     if not folder.joinpath("tray.lock").exists() or _lock_free(folder):
         return None
     pid = running_pid(folder)

@@ -12,7 +12,6 @@ only the job files whose size or mtime changed since the last one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.config import Config
+from vidtray.services.queue import is_job_file, read_job, read_pause_flag
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
@@ -60,15 +60,9 @@ class ServiceLink:
         return out
 
     def queue_paused(self) -> str | None:
-        path = self.cfg.queue_dir / "paused.json"
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return "paused"
-        reason = doc.get("reason") if isinstance(doc, dict) else None
-        return str(reason) if reason else "paused"
+        """The pause reason while the queue's pause flag exists (``queue.read_pause_flag``), else None."""
+        flag = read_pause_flag(self.cfg.paths.pause_flag)
+        return None if flag is None else flag["reason"]
 
     def video_count(self) -> int | None:
         """Items in library.json; re-read only when the file changed."""
@@ -99,7 +93,7 @@ class ServiceLink:
         except OSError:
             entries = []
         for entry in entries:
-            if not entry.name.endswith(".json") or entry.name == "paused.json":
+            if not is_job_file(entry.name):
                 continue
             try:
                 st = entry.stat()
@@ -109,7 +103,9 @@ class ServiceLink:
             seen.add(entry.name)
             cached = self._jobs.get(entry.name)
             if cached is None or cached[0] != key:
-                self._jobs[entry.name] = (key, _read_job(Path(entry.path)))
+                # The queue's own reader, so the tray shows exactly the jobs the queue would run; a file
+                # that is not one is skipped here (the queue itself sets it aside).
+                self._jobs[entry.name] = (key, read_job(Path(entry.path))[0])
         for name in set(self._jobs) - seen:
             del self._jobs[name]
         jobs = [doc for _key, doc in self._jobs.values() if doc is not None]
@@ -134,14 +130,6 @@ class ServiceLink:
             self.daemon.pause_watching()
         else:
             self.daemon.resume_watching()
-
-
-def _read_job(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # being replaced right now, or mangled: the queue itself deals with it
-        return None
-    return doc if isinstance(doc, dict) and "id" in doc else None
 
 
 def _job_view(job: dict[str, Any]) -> JobView:

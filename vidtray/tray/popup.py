@@ -24,6 +24,8 @@ from pathlib import Path
 from vidtray import params
 from vidtray.config import Config
 from vidtray.errors import VidtrayError
+from vidtray.paths import free_bytes, hf_cache_dir
+from vidtray.services import hub
 from vidtray.services.fsutil import gib, human_size
 from vidtray.tray import form, tkhelp
 
@@ -59,8 +61,8 @@ class PopupWindow:
         models: Sequence[str],
         cached: dict[str, int],
         submit: Callable[[form.JobSpec], form.Submitted],
-        size_lookup: Callable[[str], tuple[int | None, str]] = form.download_size,
-        free_space: Callable[[Path], int | None] = form.free_bytes,
+        size_lookup: Callable[[str], tuple[int | None, str]] = hub.download_size,
+        free_space: Callable[[Path], int | None] = free_bytes,
         cache_dir: Path | None = None,
         prefill: str = "",
         initial_model: str | None = None,
@@ -209,7 +211,7 @@ class PopupWindow:
             self.model_info.configure(text="")
         elif model in self.cached:
             self.model_info.configure(text=f"cached ({human_size(self.cached[model])})")
-        elif form.looks_like_path(model):
+        elif hub.looks_like_path(model):
             self.model_info.configure(text="a local pipeline folder")
         else:
             self.model_info.configure(text="not downloaded yet: checking the download size...")
@@ -248,7 +250,7 @@ class PopupWindow:
             cache_free = self.free_space(self.cache_dir)
             if cache_free is not None:
                 parts.append(f"{human_size(cache_free)} for the model cache")
-                if cache_free < self._download_bytes:
+                if cache_free < hub.space_needed(self._download_bytes):
                     warn = " - not enough space for the model download"
         self.disk_info.configure(text=", ".join(parts) + warn, style="Error.TLabel" if warn else "Hint.TLabel")
 
@@ -280,7 +282,7 @@ class PopupWindow:
 
 def build_window(cfg: Config, prefill: str = "", master: tk.Tk | None = None) -> PopupWindow:
     """The real popup: cached models from the Hugging Face cache, the real queue."""
-    cached, warnings = form.cached_pipelines()
+    cached, warnings = hub.cached_pipelines()
     for w in warnings:
         log.info("model cache: %s", w)
     root = master or tk.Tk(className=WINDOW_CLASS)
@@ -289,7 +291,7 @@ def build_window(cfg: Config, prefill: str = "", master: tk.Tk | None = None) ->
         models=form.model_choices(cfg, cached),
         cached={m.repo_id: m.size_bytes for m in cached},
         submit=lambda spec: form.submit_job(cfg, spec),
-        cache_dir=form.hf_cache_dir(),
+        cache_dir=hf_cache_dir(),
         prefill=prefill,
     )
 

@@ -1,0 +1,135 @@
+"""Where vidtray keeps things, and how much room there is: the one owner of every location.
+
+- Per-user folders (platformdirs): the config file, the default data folder, the log folder, the tray lock.
+- ``Paths.of(data_dir, library_path)``: everything under the data folder (DESIGN.md "Data").
+  ``Config`` derives its paths through it; tests build one on ``tmp_path``.
+- The Hugging Face hub cache, computed now from the environment.
+- Free space of the volume that holds a path (a folder not created yet counts on its parent's volume).
+
+Cheap to import (stdlib and platformdirs): the CLI, the tray and the popup all use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger("vidtray.paths")
+
+APP = "vidtray"
+#: The queue's pause flag, in the queue folder beside the job files (which it is not one of).
+PAUSE_FILE = "paused.json"
+
+
+# -- per-user folders ------------------------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP, appauthor=False)) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def log_dir() -> Path:
+    """The log folder: ``VIDTRAY_LOG_DIR`` if set, else the platform's."""
+    override = os.environ.get("VIDTRAY_LOG_DIR")
+    return Path(override) if override else Path(platformdirs.user_log_dir(APP, appauthor=False))
+
+
+def tray_lock_dir() -> Path:
+    """The tray's lock and pid file: per user, not per data folder, so two configs cannot run two trays."""
+    return Path(platformdirs.user_state_dir(APP, appauthor=False))
+
+
+# -- the data folder -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Everything vidtray keeps under the data folder (``Paths.of``); tests may build one pointing anywhere."""
+
+    data_dir: Path
+    library_file: Path  # <data_dir>/library.json unless library_path moves it
+    videos_dir: Path  # finished videos and their sidecars
+    partial_dir: Path  # in-progress files and saved latents: never imported, never counted as finished
+    thumbnails_dir: Path
+    queue_dir: Path  # one JSON file per job
+    pause_flag: Path  # exists while the queue is paused
+    state_dir: Path  # small runtime state that is not user data
+    removed_file: Path  # what the user removed from the library (kept out of later imports)
+    jobs_state_file: Path  # the scheduled jobs' own state (when the last prune ran)
+
+    @classmethod
+    def of(cls, data_dir: Path, library_path: Path | None = None) -> Paths:
+        videos, queue, state = data_dir / "generated" / "videos", data_dir / "queue", data_dir / "state"
+        return cls(
+            data_dir=data_dir, library_file=library_path if library_path is not None else data_dir / "library.json",
+            videos_dir=videos, partial_dir=videos / ".partial", thumbnails_dir=data_dir / "thumbnails",
+            queue_dir=queue, pause_flag=queue / PAUSE_FILE,
+            state_dir=state, removed_file=state / "removed.json", jobs_state_file=state / "jobs.json",
+        )
+
+
+# -- the Hugging Face cache ------------------------------------------------------------------------
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache, by huggingface_hub's own rules (``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` >
+    ``HF_HOME``/hub > ``XDG_CACHE_HOME``/huggingface/hub, ``~`` and ``$VARS`` expanded) but read now:
+    huggingface_hub reads them once at import. vidtray passes this folder to every huggingface_hub call,
+    so reports, cleanups and downloads all name the same cache. An empty variable counts as unset."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(_expand(os.environ[name]))
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(_expand(home)) / "hub"
+
+
+def _expand(path: str) -> str:
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+# -- free space ------------------------------------------------------------------------------------
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (a folder not created yet lives on its parent's volume)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def disk_usage(path: Path) -> tuple[int, int] | None:
+    """(free, total) bytes of the volume holding ``path``; None when it cannot be read."""
+    where = nearest_existing(path)
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError as exc:
+        log.warning("cannot read free space of %s: %s", where, exc)
+        return None
+    return usage.free, usage.total
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes of the volume holding ``path``; None when it cannot be read."""
+    usage = disk_usage(path)
+    return None if usage is None else usage[0]
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point holding ``path`` (its nearest existing parent): the volume's name for a person."""
+    path = nearest_existing(path)
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
