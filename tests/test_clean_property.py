@@ -106,6 +106,41 @@ def _snapshot(tmp: Path) -> dict[Path, bytes | str]:
 # What happens to a planned video between the plan (the question) and its execution (the answer).
 CHANGES = ["none", "none", "touch", "append", "delete", "replace", "sidecar_touch", "sidecar_delete",
            "sidecar_new"]
+VIDEO_CHANGES = ("touch", "append", "delete", "replace")
+
+
+def _change(root: Path, name: str, sidecar: bool, change: str) -> None:
+    """Make ``change`` to the planned video ``name`` (or to its sidecar) after the plan."""
+    video, side = root / f"{name}.mp4", root / f"{name}.json"
+    if change == "touch":
+        os.utime(video, (NOW, NOW))
+    elif change == "append":
+        with video.open("ab") as fh:
+            fh.write(b"more")
+    elif change == "delete":
+        video.unlink()
+    elif change == "replace":  # same name, size and mtime, another file (another inode)
+        tmp_file = root / f".{name}.new"
+        tmp_file.write_bytes(os.urandom(16))
+        st_old = video.stat()
+        os.utime(tmp_file, ns=(st_old.st_atime_ns, st_old.st_mtime_ns))
+        os.replace(tmp_file, video)
+    elif change == "sidecar_touch" and sidecar:
+        os.utime(side, (NOW, NOW))
+    elif change == "sidecar_delete" and sidecar:
+        side.unlink()
+    elif change == "sidecar_new" and not sidecar:
+        side.write_text("{}")
+
+
+def _fate(root: Path, name: str, sidecar: bool, change: str) -> tuple[set[Path], set[Path]]:
+    """What executing the plan must do after ``change``: the files that go, and those left alone."""
+    video, side = root / f"{name}.mp4", root / f"{name}.json"
+    if change in VIDEO_CHANGES:
+        return set(), {video}  # it and its sidecar stay
+    if sidecar and change in ("sidecar_touch", "sidecar_delete"):
+        return {video}, {side}  # touched or gone: not the planned sidecar
+    return ({video, side} if sidecar else {video}), set()
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -127,34 +162,10 @@ def test_executing_a_plan_deletes_only_what_was_planned_and_is_unchanged(videos,
         expected_gone: set[Path] = set()
         expected_skipped: set[Path] = set()
         for name, sidecar, change in videos:
-            video, side = root / f"{name}.mp4", root / f"{name}.json"
-            if change == "touch":
-                os.utime(video, (NOW, NOW))
-            elif change == "append":
-                with video.open("ab") as fh:
-                    fh.write(b"more")
-            elif change == "delete":
-                video.unlink()
-            elif change == "replace":  # same name, size and mtime, another file (another inode)
-                tmp_file = root / f".{name}.new"
-                tmp_file.write_bytes(os.urandom(16))
-                st_old = video.stat()
-                os.utime(tmp_file, ns=(st_old.st_atime_ns, st_old.st_mtime_ns))
-                os.replace(tmp_file, video)
-            elif change == "sidecar_touch" and sidecar:
-                os.utime(side, (NOW, NOW))
-            elif change == "sidecar_delete" and sidecar:
-                side.unlink()
-            elif change == "sidecar_new" and not sidecar:
-                side.write_text("{}")
-            if change in ("touch", "append", "delete", "replace"):
-                expected_skipped.add(video)  # it and its sidecar stay
-                continue
-            expected_gone.add(video)
-            if sidecar and change in ("sidecar_touch", "sidecar_delete"):
-                expected_skipped.add(side)  # touched or gone: not the planned sidecar
-            elif sidecar:
-                expected_gone.add(side)
+            _change(root, name, sidecar, change)
+            gone, skipped = _fate(root, name, sidecar, change)
+            expected_gone |= gone
+            expected_skipped |= skipped
         for n in range(newcomers):  # arrived while the question was open: never planned
             (root / f"new{n}.mp4").write_bytes(b"new")
             os.utime(root / f"new{n}.mp4", (old, old))

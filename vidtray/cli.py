@@ -18,10 +18,16 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vidtray import __version__, commands
 from vidtray.errors import Interrupted, OperationFailed, UserError, VidtrayError
+
+if TYPE_CHECKING:
+    from vidtray.config import Config
+
+    #: What each ``vidtray.commands`` module's ``register`` adds its commands to.
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("vidtray.cli")
 
@@ -50,10 +56,11 @@ class CommandParser(Parser):
 
 
 def _global_options(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
-    extra = {"default": argparse.SUPPRESS} if hidden else {}
-    parser.add_argument("--config", metavar="PATH", **extra, help=argparse.SUPPRESS if hidden else
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS if hidden else None,
+                        help=argparse.SUPPRESS if hidden else
                         "config file (default: $VIDTRAY_CONFIG or the platform one); also after COMMAND")
-    parser.add_argument("--debug", action="store_true", **extra, help=argparse.SUPPRESS if hidden else
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if hidden else False,
+                        help=argparse.SUPPRESS if hidden else
                         "print tracebacks and log debug messages; also after COMMAND")
 
 
@@ -62,15 +69,15 @@ class Context:
 
     def __init__(self, config_arg: str | None) -> None:
         self.config_arg = config_arg
-        self._document: dict[str, Any] | None = None
+        self._document: dict[str, object] | None = None
 
     @cached_property
-    def cfg(self):  # -> vidtray.config.Config
+    def cfg(self) -> Config:
         from vidtray.config import load_config
 
         return load_config(self.config_arg)
 
-    def print_json(self, doc: Mapping[str, Any]) -> None:
+    def print_json(self, doc: Mapping[str, object]) -> None:
         """The command's ``--json`` result: ``doc``'s keys at the top level, after the envelope's.
 
         Written when the command ends, by the boundary in this module, so stdout holds one document

@@ -12,10 +12,10 @@ import dataclasses
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from vidtray import params
 from vidtray.errors import ConfigError
@@ -26,12 +26,19 @@ DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
 
 
-def _key(doc: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+T = TypeVar("T")
+
+
+@overload
+def _key(doc: str, default: T) -> T: ...
+@overload
+def _key(doc: str, *, factory: Callable[[], T]) -> T: ...
+def _key(doc: str, default: object = dataclasses.MISSING, *, factory: object = dataclasses.MISSING) -> Any:
     """A config key: its default and the short comment the settings file shows beside it."""
-    return field(default=default, default_factory=factory, metadata={"doc": doc})
+    return field(default=default, default_factory=factory, metadata={"doc": doc})  # type: ignore[call-overload]
 
 
-def _gen_key(name: str, default: Any) -> Any:
+def _gen_key(name: str, default: T) -> T:
     """A ``[generation]`` key: its limits and comment come from the generation-parameter schema."""
     return _key(params.FIELDS[name].describe(default=False), default)
 
@@ -121,8 +128,9 @@ class Config:
         return cls.from_string(text, str(path), env)
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
+    def from_mapping(cls, raw: Mapping[str, object], source: str, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
+        # Any: each key's parser returns its field's type, which the dataclass checks, not this dict.
         values: dict[str, Any] = {"source": source}
         for key, value in raw.items():
             if key == "generation":
@@ -139,9 +147,9 @@ class Config:
                 raise ConfigError(source, "must be >= min_free_gb", "warn_free_gb")
         return cfg
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready view, derived paths included (``vidtray config show --json``)."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "generation":
@@ -169,7 +177,7 @@ def config_template() -> str:
     ]
     defaults = Config()
 
-    def entries(obj: Any) -> list[str]:
+    def entries(obj: Config | Generation) -> list[str]:
         out = []
         for f in dataclasses.fields(obj):
             if "doc" not in f.metadata:
@@ -188,7 +196,7 @@ def config_template() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -223,13 +231,13 @@ def config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 # -- value parsers: (value, source, key) -> typed value, or ConfigError ------------------------
 
 
-def _type_name(value: Any) -> str:
+def _type_name(value: object) -> str:
     return {bool: "a boolean", str: "a string", list: "a list", dict: "a table"}.get(
         type(value), type(value).__name__
     )
 
 
-def _path(value: Any, source: str, key: str) -> Path:
+def _path(value: object, source: str, key: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(source, f"must be a non-empty path string, got {_type_name(value)}", key)
     return Path(value).expanduser()
@@ -241,8 +249,12 @@ YEAR_S = 365 * 86400
 MAX_DAYS = 36500
 
 
-def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> Any:
-    def parse(value: Any, source: str, key: str) -> float:
+#: A key's parser: (value, source, key) -> the key's typed value, or ConfigError.
+Parser = Callable[[object, str, str], T]
+
+
+def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> Parser[float]:
+    def parse(value: object, source: str, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(source, f"must be a number, got {_type_name(value)}", key)
         if value != value or value in (float("inf"), float("-inf")):
@@ -257,34 +269,35 @@ def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> An
     return parse
 
 
-def _choice(choices: tuple[str, ...]) -> Any:
-    def parse(value: Any, source: str, key: str) -> str:
-        if value not in choices:
+def _choice(choices: tuple[str, ...]) -> Parser[str]:
+    def parse(value: object, source: str, key: str) -> str:
+        if not isinstance(value, str) or value not in choices:
             raise ConfigError(source, f"must be one of {', '.join(choices)}, got {value!r}", key)
         return value
 
     return parse
 
 
-def _bool(value: Any, source: str, key: str) -> bool:
+def _bool(value: object, source: str, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(source, f"must be true or false, got {_type_name(value)}", key)
     return value
 
 
-def _schema(value: Any, source: str, key: str) -> Any:
-    """A top-level key that is also a generation parameter (model, device): the schema's rule."""
-    value = params.check(key, value, params.Source.config(source, table=""))
-    return value.strip() if isinstance(value, str) else value
+def _schema(value: object, source: str, key: str) -> str:
+    """A top-level key that is also a generation parameter (model, device): the schema's rule (a text
+    field or a choice of texts, so what passes is a string)."""
+    params.check(key, value, params.Source.config(source, table=""))
+    return str(value).strip()
 
 
-def _paths(value: Any, source: str, key: str) -> tuple[Path, ...]:
+def _paths(value: object, source: str, key: str) -> tuple[Path, ...]:
     if not isinstance(value, list):
         raise ConfigError(source, f"must be a list of folder paths, got {_type_name(value)}", key)
     return tuple(_path(v, source, key) for v in value)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Parser[object]] = {
     "data_dir": _path,
     "library_path": _path,
     "watch_dirs": _paths,
@@ -301,11 +314,12 @@ _PARSERS = {
     "notifications": _bool,
 }
 
-def _parse_generation(value: Any, source: str) -> Generation:
+
+def _parse_generation(value: object, source: str) -> Generation:
     """The ``[generation]`` table, checked by the generation-parameter schema (the CLI's limits)."""
     if not isinstance(value, dict):
         raise ConfigError(source, f"must be a table, got {_type_name(value)}", "generation")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {}  # Any: as in Config.from_mapping
     for key, v in value.items():
         if key not in params.CONFIG_KEYS:
             raise ConfigError(source, "unknown key", f"generation.{key}")

@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import sys
+from io import TextIOWrapper
 from pathlib import Path
 
 from vidtray.paths import log_dir
@@ -44,13 +45,14 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._wrote = True
         super().__init__(filename, encoding="utf-8", errors="backslashreplace", **kwargs)  # type: ignore[arg-type]
 
-    def _open(self):  # -> TextIO; called at start and after each rollover
+    def _open(self) -> TextIOWrapper:  # called at start and after each rollover
         try:
             fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             os.fchmod(fd, 0o600)  # os.open's mode passes through the umask
         except FileExistsError:
             fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND)
-        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        # "a", the mode a RotatingFileHandler always has (it appends, and the fd is O_APPEND anyway).
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         self._wrote = True

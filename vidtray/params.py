@@ -14,7 +14,7 @@ it (so it must not import the config).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from vidtray.errors import ConfigError, UserError
 
@@ -28,6 +28,9 @@ SIZE_MULTIPLE = 8
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
 Kind = Literal["int", "number", "text", "choice"]
+#: A field's value as parsed from text (``parse_problem``): a whole number, a number or a text.
+Value = int | float | str
+T = TypeVar("T")
 
 
 # NamedTuples, not frozen dataclasses: `vidtray --help` imports this module, and a dataclass costs about
@@ -201,7 +204,7 @@ def _fmt(number: int | float) -> str:
     return str(number) if isinstance(number, int) else f"{number:g}"
 
 
-def _repr(value: Any) -> str:
+def _repr(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -213,7 +216,7 @@ def _neighbours(value: int, mod: int, rem: int, low: int | float, high: int | fl
     return f"try {' or '.join(options)}" if options else ""
 
 
-def _text_problem(f: Field, value: Any) -> Problem | None:
+def _text_problem(f: Field, value: object) -> Problem | None:
     if not isinstance(value, str):
         return Problem(f, "must be text", _repr(value), type_error=True)
     if not value.strip():
@@ -223,7 +226,7 @@ def _text_problem(f: Field, value: Any) -> Problem | None:
     return None
 
 
-def _int_problem(f: Field, value: Any) -> Problem | None:
+def _int_problem(f: Field, value: object) -> Problem | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return Problem(f, "must be a whole number", _repr(value), type_error=True)
     if not f.low <= value <= f.high:
@@ -234,7 +237,7 @@ def _int_problem(f: Field, value: Any) -> Problem | None:
     return None
 
 
-def _number_problem(f: Field, value: Any) -> Problem | None:
+def _number_problem(f: Field, value: object) -> Problem | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return Problem(f, "must be a number", _repr(value), type_error=True)
     if not f.low <= value <= f.high:  # NaN fails this too
@@ -242,18 +245,18 @@ def _number_problem(f: Field, value: Any) -> Problem | None:
     return None
 
 
-def _choice_problem(f: Field, value: Any) -> Problem | None:
+def _choice_problem(f: Field, value: object) -> Problem | None:
     if value not in f.choices:
         return Problem(f, f"must be one of {', '.join(f.choices)}", _repr(value))
     return None
 
 
-_PROBLEMS: dict[str, Callable[[Field, Any], Problem | None]] = {
+_PROBLEMS: dict[str, Callable[[Field, object], Problem | None]] = {
     "text": _text_problem, "int": _int_problem, "number": _number_problem, "choice": _choice_problem,
 }
 
 
-def problem(name: str, value: Any) -> Problem | None:
+def problem(name: str, value: object) -> Problem | None:
     """What is wrong with ``value`` for the field ``name``; None when it is fine (or left out: None,
     where the field has a default)."""
     f = FIELDS[name]
@@ -262,11 +265,11 @@ def problem(name: str, value: Any) -> Problem | None:
     return _PROBLEMS[f.kind](f, value)
 
 
-def parse_problem(name: str, text: str) -> tuple[Any, Problem | None]:
+def parse_problem(name: str, text: str) -> tuple[Value | None, Problem | None]:
     """``text`` (a CLI argument, a form field) as a value of the field ``name``, and what is wrong with it.
     A whole number of fps comes back as an int, as it would from TOML or JSON."""
     f = FIELDS[name]
-    value: Any = text
+    value: Value = text
     if f.kind == "int":
         try:
             value = int(text.strip())
@@ -285,7 +288,7 @@ def parse_problem(name: str, text: str) -> tuple[Any, Problem | None]:
 # -- checks that raise ----------------------------------------------------------------------------------
 
 
-def check(name: str, value: Any, source: Source) -> Any:
+def check(name: str, value: T, source: Source) -> T:
     """``value`` if it is fine for the field ``name``; else a UserError naming ``source``."""
     found = problem(name, value)
     if found is not None:
@@ -293,7 +296,7 @@ def check(name: str, value: Any, source: Source) -> Any:
     return value
 
 
-def parse(name: str, text: str, source: Source) -> Any:
+def parse(name: str, text: str, source: Source) -> Value | None:
     """``text`` parsed and checked (see :func:`parse_problem`); a UserError naming ``source``."""
     value, found = parse_problem(name, text)
     if found is not None:
@@ -301,10 +304,10 @@ def parse(name: str, text: str, source: Source) -> Any:
     return value
 
 
-def argtype(name: str) -> Callable[[str], Any]:
+def argtype(name: str) -> Callable[[str], Value | None]:
     """An argparse ``type=`` for the field ``name``: argparse's message then names the flag."""
 
-    def parse_arg(text: str) -> Any:
+    def parse_arg(text: str) -> Value | None:
         import argparse  # only the CLI needs it
 
         value, found = parse_problem(name, text)
@@ -316,9 +319,10 @@ def argtype(name: str) -> Callable[[str], Any]:
     return parse_arg
 
 
-def check_request(values: Mapping[str, Any], source: Source) -> dict[str, Any]:
+def check_request(values: Mapping[str, object], source: Source) -> dict[str, Any]:
     """A whole request from anywhere (a job file, a recipe, a form as a dict): no unknown keys, the
-    prompt there, every value within its limits. Returns the fields that were given."""
+    prompt there, every value within its limits. Returns the fields that were given (Any: each value is of
+    its field's kind, which only ``FIELDS`` knows, so that they can be passed on as keyword arguments)."""
     if not isinstance(values, Mapping):
         raise source.general("the request must be a JSON object")
     unknown = sorted(str(k) for k in values if k not in FIELDS)
@@ -347,7 +351,7 @@ class FamilyRules(Protocol):
     def max_frames(self) -> int: ...
 
 
-def family_problem(name: str, value: Any, family: FamilyRules) -> Problem | None:
+def family_problem(name: str, value: int, family: FamilyRules) -> Problem | None:
     """What is wrong with a (valid) ``value`` of ``name`` for models of ``family``."""
     f = FIELDS[name]
     m = family.size_multiple
@@ -365,7 +369,7 @@ def family_problem(name: str, value: Any, family: FamilyRules) -> Problem | None
     return None
 
 
-def check_resolved(values: Mapping[str, Any], family: FamilyRules, sources: Mapping[str, Source],
+def check_resolved(values: Mapping[str, object], family: FamilyRules, sources: Mapping[str, Source],
                    default: Source = REQUEST) -> None:
     """The resolved parameters (each from the request, the config or the family's defaults): every
     field's own limits, then the family's rules; an error names where the bad value came from."""
@@ -373,7 +377,8 @@ def check_resolved(values: Mapping[str, Any], family: FamilyRules, sources: Mapp
         if name not in FIELDS:
             continue
         found = problem(name, value)
-        if found is None and value is not None and FIELDS[name].kind == "int":
+        # (a value that passed an int field's check is an int)
+        if found is None and isinstance(value, int) and FIELDS[name].kind == "int":
             found = family_problem(name, value, family)
         if found is not None:
             raise found.error(sources.get(name, default))

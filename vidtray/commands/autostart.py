@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("autostart", help="start the tray on login (enable, disable, status)")
     asub = p.add_subparsers(dest="autostart_command", metavar="ACTION", required=True)
     for name, text in (
@@ -18,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action.set_defaults(handler=_run, action=name)
 
 
-def _run(args: argparse.Namespace, ctx) -> int:
+def _run(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services import autostart
 
     st = {"enable": autostart.enable, "disable": autostart.disable, "status": autostart.status}[args.action]()

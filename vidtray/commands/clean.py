@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from vidtray.errors import UserError
+
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
 
 def _days(text: str) -> float:
@@ -18,7 +22,7 @@ def _days(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("clean", help="delete generated videos or cached models")
     csub = p.add_subparsers(dest="clean_command", metavar="WHAT", required=True)
 
@@ -48,7 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def clean_videos(args: argparse.Namespace, ctx) -> int:
+def clean_videos(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services import storage
     from vidtray.services.fsutil import human_size, plural
     from vidtray.services.library import open_library
@@ -71,10 +75,10 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
     verb = "Would delete" if result.dry_run else ("Moved to trash" if to_trash else "Deleted")
     for item in result.deleted:
         print(f"{verb}: {item['path']} ({human_size(item['size_bytes'])})")
-    for item in result.kept:
-        print(f"Kept: {item['path']} ({item['reason']})")
-    for item in result.skipped:
-        print(f"Left alone: {item['path']} ({item['reason']})")
+    for left in result.kept:
+        print(f"Kept: {left['path']} ({left['reason']})")
+    for left in result.skipped:
+        print(f"Left alone: {left['path']} ({left['reason']})")
     if args.older_than is not None:
         print(f"Older than {args.older_than:g} days: {storage.AGE_TEXT}.")
     if not result.deleted:
@@ -84,7 +88,7 @@ def clean_videos(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def clean_model(args: argparse.Namespace, ctx) -> int:
+def clean_model(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services import storage
     from vidtray.services.fsutil import human_size, plural
 

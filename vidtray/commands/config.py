@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from vidtray.config import config_path
 
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("config", help="show the settings or the config file's path")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = csub.add_parser("show", help="print the effective settings")
@@ -17,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     path.set_defaults(handler=_path)
 
 
-def _show(args: argparse.Namespace, ctx) -> int:
+def _show(args: argparse.Namespace, ctx: Context) -> int:
     doc = ctx.cfg.as_dict()
     if args.json:
         ctx.print_json(doc)
@@ -31,6 +35,6 @@ def _show(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def _path(args: argparse.Namespace, ctx) -> int:
+def _path(args: argparse.Namespace, ctx: Context) -> int:
     print(config_path(ctx.config_arg))
     return 0

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from vidtray.errors import UserError
 
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("desktop-entry", help="put vidtray in the application menu (Linux; install, remove, status)")
     dsub = p.add_subparsers(dest="desktop_entry_command", metavar="ACTION", required=True)
     for name, text in (
@@ -21,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action.set_defaults(handler=_run, action=name)
 
 
-def _run(args: argparse.Namespace, ctx) -> int:
+def _run(args: argparse.Namespace, ctx: Context) -> int:
     if sys.platform in ("win32", "darwin"):
         where = "Windows" if sys.platform == "win32" else "macOS"
         raise UserError(f"desktop-entry is for Linux and BSD desktops (freedesktop menus); on {where} "

@@ -9,7 +9,13 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vidtray.cli import Context, Subparsers
+    from vidtray.config import Config
 
 # Run in a child process so the CLI never imports torch itself (it takes seconds and gigabytes).
 _TORCH_PROBE = r"""
@@ -30,7 +36,7 @@ print(json.dumps(out))
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check GPU, ffmpeg, disk space and locations")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=run)
@@ -40,7 +46,8 @@ def probe_torch(timeout: float = 120) -> dict[str, Any]:
     try:
         proc = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True,
                               timeout=timeout)
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        found: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])  # the probe's JSON
+        return found
     except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as exc:
         return {"installed": False, "error": f"probe failed: {exc}"}
 
@@ -55,7 +62,7 @@ def probe_ffmpeg() -> dict[str, Any]:
         return {"path": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def collect(cfg) -> dict[str, Any]:
+def collect(cfg: Config) -> dict[str, Any]:
     from vidtray import __version__
     from vidtray.config import config_path
     from vidtray.logs import log_file
@@ -110,7 +117,7 @@ def _tray_info() -> dict[str, Any]:
         return {"backend": None, "has_menu": False, "reason": f"{type(exc).__name__}: {exc}", "hint": ""}
 
 
-def run(args: argparse.Namespace, ctx) -> int:
+def run(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.fsutil import human_size
 
     doc = collect(ctx.cfg)
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def _notification_line(info: dict[str, Any], summary) -> str:  # type: ignore[no-untyped-def]
+def _notification_line(info: dict[str, Any], summary: Callable[[dict[str, Any]], str]) -> str:
     line = summary(info)
     if info.get("enabled") is not False and info.get("daemon", {}).get("reached") is False:
         line += ("; vidtray's notifications will not show: start the desktop's notification daemon, or install "

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vidtray.errors import UserError
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def register(sub: argparse._SubParsersAction) -> None:
+    from vidtray.cli import Context, Subparsers
+    from vidtray.services.library import Item, Library
+
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("library", help="list and edit the video library (library.json)")
     lsub = p.add_subparsers(dest="library_command", metavar="ACTION", required=True)
 
@@ -52,20 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ed.set_defaults(handler=_edit)
 
 
-def _library(ctx):  # -> Library
+def _library(ctx: Context) -> Library:
     from vidtray.services.library import open_library
 
     return open_library(ctx.cfg, on_corrupt=lambda moved: _corrupt_notice(ctx, moved))
 
 
-def _corrupt_notice(ctx, moved) -> None:
+def _corrupt_notice(ctx: Context, moved: Path) -> None:
     import sys
 
     print(f"vidtray: warning: the library could not be read; it was moved to {moved} and rebuilt "
           "from the videos folder", file=sys.stderr)
 
 
-def _list(args: argparse.Namespace, ctx) -> int:
+def _list(args: argparse.Namespace, ctx: Context) -> int:
     import math
 
     from vidtray.services.fsutil import plural
@@ -93,7 +99,7 @@ def _list(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def _print_item(item: dict[str, Any], ctx, as_json: bool) -> None:
+def _print_item(item: Item, ctx: Context, as_json: bool) -> None:
     if as_json:
         ctx.print_json(item)
         return
@@ -102,12 +108,12 @@ def _print_item(item: dict[str, Any], ctx, as_json: bool) -> None:
         print(f"{key:<{width}}  {value if not isinstance(value, list) else ', '.join(map(str, value))}")
 
 
-def _show(args: argparse.Namespace, ctx) -> int:
+def _show(args: argparse.Namespace, ctx: Context) -> int:
     _print_item(_library(ctx).get(args.id), ctx, args.json)
     return 0
 
 
-def _pin(args: argparse.Namespace, ctx) -> int:
+def _pin(args: argparse.Namespace, ctx: Context) -> int:
     item = _library(ctx).edit(args.id, pinned=args.pinned)
     if args.json:
         ctx.print_json(item)
@@ -116,7 +122,7 @@ def _pin(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def _remove(args: argparse.Namespace, ctx) -> int:
+def _remove(args: argparse.Namespace, ctx: Context) -> int:
     item = _library(ctx).remove(args.id)
     if args.json:
         ctx.print_json({"removed": item})
@@ -144,8 +150,8 @@ def parse_schedule(text: str) -> str | None:
     return when.isoformat()
 
 
-def _edit(args: argparse.Namespace, ctx) -> int:
-    changes: dict[str, Any] = {}
+def _edit(args: argparse.Namespace, ctx: Context) -> int:
+    changes: dict[str, object] = {}
     if args.title is not None:
         if not args.title.strip():
             raise UserError("--title must not be empty")
@@ -164,7 +170,7 @@ def _edit(args: argparse.Namespace, ctx) -> int:
     return 0
 
 
-def _rescan(args: argparse.Namespace, ctx) -> int:
+def _rescan(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.fsutil import plural
     from vidtray.services.watcher import Watcher, watch_folders
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import UserError
 
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("models", help="list cached and known-good models, or download one")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ls = msub.add_parser("list", help="models in the Hugging Face cache, and known-good ones")
@@ -34,7 +37,7 @@ def cached_models(cache_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return out, list(scan.warnings)
 
 
-def _list(args: argparse.Namespace, ctx: Any) -> int:
+def _list(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.paths import hf_cache_dir
     from vidtray.services.fsutil import human_size
     from vidtray.services.generation import KNOWN_MODELS
@@ -67,7 +70,7 @@ def _list(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def _pull(args: argparse.Namespace, ctx: Any) -> int:
+def _pull(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.paths import hf_cache_dir
     from vidtray.services import hub
     from vidtray.services.fsutil import human_size, plural
@@ -90,7 +93,7 @@ def _pull(args: argparse.Namespace, ctx: Any) -> int:
     if not tty:
         from tqdm.auto import tqdm
 
-        class _Silent(tqdm):  # type: ignore[misc,valid-type]
+        class _Silent(tqdm):  # type: ignore[type-arg]  # generic in its stubs only
             def __init__(self, *a: Any, **kw: Any) -> None:
                 kw["disable"] = True
                 super().__init__(*a, **kw)

@@ -4,12 +4,15 @@ tray and ``vidtray watch`` work through."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
 
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("queue", help="list, add or cancel queued generation jobs")
     qsub = p.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
     ls = qsub.add_parser("list", help="jobs in the queue, newest last")
@@ -43,7 +46,7 @@ def _summary(job: dict[str, Any]) -> str:
     return f"{job['id']}  {state:<16} {job.get('created', '')[:19]}  {prompt}{tail}"
 
 
-def _list(args: argparse.Namespace, ctx: Any) -> int:
+def _list(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.queue import open_queue
 
     q = open_queue(ctx.cfg)
@@ -61,7 +64,7 @@ def _list(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def _cancel(args: argparse.Namespace, ctx: Any) -> int:
+def _cancel(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.queue import open_queue
 
     job = open_queue(ctx.cfg).cancel(args.job_id)
@@ -74,7 +77,7 @@ def _cancel(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def _add(args: argparse.Namespace, ctx: Any) -> int:
+def _add(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.queue import open_queue
 
     req = request_from_args(args)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("storage", help="show what uses space: videos, model cache, free disk")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=run)
@@ -27,7 +30,7 @@ def build_report(cfg) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace, ctx) -> int:
+def run(args: argparse.Namespace, ctx: Context) -> int:
     report = build_report(ctx.cfg)
     if args.json:
         ctx.print_json(report)

@@ -16,11 +16,15 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
 log = logging.getLogger("vidtray.tray")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("tray", help="run the tray icon (and the watcher, scheduler and worker behind it)")
     p.add_argument("--quit", action="store_true",
                    help="ask the running tray to quit (one without an icon too) and wait until it has")
@@ -29,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, ctx) -> int:
+def run(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.errors import ConfigError, OperationFailed
 
     if args.quit:

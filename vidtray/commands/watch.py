@@ -6,14 +6,18 @@ import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vidtray.cli import Context, Subparsers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("watch", help="headless: watcher, scheduled jobs and generation queue, until stopped")
     p.set_defaults(handler=_watch)
 
 
-def _watch(args: argparse.Namespace, ctx) -> int:
+def _watch(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.daemon import Daemon
     from vidtray.services.notify import make_notifier
 

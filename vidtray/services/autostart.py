@@ -20,9 +20,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 from vidtray.errors import OperationFailed
 from vidtray.services.desktop_entry import (  # noqa: F401  # desktop_exec/parse_desktop_exec: re-exported
@@ -53,7 +54,7 @@ class AutostartStatus:
     command: list[str] | None  # what would start at login (None when nothing is registered)
     detail: str  # one line for a person
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -233,7 +234,7 @@ class MacLaunchAgent:
         self.workdir = workdir
 
     def enable(self, command: Sequence[str]) -> AutostartStatus:
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "Label": LAUNCH_AGENT_LABEL,
             "ProgramArguments": list(command),
             "RunAtLoad": True,
@@ -284,6 +285,25 @@ def approved_enabled(data: bytes) -> bool:
     return not data or data[0] % 2 == 0
 
 
+class Registry(Protocol):
+    """The part of the ``winreg`` module that :class:`WindowsRunKey` uses."""
+
+    HKEY_CURRENT_USER: int
+    KEY_READ: int
+    KEY_SET_VALUE: int
+    REG_SZ: int
+
+    def OpenKey(self, key: int, sub_key: str, reserved: int, access: int, /) -> AbstractContextManager[object]:
+        ...
+
+    def CreateKeyEx(self, key: int, sub_key: str, reserved: int, access: int, /) -> AbstractContextManager[object]:
+        ...
+
+    def QueryValueEx(self, key: object, name: str, /) -> tuple[object, int]: ...
+    def SetValueEx(self, key: object, name: str, reserved: int, type: int, value: str, /) -> None: ...
+    def DeleteValue(self, key: object, name: str, /) -> None: ...
+
+
 class WindowsRunKey:
     """The ``vidtray`` value under HKCU ``Run`` plus Task Manager's ``StartupApproved`` switch.
 
@@ -292,13 +312,16 @@ class WindowsRunKey:
 
     method = "windows-run"
 
-    def __init__(self, registry: Any = None) -> None:
+    def __init__(self, registry: Registry | None = None) -> None:
         if registry is None:
-            import winreg as registry  # type: ignore[import-not-found,no-redef]
+            import winreg
+
+            # A cast: off Windows, winreg's stubs are empty (and the import fails at run time).
+            registry = cast(Registry, winreg)
         self.reg = registry
         self.location = rf"HKCU\{RUN_KEY}\{RUN_VALUE}"
 
-    def _get(self, key_path: str, name: str) -> Any:
+    def _get(self, key_path: str, name: str) -> object:
         reg = self.reg
         try:
             with reg.OpenKey(reg.HKEY_CURRENT_USER, key_path, 0, reg.KEY_READ) as key:

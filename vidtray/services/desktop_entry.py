@@ -16,7 +16,6 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from vidtray.errors import OperationFailed
 from vidtray.services.fsutil import atomic_write_bytes, atomic_write_text
@@ -210,7 +209,7 @@ class AppEntryStatus:
     command: list[str] | None
     detail: str
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 

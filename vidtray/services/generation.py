@@ -119,11 +119,11 @@ class Request:
     seed: int | None = None
     device: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], source: Source = params.REQUEST) -> Request:
+    def from_dict(cls, raw: Mapping[str, object], source: Source = params.REQUEST) -> Request:
         """A checked request from a dict (a job file, the daemon's callers); UserError naming ``source``."""
         return cls(**params.check_request(raw, source))
 
@@ -147,7 +147,7 @@ class Params:
     fps: float
     seed: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
 
@@ -159,7 +159,7 @@ def resolve_params(req: Request, cfg: Config, family: Family, source: Source = p
     builtin = Generation()
     origins: dict[str, Source] = {}
 
-    def pick(name: str) -> Any:
+    def pick(name: str) -> Any:  # Any: an int or a float, by the field ``name``
         given = getattr(req, name)
         if given is not None:
             origins[name] = source

@@ -23,11 +23,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import free_bytes, hf_cache_dir
 from vidtray.services.fsutil import human_size, tree_size
+
+if TYPE_CHECKING:
+    from huggingface_hub import CachedRepoInfo, HFCacheInfo
+    from tqdm.auto import tqdm
 
 log = logging.getLogger("vidtray.hub")
 
@@ -208,7 +212,9 @@ def scan_cache(cache_dir: Path | None = None) -> CacheScan:
     good = {r.path for r in repos}
     warnings = tuple(str(w) for w in info.warnings)
     broken = []
-    for path, (repo_type, repo_id) in sorted(_repo_folders(Path(info.cache_dir)).items()):
+    # The folder as the scan resolved it (newer huggingface_hub versions type it as optional).
+    scanned = Path(info.cache_dir) if info.cache_dir is not None else cache_dir
+    for path, (repo_type, repo_id) in sorted(_repo_folders(scanned).items()):
         if path not in good:
             files, size = tree_size(path)
             reason = next((w for w in warnings if str(path) in w), "not a complete cached repo")
@@ -218,7 +224,7 @@ def scan_cache(cache_dir: Path | None = None) -> CacheScan:
                      sum(f.size_on_disk for f in info.incomplete_files))
 
 
-def _scan_info(cache_dir: Path) -> Any:  # huggingface_hub.HFCacheInfo | None
+def _scan_info(cache_dir: Path) -> HFCacheInfo | None:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -230,7 +236,7 @@ def _scan_info(cache_dir: Path) -> Any:  # huggingface_hub.HFCacheInfo | None
         raise OperationFailed(f"cannot read the model cache {cache_dir}: {exc}") from exc
 
 
-def _cached_repo(repo: Any, incomplete_bytes: int) -> CachedRepo:
+def _cached_repo(repo: CachedRepoInfo, incomplete_bytes: int) -> CachedRepo:
     index = next((Path(f.file_path) for rev in repo.revisions for f in rev.files
                   if f.file_name == "model_index.json" and f.file_path.parent == rev.snapshot_path), None)
     return CachedRepo(
@@ -395,7 +401,8 @@ def check_download_space(plan: DownloadPlan, *, cache_dir: Path | None = None) -
         )
 
 
-def pull_model(plan: DownloadPlan, *, cache_dir: Path | None = None, tqdm_class: Any = None) -> Path:
+def pull_model(plan: DownloadPlan, *, cache_dir: Path | None = None,
+               tqdm_class: type[tqdm[Any]] | None = None) -> Path:
     """Download the files of ``plan`` into the hub cache (resumes partial downloads); returns the snapshot."""
     from huggingface_hub import snapshot_download
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vidtray.errors import OperationFailed
 from vidtray.paths import free_bytes, hf_cache_dir, mount_point
@@ -29,6 +29,8 @@ from vidtray.services.fsutil import atomic_write_text, gib, human_size, plural, 
 from vidtray.services.queue import UNREADABLE_FLAG, read_pause_flag, remove_pause_flag, write_pause_flag
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     from vidtray.config import Config
     from vidtray.services.library import Library
     from vidtray.services.notify import Notifier
@@ -312,7 +314,7 @@ class JobScheduler:
     def __init__(self, jobs: Jobs, clock: Callable[[], float] = time.time) -> None:
         self.jobs = jobs
         self.clock = clock
-        self._scheduler: Any = None
+        self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
         self._guards: dict[str, Backoff] = {}
 
@@ -364,7 +366,7 @@ class JobScheduler:
             scheduler.shutdown(wait=wait)
         log.info("scheduler stopped")
 
-    def _guarded(self, name: str, job: Callable[[float], Any]) -> None:
+    def _guarded(self, name: str, job: Callable[[float], object]) -> None:
         """Run one job; whatever it raises is logged here (with our logger) and the schedule goes on.
 
         A job that keeps failing (a disk that stays full) is logged once, with its traceback, and once

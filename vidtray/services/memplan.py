@@ -47,7 +47,7 @@ class MemoryPlan:
     weights_bytes: int | None = None
     activation_bytes: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 

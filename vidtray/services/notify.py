@@ -87,21 +87,28 @@ class NotifySendBackend:
             raise NotifyError(detail[-1] if detail else f"notify-send exited with {out.returncode}")
 
 
+class PlyerNotification(Protocol):
+    """plyer's ``Notification`` facade, as far as vidtray calls it (plyer has no type information)."""
+
+    def notify(self, *, title: str, message: str, app_name: str, app_icon: str, timeout: int,
+               hints: dict[str, object]) -> object: ...
+
+
 @dataclass
 class PlyerBackend:
     """A plyer notification implementation (D-Bus, Flatpak portal, Windows, macOS)."""
 
     name: str
-    impl: Any  # plyer's Notification facade object
+    impl: PlyerNotification
     icon: str = ""
     escape: Callable[[str], str] | None = None
     # The urgency as the backend's hint value, where it has hints (plyer's D-Bus one); None: not sent.
-    urgency_hint: Callable[[str], Any] | None = None
+    urgency_hint: Callable[[str], object] | None = None
 
     def send(self, title: str, body: str, urgency: str) -> None:
         if self.escape is not None:
             title, body = self.escape(title), self.escape(body)
-        hints: dict[str, Any] = dict(HINTS)
+        hints: dict[str, object] = dict(HINTS)
         if self.urgency_hint is not None:
             hints["urgency"] = self.urgency_hint(urgency)
         # Only the D-Bus implementation sends hints; the others take and ignore them.
@@ -120,9 +127,9 @@ class NullBackend:
         raise NotifyError(self.reason)
 
 
-def _dbus_urgency(urgency: str) -> Any:
+def _dbus_urgency(urgency: str) -> object:
     """The urgency hint for dbus-python: the spec's type is a byte (a plain int would go as int32)."""
-    import dbus  # type: ignore[import-not-found]
+    import dbus
 
     return dbus.Byte(URGENCY_LEVELS.get(urgency, URGENCY_LEVELS["normal"]))
 
@@ -151,7 +158,7 @@ def select_backend() -> Backend:
             return PlyerBackend("flatpak-portal", linux_notification.NotifyDesktopPortals(), icon,
                                 escape=_gvariant_escape)
         try:
-            import dbus  # type: ignore[import-not-found]  # noqa: F401
+            import dbus  # noqa: F401
         except ImportError:
             pass
         else:

@@ -33,6 +33,7 @@ from vidtray.services.fsutil import atomic_write_text
 log = logging.getLogger("vidtray.removed")
 
 VERSION = 1
+#: One record as read back from the file (JSON: a record's fields are checked where they are used).
 Record = dict[str, Any]
 
 
@@ -44,7 +45,7 @@ def record_for(path: str, st: os.stat_result, item_id: str | None) -> Record:
 class RemovedFiles:
     """The records in one JSON file. ``load`` never raises: damaged state means "nothing removed"."""
 
-    def __init__(self, path: Path, lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
+    def __init__(self, path: Path, lock: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext) -> None:
         self.path = Path(path)
         self.lock = lock  # the library's (re-entrant) lock
 
@@ -63,7 +64,7 @@ class RemovedFiles:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, json.dumps({"version": VERSION, "files": records}, indent=2) + "\n")
 
-    def add(self, path: str, item_id: str | None, size: Any = None) -> bool:
+    def add(self, path: str, item_id: str | None, size: object = None) -> bool:
         """Remember the file at ``path``. Absent now, it is remembered by path and ``size`` (the size the
         library knew); False when there is neither a file nor a size (nothing to recognise it by)."""
         try:
@@ -105,7 +106,8 @@ class RemovedFiles:
         """Drop the records ``keep`` says no to (all without it); returns the dropped ones."""
         with self.lock():
             records = self.load()
-            kept, dropped = [], []
+            kept: list[Record] = []
+            dropped: list[Record] = []
             for r in records:
                 (kept if keep is not None and keep(r) else dropped).append(r)
             if dropped:

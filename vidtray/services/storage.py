@@ -18,12 +18,16 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import disk_usage, hf_cache_dir, nearest_existing
 from vidtray.services import hub
 from vidtray.services.fsutil import iter_videos, tree_size, walk_videos
+
+if TYPE_CHECKING:
+    from vidtray.config import Config
+    from vidtray.services.library import Library
 
 log = logging.getLogger("vidtray.storage")
 
@@ -115,6 +119,24 @@ AGE_TEXT = ("age counts from the later of when the library first listed the vide
             "last modification; a video not in the library yet counts as new")
 
 
+class DeletedVideo(TypedDict):
+    """A video a cleanup deletes (or, in a dry run, would), as ``--json`` shows it."""
+
+    path: str
+    size_bytes: int  # with its companions
+    companions: list[str]  # the sidecar and thumbnail that go with it
+    age_days: NotRequired[float]  # by AGE_FROM, where an age filter was given
+
+
+class LeftAlone(TypedDict):
+    """A file a cleanup does not delete, and why: ``kept`` (protected, or new to the library) or
+    ``skipped`` (changed or gone since it was planned)."""
+
+    path: str
+    reason: str
+    companion_of: NotRequired[str]  # the video it belongs to, for a sidecar or thumbnail
+
+
 @dataclass(frozen=True)
 class PlannedFile:
     """One file of a cleanup plan as it was when planned. Executing the plan deletes it only if the
@@ -171,9 +193,9 @@ class PlannedVideo:
     def size_bytes(self) -> int:
         return self.video.size + sum(c.size for c in self.companions)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": str(self.video.path), "size_bytes": self.size_bytes,
-                               "companions": [str(c.path) for c in self.companions]}
+    def as_dict(self) -> DeletedVideo:
+        out: DeletedVideo = {"path": str(self.video.path), "size_bytes": self.size_bytes,
+                             "companions": [str(c.path) for c in self.companions]}
         if self.age_s is not None:
             out["age_days"] = round(self.age_s / 86400, 2)
         return out
@@ -186,7 +208,7 @@ class CleanPlan:
 
     root: Path
     videos: list[PlannedVideo] = field(default_factory=list)
-    kept: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[LeftAlone] = field(default_factory=list)
     older_than_days: float | None = None
 
     @property
@@ -202,15 +224,15 @@ class CleanPlan:
 
 @dataclass
 class CleanResult:
-    deleted: list[dict[str, Any]] = field(default_factory=list)
-    kept: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # planned, but changed or gone: left alone
+    deleted: list[DeletedVideo] = field(default_factory=list)
+    kept: list[LeftAlone] = field(default_factory=list)
+    skipped: list[LeftAlone] = field(default_factory=list)  # planned, but changed or gone: left alone
     freed_bytes: int = 0
     dry_run: bool = False
     to_trash: bool = True
     older_than_days: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"deleted": self.deleted, "kept": self.kept, "skipped": self.skipped,
                 "freed_bytes": self.freed_bytes, "dry_run": self.dry_run, "to_trash": self.to_trash,
                 "older_than_days": self.older_than_days,
@@ -247,7 +269,7 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def parse_time(value: Any) -> float | None:
+def parse_time(value: object) -> float | None:
     """An ISO-8601 date-time from library.json as a timestamp (no offset: local time); None if unusable."""
     if not isinstance(value, str) or not value.strip():
         return None
@@ -323,7 +345,7 @@ def execute_plan(plan: CleanPlan, *, to_trash: bool = True, result: CleanResult 
             if _delete(companion, to_trash, result, companion_of=planned.video.path):
                 went.append(str(companion.path))
                 freed += companion.size
-        done = {"path": str(planned.video.path), "size_bytes": freed, "companions": went}
+        done: DeletedVideo = {"path": str(planned.video.path), "size_bytes": freed, "companions": went}
         if planned.age_s is not None:
             done["age_days"] = round(planned.age_s / 86400, 2)
         result.deleted.append(done)
@@ -335,7 +357,7 @@ def _delete(planned: PlannedFile, to_trash: bool, result: CleanResult, companion
     """Delete one planned file after re-checking it; True only if it really went."""
 
     def skip(why: str) -> bool:
-        entry: dict[str, Any] = {"path": str(planned.path), "reason": why}
+        entry: LeftAlone = {"path": str(planned.path), "reason": why}
         if companion_of is not None:
             entry["companion_of"] = str(companion_of)
         result.skipped.append(entry)
@@ -356,9 +378,9 @@ def _delete(planned: PlannedFile, to_trash: bool, result: CleanResult, companion
         if to_trash:
             # send2trash's GIO backend hides GIO's reason ("Trashing on system internal mounts is not
             # supported") behind a bare "Permission denied"; the GLib error it came from says what happened.
-            why = getattr(exc.__cause__, "message", None) or exc
+            reason = getattr(exc.__cause__, "message", None) or exc
             raise OperationFailed(
-                f"cannot move {planned.path} to the trash ({why}); nothing was deleted for good. "
+                f"cannot move {planned.path} to the trash ({reason}); nothing was deleted for good. "
                 "Use --permanent (or prune_to_trash = false) to delete without the trash") from exc
         raise OperationFailed(f"cannot delete {planned.path}: {exc.strerror or exc}") from exc
     if planned.still_there():
@@ -399,7 +421,7 @@ def delete_videos(videos_dir: Path, *, older_than_days: float | None, now: float
     return execute_plan(plan, to_trash=to_trash, result=result)
 
 
-def first_seen(items: Iterable[Any]) -> dict[Path, float]:
+def first_seen(items: Iterable[object]) -> dict[Path, float]:
     """When the library first listed each video (its ``added``), by path with folder symlinks resolved.
 
     An entry without a usable ``added`` (written by another app) maps to ``-inf``: its age is then its
@@ -408,7 +430,9 @@ def first_seen(items: Iterable[Any]) -> dict[Path, float]:
     norm = _normalizer()
     out: dict[Path, float] = {}
     for item in items:
-        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            continue
+        path = item.get("path")
         if not isinstance(path, str):
             continue
         added = parse_time(item.get("added"))
@@ -418,7 +442,7 @@ def first_seen(items: Iterable[Any]) -> dict[Path, float]:
     return out
 
 
-def plan_clean(cfg: Any, lib: Any, *, older_than_days: float | None, now: float) -> CleanPlan:
+def plan_clean(cfg: Config, lib: Library, *, older_than_days: float | None, now: float) -> CleanPlan:
     """The plan that ``vidtray clean videos``, the tray and the prune job share: pinned or scheduled
     library items are protected, age counts by AGE_FROM, thumbnails go with their videos."""
     from vidtray.services.library import protected_paths, thumbnail_paths
@@ -432,9 +456,9 @@ def plan_clean(cfg: Any, lib: Any, *, older_than_days: float | None, now: float)
                        thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
 
 
-def execute_clean(lib: Any, plan: CleanPlan, *, to_trash: bool) -> CleanResult:
+def execute_clean(lib: Library, plan: CleanPlan, *, to_trash: bool) -> CleanResult:
     """Execute ``plan``; what really went leaves the library (deleted on purpose, so not ``missing``),
-    also when a later file fails (``lib`` is a ``vidtray.services.library.Library``)."""
+    also when a later file fails."""
     result = CleanResult()
     try:
         execute_plan(plan, to_trash=to_trash, result=result)
@@ -444,7 +468,7 @@ def execute_clean(lib: Any, plan: CleanPlan, *, to_trash: bool) -> CleanResult:
     return result
 
 
-def clean_videos(cfg: Any, lib: Any, *, older_than_days: float | None, now: float, to_trash: bool,
+def clean_videos(cfg: Config, lib: Library, *, older_than_days: float | None, now: float, to_trash: bool,
                  dry_run: bool) -> CleanResult:
     """Plan and execute at once (the prune job; the CLI and the tray ask in between)."""
     plan = plan_clean(cfg, lib, older_than_days=older_than_days, now=now)
