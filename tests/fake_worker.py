@@ -1,5 +1,6 @@
-"""A stand-in for ``python -m vidtray.services.worker`` that speaks the same JSON lines, without torch.
+"""A stand-in for ``python -m vidtray.services.worker`` that speaks the same protocol, without torch.
 
+It reads and writes the protocol's own types (``vidtray.services.protocol``), so a change there reaches it.
 The supervisor tests run it so that crashes, restarts, pauses and cancels take milliseconds. What a
 job does is chosen by its prompt: ``crash`` exits hard mid-job, ``slow`` runs 100 steps of 0.05 s
 (cancellable), anything else finishes at once. Run: ``python fake_worker.py --keep-alive S``.
@@ -8,16 +9,30 @@ job does is chosen by its prompt: ``crash`` exits hard mid-job, ``slow`` runs 10
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import sys
 import threading
 import time
 
+from vidtray.services.protocol import (
+    AnyEvent,
+    CancelCommand,
+    Cancelled,
+    Done,
+    ExitCommand,
+    Exiting,
+    Hello,
+    JobCommand,
+    Progress,
+    parse_command,
+)
 
-def emit(event: dict) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+ALL = "*"
+
+
+def emit(event: AnyEvent) -> None:
+    sys.stdout.write(event.to_line() + "\n")
     sys.stdout.flush()
 
 
@@ -25,48 +40,48 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keep-alive", type=float, default=2.0)
     args, _ = parser.parse_known_args()
-    jobs: queue.Queue = queue.Queue()
-    cancelled: set = set()
+    jobs: queue.Queue[JobCommand | None] = queue.Queue()
+    cancelled: set[str] = set()
 
     def read() -> None:
         for line in sys.stdin:
-            cmd = json.loads(line)
-            if cmd["cmd"] == "job":
-                jobs.put(cmd)
-            elif cmd["cmd"] == "cancel":
-                cancelled.add(cmd.get("id"))
-            elif cmd["cmd"] == "exit":
-                if cmd.get("cancel"):
-                    cancelled.add("*")
+            command = parse_command(line)
+            if isinstance(command, JobCommand):
+                jobs.put(command)
+            elif isinstance(command, CancelCommand):
+                cancelled.add(command.id or ALL)
+            elif isinstance(command, ExitCommand):
+                if command.cancel:
+                    cancelled.add(ALL)
                 jobs.put(None)
         jobs.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    emit({"event": "hello", "pid": os.getpid()})
+    emit(Hello(pid=os.getpid(), version="fake", keep_alive_s=args.keep_alive))
     while True:
         try:
-            cmd = jobs.get(timeout=args.keep_alive)
+            command = jobs.get(timeout=args.keep_alive)
         except queue.Empty:
-            emit({"event": "exit", "reason": "idle"})
+            emit(Exiting(reason="idle"))
             return 0
-        if cmd is None:
-            emit({"event": "exit", "reason": "asked"})
+        if command is None:
+            emit(Exiting(reason="asked"))
             return 0
-        job, prompt = cmd["id"], cmd["request"]["prompt"]
+        job, prompt = command.id, str(command.request["prompt"])
         if prompt.startswith("crash"):
-            emit({"event": "progress", "job": job, "step": 1, "steps": 10})
+            emit(Progress(job=job, step=1, steps=10))
             print("Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access",
                   file=sys.stderr, flush=True)
             os._exit(3)
         steps = 100 if prompt.startswith("slow") else 1
         for i in range(steps):
-            if job in cancelled or "*" in cancelled:
-                emit({"event": "cancelled", "job": job})
+            if job in cancelled or ALL in cancelled:
+                emit(Cancelled(job=job))
                 break
             time.sleep(0.05 if steps > 1 else 0)
-            emit({"event": "progress", "job": job, "step": i + 1, "steps": steps})
+            emit(Progress(job=job, step=i + 1, steps=steps))
         else:
-            emit({"event": "done", "job": job, "result": {"path": f"/videos/{job}.mp4", "seed": 1}})
+            emit(Done(job=job, result={"path": f"/videos/{job}.mp4", "seed": 1}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from tmpfs import SmallDisk
 
 from vidtray.config import Config
 from vidtray.services.library import Library
+from vidtray.services.protocol import Done, Progress, SupervisorError
 from vidtray.services.queue import JobQueue
 from vidtray.services.supervisor import Supervisor
 from vidtray.services.watcher import Watcher
@@ -40,15 +41,15 @@ def test_the_supervisor_survives_a_full_disk_and_runs_the_job_when_space_returns
                      worker_cmd=[sys.executable, str(FAKE_WORKER), "--keep-alive", "2"])
     sup.start()
     try:
-        rec.wait_for(lambda e: e.get("event") == "supervisor_error")
+        rec.wait_for(lambda e: isinstance(e, SupervisorError))
         time.sleep(3.5)  # several failed claims (claim_next cannot write the job back)
         assert sup.running
-        assert JobQueue(cfg.queue_dir).get(job["id"])["state"] == "queued"
+        assert JobQueue(cfg.queue_dir).get(job.id).state == "queued"
         assert len(_errors(caplog, "supervisor loop")) == 1  # said once, not once per try
         assert "No space left on device" in _errors(caplog, "supervisor loop")[0].getMessage()
         small_disk.free()
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == job["id"], timeout=90)
-        assert JobQueue(cfg.queue_dir).get(job["id"])["state"] == "done"
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == job.id, timeout=90)
+        assert JobQueue(cfg.queue_dir).get(job.id).state == "done"
         assert "supervisor_recovered" in rec.kinds()
         assert any("works again" in r.getMessage() for r in caplog.records)
     finally:
@@ -113,15 +114,15 @@ def test_a_result_that_cannot_be_recorded_on_a_full_disk_is_recorded_when_space_
                      worker_cmd=[sys.executable, str(FAKE_WORKER), "--keep-alive", "30"])
     sup.start()
     try:
-        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == job["id"])
+        rec.wait_for(lambda e: isinstance(e, Progress) and e.job == job.id)
         small_disk.fill()
-        rec.wait_for(lambda e: e.get("event") == "supervisor_error", timeout=30)
+        rec.wait_for(lambda e: isinstance(e, SupervisorError), timeout=30)
         time.sleep(7)  # the worker finishes meanwhile; its "done" cannot be written yet
         assert sup.running
-        assert JobQueue(cfg.queue_dir).get(job["id"])["state"] == "running"
+        assert JobQueue(cfg.queue_dir).get(job.id).state == "running"
         small_disk.free()
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == later["id"], timeout=90)
-        assert [JobQueue(cfg.queue_dir).get(j["id"])["state"] for j in (job, later)] == ["done", "done"]
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == later.id, timeout=90)
+        assert [JobQueue(cfg.queue_dir).get(j.id).state for j in (job, later)] == ["done", "done"]
         assert len(_errors(caplog, "supervisor loop")) == 1
     finally:
         sup.stop()

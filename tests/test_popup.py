@@ -110,8 +110,8 @@ def test_submit_job_lands_in_the_queue(cfg: Config, tmp_path: Path) -> None:
     assert spec is not None
     sub = form.submit_job(cfg, spec)
     [job] = open_queue(cfg).list()
-    assert job["id"] == sub.job_id and job["state"] == "queued"
-    assert job["request"] == {"prompt": "a fox", "negative_prompt": "blur", "model": model, "frames": 8,
+    assert job.id == sub.job_id and job.state == "queued"
+    assert job.request == {"prompt": "a fox", "negative_prompt": "blur", "model": model, "frames": 8,
                               "steps": 4, "height": 32, "width": 32, "fps": None, "seed": None, "device": None}
 
 
@@ -197,8 +197,8 @@ def test_popup_queues_the_job_on_enter(tk_root: tk.Tk, cfg: Config, tmp_path: Pa
     _press(tk_root, "<Return>")
     assert win.submitted is not None
     [job] = open_queue(cfg).list()
-    assert job["id"] == win.submitted.job_id
-    req = job["request"]
+    assert job.id == win.submitted.job_id
+    req = job.request
     assert (req["prompt"], req["negative_prompt"], req["model"], req["steps"], req["seed"], req["frames"]) == (
         "a red fox in the snow", "blurry", model, 4, 42, 24)
     assert not _alive(tk_root)  # the window closed itself
@@ -275,7 +275,7 @@ def test_popup_process_typed_into_with_xdotool(desktop, cfg: Config, tmp_path: P
     assert proc.returncode == 0, err
     job_id = json.loads(out)["queued"]
     job = open_queue(Config.from_path(config)).get(job_id)
-    assert job["request"]["prompt"] == "a cat surfing a wave" and job["request"]["model"] == str(model)
+    assert job.request["prompt"] == "a cat surfing a wave" and job.request["model"] == str(model)
 
 
 @pytest.mark.gui

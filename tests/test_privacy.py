@@ -50,7 +50,7 @@ def test_queue_files_and_state_are_private(tmp_path: Path, open_umask: None) -> 
     cfg = Config.from_mapping({"data_dir": str(tmp_path / "new-data")}, "<test>", env={})
     job = JobQueue(cfg.queue_dir).submit({"prompt": "a secret prompt"})
     assert mode(cfg.queue_dir) == 0o700 and mode(cfg.data_dir) == 0o700
-    assert mode(cfg.queue_dir / f"{job['id']}.json") == 0o600
+    assert mode(cfg.queue_dir / f"{job.id}.json") == 0o600
     jobs = Jobs(cfg, RecordingNotifier())
     jobs._record_prune(1.0)
     assert mode(jobs.state_file) == 0o600 and mode(jobs.state_file.parent) == 0o700

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,20 @@ import pytest
 
 from vidtray.config import Config
 from vidtray.errors import UserError
+from vidtray.services.jobrecord import JobProgress
+from vidtray.services.protocol import (
+    AnyEvent,
+    Cancelled,
+    Done,
+    Failed,
+    Progress,
+    QueuePaused,
+    SupervisorGaveUp,
+    WorkerExit,
+)
 from vidtray.services.queue import MAX_ATTEMPTS, JobQueue
-from vidtray.services.supervisor import Supervisor, crash_reason
+from vidtray.services.supervisor import Supervisor
+from vidtray.services.worker_process import crash_reason
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 
@@ -35,20 +48,20 @@ def dead_pid() -> int:
 def test_jobs_go_through_their_states_in_order(tmp_path: Path) -> None:
     q = JobQueue(tmp_path / "queue")
     a, b = q.submit(req("first")), q.submit(req("second"))
-    assert [j["id"] for j in q.list()] == [a["id"], b["id"]]
+    assert [j.id for j in q.list()] == [a.id, b.id]
     claimed = q.claim_next(owner_pid=1234)
-    assert claimed is not None and claimed["id"] == a["id"] and claimed["state"] == "running"
-    assert claimed["owner_pid"] == 1234 and claimed["attempts"] == 1
-    q.set_progress(a["id"], {"step": 3, "steps": 10})
-    assert q.get(a["id"])["progress"] == {"step": 3, "steps": 10}
-    done = q.finish(a["id"], "done", result={"path": "/x.mp4"})
-    assert done["state"] == "done" and done["result"] == {"path": "/x.mp4"} and done["owner_pid"] is None
-    assert q.claim_next()["id"] == b["id"]
+    assert claimed is not None and claimed.id == a.id and claimed.state == "running"
+    assert claimed.owner_pid == 1234 and claimed.attempts == 1
+    q.set_progress(a.id, JobProgress(step=3, steps=10))
+    assert q.get(a.id).progress == JobProgress(step=3, steps=10)
+    done = q.finish(a.id, "done", result={"path": "/x.mp4"})
+    assert done.state == "done" and done.result == {"path": "/x.mp4"} and done.owner_pid is None
+    assert q.claim_next().id == b.id
     assert q.claim_next() is None
     # every job is one JSON file, written whole
     files = sorted(p.name for p in (tmp_path / "queue").glob("*.json"))
-    assert files == sorted(f"{j}.json" for j in (a["id"], b["id"]))
-    assert json.loads((tmp_path / "queue" / f"{a['id']}.json").read_text())["state"] == "done"
+    assert files == sorted(f"{j}.json" for j in (a.id, b.id))
+    assert json.loads((tmp_path / "queue" / f"{a.id}.json").read_text())["state"] == "done"
 
 
 def test_queue_survives_a_restart_and_requeues_jobs_of_dead_owners(tmp_path: Path) -> None:
@@ -58,20 +71,20 @@ def test_queue_survives_a_restart_and_requeues_jobs_of_dead_owners(tmp_path: Pat
     q.claim_next(owner_pid=dead_pid())  # the oldest first; its owner then dies
     # a new process opens the same folder
     q2 = JobQueue(tmp_path / "queue")
-    states = {j["id"]: j["state"] for j in q2.list()}
-    assert states == {waiting["id"]: "running", interrupted["id"]: "queued"}
+    states = {j.id: j.state for j in q2.list()}
+    assert states == {waiting.id: "running", interrupted.id: "queued"}
     recovered = q2.recover_stale()
-    assert [j["id"] for j in recovered] == [waiting["id"]]
-    assert q2.get(waiting["id"])["state"] == "queued"
-    assert q2.get(waiting["id"])["history"][0]["requeued"] == "owner process gone"
+    assert [j.id for j in recovered] == [waiting.id]
+    assert q2.get(waiting.id).state == "queued"
+    assert q2.get(waiting.id).history[0]["requeued"] == "owner process gone"
     # a job interrupted MAX_ATTEMPTS times is given up instead of retried forever
     for attempt in range(2, MAX_ATTEMPTS + 1):
-        assert q2.claim_next(owner_pid=dead_pid())["id"] == waiting["id"]
+        assert q2.claim_next(owner_pid=dead_pid()).id == waiting.id
         (job,) = q2.recover_stale()
-        assert job["attempts"] == attempt
-        assert job["state"] == ("queued" if attempt < MAX_ATTEMPTS else "failed")
-    assert f"interrupted {MAX_ATTEMPTS} times" in q2.get(waiting["id"])["error"]
-    assert q2.get(interrupted["id"])["state"] == "queued"
+        assert job.attempts == attempt
+        assert job.state == ("queued" if attempt < MAX_ATTEMPTS else "failed")
+    assert f"interrupted {MAX_ATTEMPTS} times" in q2.get(waiting.id).error
+    assert q2.get(interrupted.id).state == "queued"
 
 
 def test_running_job_of_a_live_owner_is_left_alone(tmp_path: Path) -> None:
@@ -85,19 +98,19 @@ def test_cancel_queued_running_and_finished_jobs(tmp_path: Path) -> None:
     q = JobQueue(tmp_path / "queue")
     a, b = q.submit(req("a")), q.submit(req("b"))
     q.claim_next()
-    running = q.cancel(a["id"][:6])  # a unique prefix is enough
-    assert running["state"] == "running" and running["cancel_requested"] is True
-    cancelled = q.cancel(b["id"])
-    assert cancelled["state"] == "cancelled"
+    running = q.cancel(a.id[:6])  # a unique prefix is enough
+    assert running.state == "running" and running.cancel_requested is True
+    cancelled = q.cancel(b.id)
+    assert cancelled.state == "cancelled"
     with pytest.raises(UserError, match="already cancelled"):
-        q.cancel(b["id"])
+        q.cancel(b.id)
     with pytest.raises(UserError, match="no job"):
         q.cancel("zzzz")
 
 
 def test_ambiguous_prefix_is_refused(tmp_path: Path) -> None:
     q = JobQueue(tmp_path / "queue")
-    ids = [q.submit(req())["id"] for _ in range(40)]
+    ids = [q.submit(req()).id for _ in range(40)]
     first = ids[0][0]
     if sum(i.startswith(first) for i in ids) > 1:
         with pytest.raises(UserError, match="ambiguous"):
@@ -122,7 +135,7 @@ def test_a_mangled_job_file_is_set_aside(tmp_path: Path) -> None:
     q = JobQueue(tmp_path / "queue")
     good = q.submit(req())
     (tmp_path / "queue" / "broken.json").write_text("{not json")
-    assert [j["id"] for j in q.list()] == [good["id"]]
+    assert [j.id for j in q.list()] == [good.id]
     assert list((tmp_path / "queue").glob("broken.json.corrupt-*"))
 
 
@@ -136,16 +149,18 @@ def test_crash_reason_names_the_signal_and_last_words() -> None:
 
 
 class Recorder:
+    """The supervisor's ``on_event``: records every event it relays (protocol types)."""
+
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[AnyEvent] = []
         self.cond = threading.Condition()
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: AnyEvent) -> None:
         with self.cond:
             self.events.append(event)
             self.cond.notify_all()
 
-    def wait_for(self, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for(self, pred: Callable[[Any], bool], timeout: float = 20.0) -> Any:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -154,11 +169,11 @@ class Recorder:
                         return e
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"event not seen; got {[e.get('event') for e in self.events]}")
+                    raise AssertionError(f"event not seen; got {self.kinds()}")
                 self.cond.wait(left)
 
     def kinds(self) -> list[str]:
-        return [e.get("event", "") for e in self.events]
+        return [e.NAME for e in self.events]
 
 
 class RecordingNotifier:
@@ -184,14 +199,14 @@ def test_supervisor_runs_jobs_in_order_and_the_worker_exits_when_idle(cfg: Confi
     sup.start()
     try:
         a, b = sup.submit(req("one")), sup.submit(req("two"))
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == b["id"])
-        rec.wait_for(lambda e: e.get("event") == "worker_exit")
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == b.id)
+        rec.wait_for(lambda e: isinstance(e, WorkerExit))
         assert rec.kinds().count("worker_started") == 1  # one worker took both jobs
-        assert sup.queue.get(a["id"])["state"] == "done" and sup.queue.get(b["id"])["state"] == "done"
+        assert sup.queue.get(a.id).state == "done" and sup.queue.get(b.id).state == "done"
         assert [c[0] for c in notifier.calls] == ["video_ready", "video_ready"]
         # a job after the idle exit starts a new worker on demand
         c = sup.submit(req("three"))
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == c["id"])
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == c.id)
         assert rec.kinds().count("worker_started") == 2
     finally:
         sup.stop()
@@ -204,19 +219,19 @@ def test_crashed_worker_fails_its_job_restarts_and_gives_up_after_the_bound(cfg:
     sup.start()
     try:
         crash1 = sup.submit(req("crash one"))
-        rec.wait_for(lambda e: e.get("event") == "failed" and e.get("job") == crash1["id"])
-        job = sup.queue.get(crash1["id"])
-        assert job["state"] == "failed"
-        assert "exited with code 3: RuntimeError: CUDA error" in job["error"]
+        rec.wait_for(lambda e: isinstance(e, Failed) and e.job == crash1.id)
+        job = sup.queue.get(crash1.id)
+        assert job.state == "failed"
+        assert "exited with code 3: RuntimeError: CUDA error" in job.error
         ok = sup.submit(req("fine"))  # the restarted worker takes it (after a 1 s backoff)
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == ok["id"])
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == ok.id)
         crash2, crash3 = sup.submit(req("crash two")), sup.submit(req("crash three"))
-        rec.wait_for(lambda e: e.get("event") == "supervisor_gave_up", timeout=30)
-        assert sup.queue.get(crash2["id"])["state"] == "failed"
-        assert sup.queue.get(crash3["id"])["state"] == "failed"
+        rec.wait_for(lambda e: isinstance(e, SupervisorGaveUp), timeout=30)
+        assert sup.queue.get(crash2.id).state == "failed"
+        assert sup.queue.get(crash3.id).state == "failed"
         later = sup.submit(req("never"))
         time.sleep(0.5)
-        assert sup.queue.get(later["id"])["state"] == "queued"  # stays for the next start
+        assert sup.queue.get(later.id).state == "queued"  # stays for the next start
         assert [c[0] for c in notifier.calls].count("generation_failed") == 3
     finally:
         sup.stop()
@@ -228,16 +243,16 @@ def test_cancel_a_running_job_and_stop_requeues_the_current_one(cfg: Config) -> 
     sup.start()
     try:
         slow = sup.submit(req("slow one"))
-        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == slow["id"])
-        sup.cancel(slow["id"][:8])
-        rec.wait_for(lambda e: e.get("event") == "cancelled" and e.get("job") == slow["id"])
-        assert sup.queue.get(slow["id"])["state"] == "cancelled"
+        rec.wait_for(lambda e: isinstance(e, Progress) and e.job == slow.id)
+        sup.cancel(slow.id[:8])
+        rec.wait_for(lambda e: isinstance(e, Cancelled) and e.job == slow.id)
+        assert sup.queue.get(slow.id).state == "cancelled"
         slow2 = sup.submit(req("slow two"))
-        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == slow2["id"])
+        rec.wait_for(lambda e: isinstance(e, Progress) and e.job == slow2.id)
     finally:
         sup.stop()
     # vidtray quit while it ran: it is queued again for the next start
-    assert JobQueue(cfg.queue_dir).get(slow2["id"])["state"] == "queued"
+    assert JobQueue(cfg.queue_dir).get(slow2.id).state == "queued"
 
 
 def test_paused_queue_waits_for_the_flag_to_go(cfg: Config) -> None:
@@ -249,12 +264,12 @@ def test_paused_queue_waits_for_the_flag_to_go(cfg: Config) -> None:
     sup.start()
     try:
         job = sup.submit(req("waits"))
-        rec.wait_for(lambda e: e.get("event") == "queue_paused")
+        rec.wait_for(lambda e: isinstance(e, QueuePaused))
         time.sleep(0.3)
-        assert sup.queue.get(job["id"])["state"] == "queued"
+        assert sup.queue.get(job.id).state == "queued"
         assert "worker_started" not in rec.kinds()
         flag.unlink()
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == job["id"])
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == job.id)
     finally:
         sup.stop()
 
@@ -267,7 +282,7 @@ def test_supervisor_start_recovers_jobs_of_a_previous_run(cfg: Config) -> None:
     sup = supervisor(cfg, rec)
     sup.start()
     try:
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == job["id"])
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == job.id)
         assert rec.kinds()[0] == "job_recovered"
     finally:
         sup.stop()
@@ -316,11 +331,11 @@ def test_a_malformed_job_file_is_set_aside_and_never_wedges_the_queue(tmp_path: 
     (qdir / f"{name}.json").write_text(json.dumps(doc))
     listed = cli("queue", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [good["id"]]
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [good.id]
     assert cli("queue", "list").returncode == 0
     assert [p.name.split(".json")[0] for p in qdir.glob("*.json.corrupt-*")] == [name]
     # the queue goes on: the good job is claimed once, and nothing is claimed after it
-    assert q.claim_next()["id"] == good["id"]
+    assert q.claim_next().id == good.id
     assert q.claim_next() is None
     assert not (tmp_path / "escape.json").exists()
 
@@ -335,7 +350,7 @@ def test_a_job_with_a_wrong_id_runs_once_not_for_ever(cfg: Config) -> None:
     sup = supervisor(cfg, rec)
     sup.start()
     try:
-        rec.wait_for(lambda e: e.get("event") == "done")
+        rec.wait_for(lambda e: isinstance(e, Done))
         time.sleep(1.0)
     finally:
         sup.stop()
@@ -350,12 +365,12 @@ def test_a_queued_request_the_worker_cannot_run_fails_with_the_reason(cfg: Confi
     sup = supervisor(cfg, rec)
     sup.start()
     try:
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == good["id"])
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == good.id)
     finally:
         sup.stop()
-    failed = q.get(bad["id"])
-    assert failed["state"] == "failed"
-    assert failed["error"] == f"job {bad['id']}: frames must be a whole number, got 'many'"
+    failed = q.get(bad.id)
+    assert failed.state == "failed"
+    assert failed.error == f"job {bad.id}: frames must be a whole number, got 'many'"
 
 
 # -- one reader of the queue's files: the queue, the disk check and the tray agree ----------------------
@@ -396,4 +411,4 @@ def test_the_tray_shows_the_jobs_the_queue_would_run_and_moves_nothing(cfg: Conf
     link = ServiceLink(cfg, RecordingNotifier())
     assert link.jobs() == {"job": None, "queued": 1}
     assert bad.exists()  # the tray only looks
-    assert [j["id"] for j in q.list()] == [good["id"]] and not bad.exists()  # the queue sets it aside
+    assert [j.id for j in q.list()] == [good.id] and not bad.exists()  # the queue sets it aside

@@ -21,6 +21,7 @@ from test_queue import Recorder
 from vidtray.config import Config
 from vidtray.errors import UserError
 from vidtray.services.daemon import Daemon
+from vidtray.services.protocol import Cancelled, Done, Exiting, Failed, JobClaimed, Progress, WorkerExit
 from vidtray.services.queue import JobQueue
 
 # the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
@@ -50,38 +51,38 @@ def test_daemon_generates_cancels_survives_a_killed_worker_and_unloads(isolated_
     try:
         a = daemon.submit(job(tiny_pipeline, "first", seed=1))
         b = daemon.submit(job(tiny_pipeline, "to be cancelled", steps=1000))
-        rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == a["id"], timeout=120)
+        rec.wait_for(lambda e: isinstance(e, Done) and e.job == a.id, timeout=120)
         assert not leftover.exists()  # the worker cleaned the dead run's partial file on start
-        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == b["id"])
-        daemon.cancel(b["id"])
-        rec.wait_for(lambda e: e.get("event") == "cancelled" and e.get("job") == b["id"])
+        rec.wait_for(lambda e: isinstance(e, Progress) and e.job == b.id)
+        daemon.cancel(b.id)
+        rec.wait_for(lambda e: isinstance(e, Cancelled) and e.job == b.id)
         assert rec.kinds().count("loading") == 1  # the second job reused the loaded pipeline
 
         c = daemon.submit(job(tiny_pipeline, "worker dies", steps=1000))
-        started = rec.wait_for(lambda e: e.get("event") == "job_claimed" and e.get("job") == c["id"])
-        rec.wait_for(lambda e: e.get("event") == "progress" and e.get("job") == c["id"])
-        os.kill(started["worker_pid"], signal.SIGKILL)
-        rec.wait_for(lambda e: e.get("event") == "failed" and e.get("job") == c["id"])
+        started = rec.wait_for(lambda e: isinstance(e, JobClaimed) and e.job == c.id)
+        rec.wait_for(lambda e: isinstance(e, Progress) and e.job == c.id)
+        os.kill(started.worker_pid, signal.SIGKILL)
+        rec.wait_for(lambda e: isinstance(e, Failed) and e.job == c.id)
 
         d = daemon.submit(job(tiny_pipeline, "after the restart", seed=2))
-        done = rec.wait_for(lambda e: e.get("event") == "done" and e.get("job") == d["id"], timeout=120)
+        done = rec.wait_for(lambda e: isinstance(e, Done) and e.job == d.id, timeout=120)
         # the restarted worker is idle for keep_alive_s, then exits and frees its memory
-        idle = rec.wait_for(lambda e: e.get("event") == "exit" and "idle" in e.get("reason", ""), timeout=30)
-        rec.wait_for(lambda e: e.get("event") == "worker_exit" and e.get("code") == 0)
+        idle = rec.wait_for(lambda e: isinstance(e, Exiting) and "idle" in e.reason, timeout=30)
+        rec.wait_for(lambda e: isinstance(e, WorkerExit) and e.code == 0)
         with pytest.raises(UserError, match="prompt is empty"):
             daemon.submit({"prompt": " "})
     finally:
         daemon.stop()
 
-    states = {j["id"]: j for j in JobQueue(cfg.queue_dir).list()}
-    assert states[a["id"]]["state"] == "done" and states[d["id"]]["state"] == "done"
-    assert states[b["id"]]["state"] == "cancelled"
-    assert states[c["id"]]["state"] == "failed"
-    assert "killed by SIGKILL" in states[c["id"]]["error"]
+    states = {j.id: j for j in JobQueue(cfg.queue_dir).list()}
+    assert states[a.id].state == "done" and states[d.id].state == "done"
+    assert states[b.id].state == "cancelled"
+    assert states[c.id].state == "failed"
+    assert "killed by SIGKILL" in states[c.id].error
     assert rec.kinds().count("worker_started") == 2
-    assert idle["reason"] == "idle for 3s"
+    assert idle.reason == "idle for 3s"
     videos = sorted(str(p) for p in cfg.videos_dir.glob("*.mp4"))
-    assert videos == sorted([states[a["id"]]["result"]["path"], done["result"]["path"]])
+    assert videos == sorted([states[a.id].result["path"], done.result["path"]])
     assert list(cfg.partial_dir.iterdir()) == []
     # the worker added each video and the watcher saw it too: still one item per video, from the sidecar
     items = json.loads(cfg.library_file.read_text())["items"]
@@ -91,9 +92,9 @@ def test_daemon_generates_cancels_survives_a_killed_worker_and_unloads(isolated_
 
 
 PARENT = """
-import json, sys, time
-from vidtray.services.supervisor import WorkerProcess
-w = WorkerProcess(lambda e: print(json.dumps(e), flush=True), keep_alive_s=600)
+import sys, time
+from vidtray.services.worker_process import WorkerProcess
+w = WorkerProcess(lambda e: print(e.to_line(), flush=True), keep_alive_s=600)
 w.start()
 time.sleep(600)
 """

@@ -395,6 +395,7 @@ def test_windows_open_near_the_pointer_and_stay_on_the_screen() -> None:
 
 
 def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
+    from vidtray.services.jobrecord import JobProgress
     from vidtray.services.notify import RecordingNotifier
     from vidtray.services.queue import open_queue
     from vidtray.tray.link import ServiceLink
@@ -407,14 +408,14 @@ def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
     assert link.jobs() == {"job": None, "queued": 2}
 
     queue.claim_next(owner_pid=os.getpid())
-    assert link.jobs()["job"] == JobView(first["id"], "a red fox", None, None, "queued")
-    queue.set_progress(first["id"], {"step": 12, "steps": 40, "eta": 3.0})
+    assert link.jobs()["job"] == JobView(first.id, "a red fox", None, None, "queued")
+    queue.set_progress(first.id, JobProgress(step=12, steps=40, eta=3.0))
     snap = link.snapshot()
-    assert snap["job"] == JobView(first["id"], "a red fox", 12, 40, "running") and snap["queued"] == 1
+    assert snap["job"] == JobView(first.id, "a red fox", 12, 40, "running") and snap["queued"] == 1
     assert tooltip(TrayState(**{k: snap[k] for k in ("job", "queued", "videos")})) == "Generating 12/40 (+1 queued)"
 
-    link.cancel(first["id"])
-    assert queue.get(first["id"])["cancel_requested"] is True
+    link.cancel(first.id)
+    assert queue.get(first.id).cancel_requested is True
     assert link.jobs()["job"].phase == "cancelling"
 
     (cfg.queue_dir / "paused.json").write_text('{"reason": "only 0.5 GB free", "since": "x"}')

@@ -109,7 +109,7 @@ def test_left_click_opens_the_popup_and_its_job_is_queued(tray_host, tmp_path: P
     tray.xdotool("key", "Return")
     queue = open_queue(Config.from_path(config))
     job = wait_until(lambda: next(iter(queue.list()), None), 30, "the job in the queue")
-    assert job["request"]["prompt"] == "a lighthouse in a storm" and job["request"]["model"] == str(pipe)
+    assert job.request["prompt"] == "a lighthouse in a storm" and job.request["model"] == str(pipe)
     assert tray.stop() == 0
 
 

@@ -23,7 +23,13 @@ tiny_pipeline = gen_fixtures.tiny_pipeline
 
 pytestmark = pytest.mark.gen
 
-worker_mod = pytest.importorskip("vidtray.services.worker")
+pytest.importorskip("torch")
+
+from vidtray.services.protocol import AnyEvent, JobCommand, Progress  # noqa: E402
+from vidtray.services.worker import diffusers_backend, output, partials  # noqa: E402
+from vidtray.services.worker.backend import JobCancelled  # noqa: E402
+from vidtray.services.worker.loop import WorkerLoop  # noqa: E402
+from vidtray.services.worker.runner import Worker  # noqa: E402
 
 
 def probe_mp4(path: Path) -> dict[str, Any]:
@@ -37,9 +43,9 @@ def probe_mp4(path: Path) -> dict[str, Any]:
             "codec": meta.get("codec"), "data": frames}
 
 
-def make_worker(cfg: Config) -> tuple[Any, list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    return worker_mod.Worker(cfg, events.append), events
+def make_worker(cfg: Config) -> tuple[Worker, list[AnyEvent]]:
+    events: list[AnyEvent] = []
+    return Worker(cfg, events.append), events
 
 
 def request(model: Path | str, **kw: Any) -> Request:
@@ -91,9 +97,9 @@ def test_generates_real_mp4_with_sidecar_and_library_item(cfg: Config, tiny_pipe
     assert Path(item["thumbnail"]).is_file()
     assert item["duration_s"] == pytest.approx(2.0)
 
-    steps = [e["step"] for e in events if e["event"] == "progress"]
+    steps = [e.step for e in events if isinstance(e, Progress)]
     assert steps == [1, 2, 3, 4]
-    assert [e["event"] for e in events][:2] == ["loading", "loaded"]
+    assert [e.NAME for e in events][:2] == ["loading", "loaded"]
     assert not list(cfg.partial_dir.iterdir())
     assert worker.loaded.pipe.vae.use_slicing  # VAE slicing on, as the memory plan says
 
@@ -103,7 +109,7 @@ def test_same_seed_same_frames_and_the_pipeline_is_loaded_once(cfg: Config, tiny
     a = worker.run_job("a", request(tiny_pipeline, seed=7))
     b = worker.run_job("b", request(tiny_pipeline, seed=7))
     c = worker.run_job("c", request(tiny_pipeline, seed=8))
-    assert [e["event"] for e in events].count("loading") == 1
+    assert [e.NAME for e in events].count("loading") == 1
     assert b["pipeline_reused"] and b["timings"]["load_s"] == 0
     # same job twice in one second gets a distinct name rather than overwriting
     assert a["path"] != b["path"]
@@ -126,17 +132,17 @@ def test_random_seed_is_recorded_and_reproduces(cfg: Config, tiny_pipeline: Path
 
 def test_cancel_mid_run_leaves_nothing(cfg: Config, tiny_pipeline: Path) -> None:
     cancel = threading.Event()
-    events: list[dict[str, Any]] = []
+    events: list[AnyEvent] = []
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit(event: AnyEvent) -> None:
         events.append(event)
-        if event["event"] == "progress" and event["step"] == 2:
+        if isinstance(event, Progress) and event.step == 2:
             cancel.set()
 
-    worker = worker_mod.Worker(cfg, emit)
-    with pytest.raises(worker_mod.Cancelled):
+    worker = Worker(cfg, emit)
+    with pytest.raises(JobCancelled):
         worker.run_job("c1", request(tiny_pipeline, steps=20), cancel)
-    steps = [e["step"] for e in events if e["event"] == "progress"]
+    steps = [e.step for e in events if isinstance(e, Progress)]
     assert steps == [1, 2]  # stopped within the step after the cancel
     assert leftovers(cfg) == []
     assert not cfg.library_file.exists()
@@ -171,7 +177,7 @@ def test_failure_while_encoding_removes_the_partial_file(cfg: Config, tiny_pipel
         seen.append(path)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(worker_mod, "encode_mp4", broken_encoder)
+    monkeypatch.setattr(output, "encode_mp4", broken_encoder)
     worker, _ = make_worker(cfg)
     with pytest.raises(OSError):
         worker.run_job("enc", request(tiny_pipeline))
@@ -216,7 +222,7 @@ def test_bad_models_and_devices(cfg: Config, tiny_pipeline: Path, tmp_path: Path
         worker.run_job("m3", request("someone/not-cached-model"))
     with pytest.raises(OperationFailed, match="--device cuda is not available"):
         worker.run_job("d1", request(tiny_pipeline, device="cuda"))
-    assert worker_mod.pick_device("auto") == "cpu"
+    assert diffusers_backend.pick_device("auto") == "cpu"
     assert leftovers(cfg) == []
 
 
@@ -233,18 +239,18 @@ def test_a_job_its_models_family_cannot_make_names_the_job_or_the_flag(cfg: Conf
 
     class Recorder:
         def __init__(self) -> None:
-            self.events: list[dict[str, Any]] = []
+            self.events: list[Any] = []
 
-        def emit(self, event: dict[str, Any]) -> None:
+        def emit(self, event: AnyEvent) -> None:
             self.events.append(event)
 
-    proto = Recorder()
-    loop = worker_mod.WorkerLoop(cfg, 0, os.getpid(), proto)  # type: ignore[arg-type]
+    out = Recorder()
+    loop = WorkerLoop(cfg, 0, os.getpid(), out)  # type: ignore[arg-type]
     raw = request(ltx, width=48, frames=9).as_dict()
-    loop.run_one("q1", raw)
-    loop.run_one("cli-1", raw, "cli")
-    loop.run_one("q2", {**raw, "height": "tall"})
-    assert [(e["event"], e["job"], e["kind"], e["error"]) for e in proto.events] == [
+    loop.run_one(JobCommand(id="q1", request=raw))
+    loop.run_one(JobCommand(id="cli-1", request=raw, origin="cli"))
+    loop.run_one(JobCommand(id="q2", request={**raw, "height": "tall"}))
+    assert [(e.NAME, e.job, e.kind, e.error) for e in out.events] == [
         ("failed", "q1", "user", "job q1: width must be a multiple of 32 for ltx-video models (try 32 or 64), "
                                  "got 48"),
         ("failed", "cli-1", "user", "--width: must be a multiple of 32 for ltx-video models (try 32 or 64), "
@@ -275,5 +281,5 @@ def test_stale_partials_of_dead_workers_are_cleaned(cfg: Config) -> None:
     mine = cfg.partial_dir / f"zeroscope_20250101-000000_abcdef12.{os.getpid()}.mp4"
     stale.write_bytes(b"x")
     mine.write_bytes(b"x")
-    assert worker_mod.clean_stale_partials(cfg.partial_dir) == [stale]
+    assert partials.clean_stale_partials(cfg.partial_dir) == [stale]
     assert mine.exists() and not stale.exists()

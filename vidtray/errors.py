@@ -37,3 +37,10 @@ class Interrupted(VidtrayError):
 
     exit_code = 130
     kind = "interrupted"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): a library's
+    multi-line error, said in one line."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

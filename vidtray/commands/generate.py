@@ -11,11 +11,31 @@ import contextlib
 import queue
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 from vidtray import params
+from vidtray.config import Config
 from vidtray.errors import Interrupted, OperationFailed, UserError
+from vidtray.services.protocol import (
+    AnyEvent,
+    Cancelled,
+    Done,
+    Download,
+    Failed,
+    Loading,
+    Outcome,
+    Progress,
+    VideoResult,
+    WarningEvent,
+)
+from vidtray.services.worker_process import WorkerListener
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from vidtray.cli import Context
+    from vidtray.services.generation import Request
+    from vidtray.services.worker_process import JobDispatcher, WorkerProcess
 
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
@@ -37,7 +57,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                            help=f.describe())
 
 
-def request_from_args(args: argparse.Namespace) -> Any:
+def request_from_args(args: argparse.Namespace) -> Request:
     """A validated ``generation.Request`` (UserError, exit 2, on bad input)."""
     from vidtray.services.generation import Request
 
@@ -46,7 +66,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
     return req
 
 
-def check_before_worker(req: Any, cfg: Any) -> None:
+def check_before_worker(req: Request, cfg: Config) -> None:
     """Cheap refusals before paying for a worker (and torch), or before queueing: a bad model folder,
     offline without the model, and -- when the model's family is known here -- parameters (from the
     flags or the config) that the family cannot make. The worker checks again."""
@@ -58,7 +78,7 @@ def check_before_worker(req: Any, cfg: Any) -> None:
     gen.resolve_params(req, cfg, family, params.Source.cli())
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("generate", help="generate a video from a prompt (in a worker process)",
                        description="Generate a video from a prompt. Runs the model in a worker process; "
                                    "Ctrl-C cancels within a step and leaves nothing behind.")
@@ -67,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_generate)
 
 
-def _generate(args: argparse.Namespace, ctx: Any) -> int:
+def _generate(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services import generation as gen
 
     req = request_from_args(args)
@@ -83,7 +103,7 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar: Any = None
+        self.bar: tqdm[NoReturn] | None = None
         self.kind = ""
 
     def note(self, text: str) -> None:
@@ -92,20 +112,16 @@ class _Progress:
             print(text, file=sys.stderr, flush=True)
 
     def steps(self, step: int, total: int) -> None:
-        if not self.enabled:
-            return
-        self._ensure("steps", total, "generating", "step", False)
-        self.bar.n = step
-        self.bar.refresh()
+        if self.enabled:
+            self._ensure("steps", total, "generating", "step", False).n = step
+            self._refresh()
 
     def download(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        self._ensure("download", total, "downloading", "B", True)
-        self.bar.n = done
-        self.bar.refresh()
+        if self.enabled:
+            self._ensure("download", total, "downloading", "B", True).n = done
+            self._refresh()
 
-    def _ensure(self, kind: str, total: int, desc: str, unit: str, scale: bool) -> None:
+    def _ensure(self, kind: str, total: int, desc: str, unit: str, scale: bool) -> tqdm[NoReturn]:
         from tqdm import tqdm
 
         if self.bar is None or self.kind != kind:
@@ -116,6 +132,11 @@ class _Progress:
                             leave=False)
         elif total and self.bar.total != total:
             self.bar.total = total
+        return self.bar
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -124,108 +145,101 @@ class _Progress:
             self.kind = ""
 
 
-def run_in_worker(req: Any, cfg: Any, ctx: Any, *, as_json: bool) -> int:
-    """Start a worker, give it the job, show its progress, map its outcome to an exit code."""
-    from vidtray.services.supervisor import WORKER_EXIT, WorkerProcess, crash_reason
+class _Terminal(WorkerListener):
+    """What ``vidtray generate`` shows of its worker's events, and the outcome of its one job."""
 
-    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    def __init__(self, job_id: str, bar: _Progress) -> None:
+        self.job_id = job_id
+        self.bar = bar
+        self.outcome_event: Outcome | None = None
+
+    def progress(self, event: Progress) -> None:
+        self.bar.steps(event.step, event.steps)
+
+    def download(self, event: Download) -> None:
+        self.bar.download(event.done, event.total)
+
+    def loading(self, event: Loading) -> None:
+        self.bar.note(f"loading {event.model} on {event.device}…")
+
+    def warning(self, event: WarningEvent) -> None:
+        self.bar.close()
+        print(f"vidtray: warning: {event.message}", file=sys.stderr)
+
+    def outcome(self, outcome: Outcome, *, worker_died: bool) -> None:
+        if outcome.job == self.job_id:
+            self.outcome_event = outcome
+
+
+def _pump(events: queue.Queue[AnyEvent], dispatcher: JobDispatcher, deadline: float | None = None) -> None:
+    """Dispatch the worker's events on this (the main) thread until it has exited, or until ``deadline``
+    (``time.monotonic()``); Ctrl-C arrives here as KeyboardInterrupt."""
+    while dispatcher.exit is None and (deadline is None or time.monotonic() < deadline):
+        try:
+            dispatcher.dispatch(events.get(timeout=0.5))
+        except queue.Empty:
+            continue
+
+
+def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> int:
+    """Start a worker, give it the job, show its progress, map its outcome to an exit code."""
+    from vidtray.services.worker.partials import remove_partials_of
+    from vidtray.services.worker_process import JobDispatcher, WorkerProcess
+
+    events: queue.Queue[AnyEvent] = queue.Queue()
     worker = WorkerProcess(events.put, config_path=ctx.config_arg, keep_alive_s=0)
-    progress = _Progress(sys.stderr.isatty())
     job_id = f"cli-{int(time.time())}"
+    terminal = _Terminal(job_id, _Progress(sys.stderr.isatty()))
+    dispatcher = JobDispatcher(terminal)
     started = time.perf_counter()
     worker.start()
+    dispatcher.submitted(job_id)
     worker.submit(job_id, req.as_dict(), origin="cli")
-    outcome: dict[str, Any] | None = None
     cancelling = False
     try:
-        progress.note("starting the worker…")
-        while True:
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            kind = event.get("event")
-            if kind == "progress":
-                progress.steps(int(event.get("step", 0)), int(event.get("steps", 0)))
-            elif kind == "download":
-                progress.download(int(event.get("done", 0)), int(event.get("total", 0)))
-            elif kind == "loading":
-                progress.note(f"loading {event.get('model')} on {event.get('device')}…")
-            elif kind == "warning":
-                progress.close()
-                print(f"vidtray: warning: {event.get('message')}", file=sys.stderr)
-            elif kind in ("done", "failed", "cancelled") and event.get("job") == job_id:
-                outcome = event
-            elif kind == "fatal":
-                outcome = {"event": "failed", "kind": event.get("kind"), "error": event.get("error")}
-            elif kind == WORKER_EXIT:
-                if outcome is None:
-                    outcome = {"event": "failed", "kind": "crash",
-                               "error": crash_reason(event.get("code"), event.get("stderr") or [])}
-                break
+        terminal.bar.note("starting the worker…")
+        _pump(events, dispatcher)
     except KeyboardInterrupt:
         cancelling = True
-        progress.close()
+        terminal.bar.close()
         print("vidtray: cancelling… (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-        outcome = _cancel(worker, events, job_id)
+        _cancel(worker, job_id, events, dispatcher)
     finally:
-        progress.close()
+        terminal.bar.close()
         worker.stop(timeout=5)
-        _remove_partials(cfg.partial_dir, worker.pid)
-
-    kind = outcome.get("event") if outcome else None
-    if kind == "done":
-        result = dict(outcome["result"])  # type: ignore[index]
-        result["seconds"] = round(time.perf_counter() - started, 3)
-        if as_json:
-            keys = ("path", "sidecar", "seed", "seconds", "model", "device", "dtype", "revision", "frames",
-                    "width", "height", "fps", "steps", "library_id")
-            ctx.print_json({k: result.get(k) for k in keys})
-        else:
-            print(result["path"])
-            if sys.stderr.isatty():
-                size = f"{result['width']}x{result['height']}"
-                print(f"seed {result['seed']}, {result['frames']} frames {size} on {result['device']} "
-                      f"in {result['seconds']:.1f}s", file=sys.stderr)
-        return 0
-    if kind == "cancelled" or cancelling:
+        remove_partials_of(cfg.partial_dir, worker.pid)
+    outcome = terminal.outcome_event
+    if isinstance(outcome, Done):
+        # Finished before a cancel arrived: the video is there, report it.
+        return _report(outcome.result, time.perf_counter() - started, ctx, as_json)
+    if cancelling or isinstance(outcome, Cancelled):
         raise Interrupted("generation cancelled; nothing was written")
-    assert outcome is not None
-    error = str(outcome.get("error") or "generation failed")
-    if outcome.get("kind") == "user":
+    error = outcome.error if isinstance(outcome, Failed) else "generation failed"
+    if isinstance(outcome, Failed) and outcome.kind == "user":
         raise UserError(error)
-    raise OperationFailed(error)
+    raise OperationFailed(error or "generation failed")
 
 
-def _cancel(worker: Any, events: queue.Queue[dict[str, Any]], job_id: str) -> dict[str, Any]:
+def _cancel(worker: WorkerProcess, job_id: str, events: queue.Queue[AnyEvent], dispatcher: JobDispatcher) -> None:
     """After Ctrl-C: ask the worker to cancel and wait for it (a second Ctrl-C kills it)."""
-    from vidtray.services.supervisor import WORKER_EXIT
-
     worker.cancel(job_id)
     worker.ask_exit(cancel=True)
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    outcome: dict[str, Any] = {"event": "cancelled"}
-    try:
-        while time.monotonic() < deadline:
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if event.get("event") == "done" and event.get("job") == job_id:
-                outcome = event  # finished before the cancel arrived: the video is there, report it
-            if event.get("event") == WORKER_EXIT:
-                return outcome
-    except KeyboardInterrupt:
-        pass
-    if worker.proc is not None and worker.alive():
-        worker.proc.kill()
-    return outcome
+    with contextlib.suppress(KeyboardInterrupt):
+        _pump(events, dispatcher, deadline=time.monotonic() + CANCEL_WAIT_S)
+    if dispatcher.exit is None:
+        worker.kill()
 
 
-def _remove_partials(partial_dir: Path, pid: int | None) -> None:
-    """A worker killed hard cannot clean up: remove its in-progress files (named ``*.<pid>.mp4``)."""
-    if pid is None or not partial_dir.is_dir():
-        return
-    for path in partial_dir.glob(f"*.{pid}.mp4"):
-        with contextlib.suppress(OSError):
-            path.unlink()
+def _report(result: VideoResult, seconds: float, ctx: Context, as_json: bool) -> int:
+    result = {**result, "seconds": round(seconds, 3)}
+    if as_json:
+        keys = ("path", "sidecar", "seed", "seconds", "model", "device", "dtype", "revision", "frames",
+                "width", "height", "fps", "steps", "library_id")
+        ctx.print_json({k: result.get(k) for k in keys})
+        return 0
+    print(result["path"])
+    if sys.stderr.isatty():
+        size = f"{result['width']}x{result['height']}"
+        print(f"seed {result['seed']}, {result['frames']} frames {size} on {result['device']} "
+              f"in {result['seconds']:.1f}s", file=sys.stderr)
+    return 0

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
+from vidtray.services.jobrecord import Job
 
 if TYPE_CHECKING:
     from vidtray.cli import Context, Subparsers
@@ -28,22 +29,22 @@ def register(sub: Subparsers) -> None:
     add.set_defaults(handler=_add)
 
 
-def _summary(job: dict[str, Any]) -> str:
-    state = job["state"]
-    prog = job.get("progress") or {}
-    if state == "running" and prog.get("steps"):
-        state = f"running {prog.get('step', 0)}/{prog['steps']}"
-    if job.get("cancel_requested") and job["state"] == "running":
+def _summary(job: Job) -> str:
+    state: str = job.state
+    prog = job.progress
+    if state == "running" and prog is not None and prog.steps:
+        state = f"running {prog.step or 0}/{prog.steps}"
+    if job.cancel_requested and job.state == "running":
         state += " (cancelling)"
-    prompt = str((job.get("request") or {}).get("prompt", "")).replace("\n", " ")
+    prompt = job.prompt.replace("\n", " ")
     if len(prompt) > 48:
         prompt = prompt[:47] + "…"
     tail = ""
-    if job["state"] == "done" and job.get("result"):
-        tail = f"  -> {job['result'].get('path')}"
-    elif job["state"] in ("failed", "cancelled") and job.get("error"):
-        tail = f"  ({job['error']})"
-    return f"{job['id']}  {state:<16} {job.get('created', '')[:19]}  {prompt}{tail}"
+    if job.state == "done" and job.result:
+        tail = f"  -> {job.result.get('path')}"
+    elif job.state in ("failed", "cancelled") and job.error:
+        tail = f"  ({job.error})"
+    return f"{job.id}  {state:<16} {job.created[:19]}  {prompt}{tail}"
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
@@ -53,7 +54,7 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
     jobs = q.list()
     paused = q.paused()
     if args.json:
-        ctx.print_json({"paused": paused, "jobs": jobs})
+        ctx.print_json({"paused": paused, "jobs": [job.to_json() for job in jobs]})
         return 0
     if paused is not None:
         print(f"queue paused: {paused.get('reason')} (since {paused.get('since')})")
@@ -69,11 +70,11 @@ def _cancel(args: argparse.Namespace, ctx: Context) -> int:
 
     job = open_queue(ctx.cfg).cancel(args.job_id)
     if args.json:
-        ctx.print_json(job)
-    elif job["state"] == "cancelled":
-        print(f"cancelled job {job['id']}")
+        ctx.print_json(job.to_json())
+    elif job.state == "cancelled":
+        print(f"cancelled job {job.id}")
     else:
-        print(f"asked running job {job['id']} to stop; its worker stops within a step")
+        print(f"asked running job {job.id} to stop; its worker stops within a step")
     return 0
 
 
@@ -84,7 +85,7 @@ def _add(args: argparse.Namespace, ctx: Context) -> int:
     check_before_worker(req, ctx.cfg)
     job = open_queue(ctx.cfg).submit(req.as_dict())
     if args.json:
-        ctx.print_json(job)
+        ctx.print_json(job.to_json())
     else:
-        print(f"queued job {job['id']}; the tray or `vidtray watch` generates it")
+        print(f"queued job {job.id}; the tray or `vidtray watch` generates it")
     return 0

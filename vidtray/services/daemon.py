@@ -12,28 +12,39 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vidtray.config import Config
 from vidtray.errors import UserError
+from vidtray.services.jobrecord import Job
+from vidtray.services.protocol import AnyEvent
+from vidtray.services.records import JsonObject
+
+if TYPE_CHECKING:
+    from vidtray.services.jobs import JobScheduler
+    from vidtray.services.library import Library
+    from vidtray.services.notify import Notifier
+    from vidtray.services.supervisor import Supervisor
+    from vidtray.services.watcher import Watcher
 
 log = logging.getLogger("vidtray.daemon")
 
 
 class Daemon:
-    #: The generation supervisor (vidtray.services.supervisor.Supervisor) while the daemon runs.
-    supervisor: Any = None
-    #: Called (on the supervisor's thread) with every generation event: job_queued, progress, done,
-    #: failed, cancelled, worker_exit... Set it before start(); the tray hands it to its UI queue.
-    on_generation_event: Callable[[dict[str, Any]], None] | None = None
+    #: The generation supervisor while the daemon runs.
+    supervisor: Supervisor | None = None
+    #: Called (on the supervisor's thread) with every generation event (``vidtray.services.protocol``):
+    #: JobQueued, Progress, Done, Failed, Cancelled, WorkerExit... Set it before start(); the tray hands it
+    #: to its UI queue.
+    on_generation_event: Callable[[AnyEvent], None] | None = None
 
-    def __init__(self, cfg: Config, notifier: Any = None, *, settle_s: float | None = None) -> None:
+    def __init__(self, cfg: Config, notifier: Notifier | None = None, *, settle_s: float | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier
         self.settle_s = settle_s
-        self.library: Any = None
-        self.watcher: Any = None
-        self.scheduler: Any = None
+        self.library: Library | None = None
+        self.watcher: Watcher | None = None
+        self.scheduler: JobScheduler | None = None
         self._lock = threading.Lock()
         self._started = False
 
@@ -99,14 +110,14 @@ class Daemon:
         from vidtray.services.watcher import watcher_for
 
         with self._lock:
-            if not self._started or self.watcher is not None:
+            if not self._started or self.watcher is not None or self.library is None:
                 return
             watcher = watcher_for(self.cfg, self.library, settle_s=self.settle_s)
             watcher.start()
             self.watcher = watcher
             log.info("watching resumed")
 
-    def _start_scheduler(self, lib: Any) -> Any:
+    def _start_scheduler(self, lib: Library) -> JobScheduler:
         """Scheduled jobs (disk check, prune) on their own scheduler thread, sharing the library."""
         from vidtray.services.jobs import Jobs, JobScheduler
         from vidtray.services.notify import Notifier
@@ -134,7 +145,7 @@ class Daemon:
         except Exception:
             log.exception("the generation queue could not start; watching goes on without it")
 
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, request: JsonObject) -> Job:
         """Queue one video (a ``generation.Request`` as a dict); returns the job. Bad input is a UserError.
         Without a running daemon the job just waits in the queue for the next start."""
         from vidtray.services.generation import Request
@@ -146,7 +157,7 @@ class Daemon:
 
         return open_queue(self.cfg).submit(req.as_dict())
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> Job:
         """Cancel a queued job, or stop a running one within a step."""
         if self.supervisor is not None:
             return self.supervisor.cancel(job_id)
@@ -154,7 +165,7 @@ class Daemon:
 
         return open_queue(self.cfg).cancel(job_id)
 
-    def _generation_event(self, event: dict[str, Any]) -> None:
+    def _generation_event(self, event: AnyEvent) -> None:
         listener = self.on_generation_event
         if listener is not None:
             listener(event)

@@ -6,13 +6,16 @@ torn file. States: queued -> running -> done | failed | cancelled. A job whose o
 running goes back to queued on the next start (a bounded number of times), so jobs survive restarts.
 The pause flag ``paused.json`` (written by the disk-space job) stops new jobs from being claimed.
 
-This module is the one reader of both kinds of file: ``read_job`` (the queue sets a file that is not a
-valid job aside; the tray, which only looks, skips it) and ``read_pause_flag``.
+Jobs are :class:`~vidtray.services.jobrecord.Job` records. This module is the one reader of both kinds
+of file: ``read_job`` (a file that is not a valid job -- ``Job.from_json`` refuses it, or its id is not
+its name -- the queue sets aside; the tray, which only looks, skips it) and ``read_pause_flag``.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,49 +28,18 @@ from typing import Any
 
 from filelock import FileLock
 
+from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import PAUSE_FILE
 from vidtray.services.fsutil import atomic_write_text, private_dir
+from vidtray.services.jobrecord import FINISHED, InvalidJob, Job, JobProgress, JobState
+from vidtray.services.protocol import VideoResult
+from vidtray.services.records import JsonObject
 
 log = logging.getLogger("vidtray.queue")
 
-FORMAT_VERSION = 1
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 3  # a job interrupted by a dying owner is retried at most this often
 KEEP_FINISHED = 200  # finished jobs kept for `queue list`; older ones are pruned
-
-
-_JOB_FIELDS: dict[str, tuple[type, ...]] = {
-    # field: the JSON types it may hold (absent is fine for all but id, state and request)
-    "seq": (int,), "owner_pid": (int, type(None)), "attempts": (int, type(None)),
-    "cancel_requested": (bool,), "created": (str,), "started": (str, type(None)),
-    "finished": (str, type(None)), "progress": (dict, type(None)), "result": (dict, type(None)),
-    "history": (list,),
-}
-
-
-def job_problem(doc: Any, name: str) -> str | None:
-    """Why ``doc`` (read from ``<name>.json``) is not a job this queue can hold; None if it is one.
-
-    The id must be the file's name: the queue writes a job back to ``<id>.json``, so a job whose id
-    differs would be claimed from its old file again and again, for ever.
-    """
-    if not isinstance(doc, dict):
-        return "not a JSON object"
-    job_id = doc.get("id")
-    if not isinstance(job_id, str) or job_id != name:
-        return f"its id {job_id!r} is not its file name {name!r}"
-    if doc.get("state") not in STATES:
-        return f"unknown state {doc.get('state')!r}"
-    if not isinstance(doc.get("request"), dict):
-        return "its request is not a JSON object"
-    for key, types in _JOB_FIELDS.items():
-        if key in doc and (not isinstance(doc[key], types) or isinstance(doc[key], bool) and bool not in types):
-            return f"{key} has the wrong type ({type(doc[key]).__name__}: {doc[key]!r:.40})"
-    if doc.get("seq", 0) < 0 or (doc.get("owner_pid") or 0) < 0:
-        return "seq or owner_pid is negative"
-    return None
 
 
 def is_job_file(name: str) -> bool:
@@ -75,17 +47,27 @@ def is_job_file(name: str) -> bool:
     return name.endswith(".json") and name != PAUSE_FILE
 
 
-def read_job(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_job(path: Path) -> tuple[Job | None, str | None]:
     """The one reader of a job file, changing nothing: (job, None) for a valid job, (None, why) for a file
-    that is not one (``job_problem``, or it does not parse), (None, None) for a file that is gone."""
+    that is not one (``Job.from_json`` refuses it, it does not parse, or its id is not its file name),
+    (None, None) for a file that is gone.
+
+    The id must be the file's name: the queue writes a job back to ``<id>.json``, so a job whose id
+    differs would be claimed from its old file again and again, for ever.
+    """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
         return None, f"unreadable ({exc})"
-    problem = job_problem(doc, path.stem)
-    return (None, problem) if problem is not None else (doc, None)
+    try:
+        job = Job.from_json(doc)
+    except InvalidJob as exc:
+        return None, str(exc)
+    if job.id != path.stem:
+        return None, f"its id {job.id!r} is not its file name {path.stem!r}"
+    return job, None
 
 
 #: The reason shown while a pause flag exists that cannot be read or parsed.
@@ -157,7 +139,7 @@ class JobQueue:
     def _path(self, job_id: str) -> Path:
         return self.dir / f"{job_id}.json"
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> Job | None:
         """A job file through ``read_job``: a file that is not a valid job is set aside (never run, never
         fatal to the queue or to ``queue list``); None for it and for a file that is gone."""
         job, problem = read_job(path)
@@ -181,26 +163,27 @@ class JobQueue:
             return
         log.warning("job file %s is not a valid job (%s); moved it to %s", path, why, aside.name)
 
-    def _write(self, job: dict[str, Any]) -> None:
-        job["updated"] = now_iso()
-        path = self._path(job["id"])
+    def _write(self, job: Job) -> Job:
+        job = dataclasses.replace(job, updated=now_iso())
+        path = self._path(job.id)
         try:
-            atomic_write_text(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(path, json.dumps(job.to_json(), indent=2, ensure_ascii=False) + "\n")
         except OSError as exc:
             raise OperationFailed(f"cannot write the job queue in {self.dir}: {exc.strerror or exc}") from exc
+        return job
 
-    def _all(self) -> list[dict[str, Any]]:
+    def _all(self) -> list[Job]:
         if not self.dir.is_dir():
             return []
         jobs = [j for p in self.dir.glob("*.json") if is_job_file(p.name) and (j := self._read(p))]
-        return sorted(jobs, key=lambda j: (j.get("seq", 0), j.get("created", ""), j["id"]))
+        return sorted(jobs, key=lambda j: (j.seq, j.created, j.id))
 
     # -- reading
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[Job]:
         """All jobs, oldest first."""
         return self._all()
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str) -> Job:
         """A job by id or unique id prefix (UserError if none or several match)."""
         job_id = job_id.strip()
         if not job_id:
@@ -208,11 +191,11 @@ class JobQueue:
         exact = self._read(self._path(job_id)) if "/" not in job_id and "\\" not in job_id else None
         if exact is not None:
             return exact
-        matches = [j for j in self._all() if j["id"].startswith(job_id)]
+        matches = [j for j in self._all() if j.id.startswith(job_id)]
         if not matches:
             raise UserError(f"no job {job_id!r} in the queue (see `vidtray queue list`)")
         if len(matches) > 1:
-            raise UserError(f"job id {job_id!r} is ambiguous: {', '.join(j['id'] for j in matches[:5])}")
+            raise UserError(f"job id {job_id!r} is ambiguous: {', '.join(j.id for j in matches[:5])}")
         return matches[0]
 
     def paused(self) -> dict[str, Any] | None:
@@ -220,123 +203,98 @@ class JobQueue:
         return read_pause_flag(self.dir / PAUSE_FILE)
 
     # -- changing
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, request: JsonObject) -> Job:
         """Add a job (the request is a ``generation.Request`` as a dict) and return it."""
         with self.locked():
-            seq = max((j.get("seq", 0) for j in self._all()), default=0) + 1
-            job = {
-                "version": FORMAT_VERSION,
-                "id": uuid.uuid4().hex[:12],
-                "seq": seq,
-                "state": "queued",
-                "request": request,
-                "created": now_iso(),
-                "started": None,
-                "finished": None,
-                "owner_pid": None,
-                "attempts": 0,
-                "cancel_requested": False,
-                "progress": None,
-                "result": None,
-                "error": None,
-            }
-            self._write(job)
+            seq = max((j.seq for j in self._all()), default=0) + 1
+            job = self._write(Job(id=uuid.uuid4().hex[:12], seq=seq, state="queued", request=request,
+                                  created=now_iso()))
             self._prune()
-        log.info("queued job %s", job["id"])
+        log.info("queued job %s", job.id)
         return job
 
-    def claim_next(self, owner_pid: int | None = None) -> dict[str, Any] | None:
+    def claim_next(self, owner_pid: int | None = None) -> Job | None:
         """Take the oldest queued job (state -> running, owned by ``owner_pid``), unless paused."""
         with self.locked():
             if self.paused() is not None:
                 return None
             for job in self._all():
-                if job["state"] == "queued":
-                    job.update(state="running", owner_pid=owner_pid or os.getpid(), started=now_iso(),
-                               attempts=int(job.get("attempts") or 0) + 1, progress=None, error=None)
-                    self._write(job)
-                    return job
+                if job.state == "queued":
+                    return self._write(dataclasses.replace(
+                        job, state="running", owner_pid=owner_pid or os.getpid(), started=now_iso(),
+                        attempts=job.attempts + 1, progress=None, error=None))
         return None
 
-    def update(self, job_id: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read-modify-write one job under the lock."""
+    def update(self, job_id: str, fn: Callable[[Job], Job]) -> Job:
+        """Read-modify-write one job under the lock: ``fn`` returns the changed job."""
         with self.locked():
             job = self._read(self._path(job_id))
             if job is None:
                 raise UserError(f"no job {job_id!r} in the queue")
-            fn(job)
-            self._write(job)
-            return job
+            return self._write(fn(job))
 
-    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        def apply(job: dict[str, Any]) -> None:
-            job["progress"] = progress
-
+    def set_progress(self, job_id: str, progress: JobProgress) -> None:
         with contextlib.suppress(UserError):
-            self.update(job_id, apply)
+            self.update(job_id, lambda job: dataclasses.replace(job, progress=progress))
 
-    def finish(self, job_id: str, state: str, *, result: dict[str, Any] | None = None,
-               error: str | None = None) -> dict[str, Any]:
+    def finish(self, job_id: str, state: JobState, *, result: VideoResult | None = None,
+               error: str | None = None) -> Job:
         if state not in FINISHED:
             raise ValueError(f"not a final state: {state}")
+        return self.update(job_id, lambda job: dataclasses.replace(
+            job, state=state, finished=now_iso(), result=result, error=error, owner_pid=None))
 
-        def apply(job: dict[str, Any]) -> None:
-            job.update(state=state, finished=now_iso(), result=result, error=error, owner_pid=None)
-
-        return self.update(job_id, apply)
-
-    def requeue(self, job_id: str, reason: str) -> dict[str, Any]:
+    def requeue(self, job_id: str, reason: str) -> Job:
         """Put a running job back (its owner stopped before finishing it)."""
+        return self.update(job_id, lambda job: dataclasses.replace(
+            _requeued(job, reason), cancel_requested=False, error=None))
 
-        def apply(job: dict[str, Any]) -> None:
-            job.update(state="queued", owner_pid=None, started=None, progress=None, cancel_requested=False,
-                       error=None)
-            job.setdefault("history", []).append({"at": now_iso(), "requeued": reason})
-
-        return self.update(job_id, apply)
-
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> Job:
         """Cancel a queued job now; ask a running one to stop (its owner sees ``cancel_requested``)."""
-        job_id = self.get(job_id)["id"]  # an unknown id fails before anything is created or locked
+        job_id = self.get(job_id).id  # an unknown id fails before anything is created or locked
         with self.locked():
             job = self.get(job_id)
-            if job["state"] in FINISHED:
-                raise UserError(f"job {job['id']} is already {job['state']}")
-            if job["state"] == "queued":
-                job.update(state="cancelled", finished=now_iso(), error="cancelled before it started")
+            if job.is_finished:
+                raise UserError(f"job {job.id} is already {job.state}")
+            if job.state == "queued":
+                job = dataclasses.replace(job, state="cancelled", finished=now_iso(),
+                                          error="cancelled before it started")
             else:
-                job["cancel_requested"] = True
-            self._write(job)
-            return job
+                job = dataclasses.replace(job, cancel_requested=True)
+            return self._write(job)
 
-    def recover_stale(self, alive: Callable[[int | None], bool] = pid_alive) -> list[dict[str, Any]]:
+    def recover_stale(self, alive: Callable[[int | None], bool] = pid_alive) -> builtins.list[Job]:
         """Running jobs whose owner is gone: back to queued, or failed after MAX_ATTEMPTS tries."""
-        changed = []
+        changed: builtins.list[Job] = []
         with self.locked():
             for job in self._all():
-                if job["state"] != "running" or alive(job.get("owner_pid")):
+                if job.state != "running" or alive(job.owner_pid):
                     continue
-                if job.get("cancel_requested"):
-                    job.update(state="cancelled", finished=now_iso(), owner_pid=None,
-                               error="cancelled (its worker had stopped)")
-                elif int(job.get("attempts") or 0) >= MAX_ATTEMPTS:
-                    job.update(state="failed", finished=now_iso(), owner_pid=None,
-                               error=f"interrupted {job['attempts']} times (vidtray stopped or crashed)")
+                if job.cancel_requested:
+                    job = dataclasses.replace(job, state="cancelled", finished=now_iso(), owner_pid=None,
+                                              error="cancelled (its worker had stopped)")
+                elif job.attempts >= MAX_ATTEMPTS:
+                    job = dataclasses.replace(
+                        job, state="failed", finished=now_iso(), owner_pid=None,
+                        error=f"interrupted {job.attempts} times (vidtray stopped or crashed)")
                 else:
-                    job.update(state="queued", owner_pid=None, started=None, progress=None)
-                    job.setdefault("history", []).append({"at": now_iso(), "requeued": "owner process gone"})
-                self._write(job)
-                changed.append(job)
+                    job = _requeued(job, "owner process gone")
+                changed.append(self._write(job))
         for job in changed:
-            log.info("recovered job %s -> %s", job["id"], job["state"])
+            log.info("recovered job %s -> %s", job.id, job.state)
         return changed
 
     def _prune(self) -> None:
-        finished = [j for j in self._all() if j["state"] in FINISHED]
+        finished = [j for j in self._all() if j.is_finished]
         for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             with contextlib.suppress(FileNotFoundError):
-                self._path(job["id"]).unlink()
+                self._path(job.id).unlink()
 
 
-def open_queue(cfg: Any) -> JobQueue:
+def _requeued(job: Job, reason: str) -> Job:
+    return dataclasses.replace(job, state="queued", owner_pid=None, started=None, progress=None,
+                               history=(*job.history, {"at": now_iso(), "requeued": reason}))
+
+
+def open_queue(cfg: Config) -> JobQueue:
     return JobQueue(cfg.queue_dir)

@@ -43,6 +43,7 @@ from typing import Any
 from vidtray.config import Config, config_path, config_template
 from vidtray.services.childenv import child_env
 from vidtray.services.fsutil import human_size, plural
+from vidtray.services.protocol import AnyEvent, Progress
 from vidtray.tray import tkhelp
 from vidtray.tray.backend import BackendChoice, Probe, choose_backend, load_pystray
 from vidtray.tray.dispatch import Dispatcher
@@ -342,10 +343,10 @@ class TrayApp:
             self._wake.wait(BUSY_INTERVAL_S if self.state.job is not None else MONITOR_INTERVAL_S)
             self._wake.clear()
 
-    def _on_generation_event(self, event: dict[str, Any]) -> None:
+    def _on_generation_event(self, event: AnyEvent) -> None:
         """The supervisor's thread: a job was queued, claimed, progressed or ended; the monitor reads it now
         (progress events come every step, the monitor reads at most once a second while busy)."""
-        if event.get("event") != "progress":
+        if not isinstance(event, Progress):
             self._wake.set()
 
     def _read_status(self, tick: int) -> dict[str, Any]:

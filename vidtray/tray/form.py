@@ -178,4 +178,4 @@ def submit_job(cfg: Config, spec: JobSpec) -> Submitted:
     # The model's own rules (multiples of 16, frames = 4k+1) on what the job would run with.
     gen.resolve_params(req, cfg, model_family(req.model or cfg.model), popup)
     job = open_queue(cfg).submit(req.as_dict())
-    return Submitted(str(job["id"]), job)
+    return Submitted(job.id, job.to_json())

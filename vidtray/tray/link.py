@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from vidtray.config import Config
+from vidtray.services.jobrecord import Job
+from vidtray.services.protocol import AnyEvent
 from vidtray.services.queue import is_job_file, read_job, read_pause_flag
 from vidtray.tray.state import JobView
 
@@ -27,14 +29,14 @@ log = logging.getLogger("vidtray.tray")
 
 
 class ServiceLink:
-    def __init__(self, cfg: Config, notifier: Any, *, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, cfg: Config, notifier: Any, *, on_event: Callable[[AnyEvent], None] | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier
         self.on_event = on_event  # the Daemon's generation events (called on the supervisor's thread)
         self.daemon: Any = None
         self._library_key: tuple[int, int] | None = None
         self._library_count: int | None = None
-        self._jobs: dict[str, tuple[tuple[int, int], dict[str, Any] | None]] = {}
+        self._jobs: dict[str, tuple[tuple[int, int], Job | None]] = {}
         self._read_lock = threading.Lock()  # snapshot() is called from the monitor and from actions
 
     # -- life -------------------------------------------------------------------------------
@@ -108,9 +110,9 @@ class ServiceLink:
                 self._jobs[entry.name] = (key, read_job(Path(entry.path))[0])
         for name in set(self._jobs) - seen:
             del self._jobs[name]
-        jobs = [doc for _key, doc in self._jobs.values() if doc is not None]
-        running = sorted((j for j in jobs if j.get("state") == "running"), key=lambda j: j.get("seq", 0))
-        queued = sum(1 for j in jobs if j.get("state") == "queued")
+        jobs = [job for _key, job in self._jobs.values() if job is not None]
+        running = sorted((j for j in jobs if j.state == "running"), key=lambda j: j.seq)
+        queued = sum(1 for j in jobs if j.state == "queued")
         return {"job": _job_view(running[0]) if running else None, "queued": queued}
 
     # -- actions (tray-action) --------------------------------------------------------------
@@ -132,11 +134,10 @@ class ServiceLink:
             self.daemon.resume_watching()
 
 
-def _job_view(job: dict[str, Any]) -> JobView:
-    prompt = str((job.get("request") or {}).get("prompt", ""))
-    progress = job.get("progress") or {}
-    step, total = progress.get("step"), progress.get("steps")
-    if job.get("cancel_requested"):
+def _job_view(job: Job) -> JobView:
+    prompt = job.prompt
+    step, total = (job.progress.step, job.progress.steps) if job.progress is not None else (None, None)
+    if job.cancel_requested:
         phase = "cancelling"
     elif not total:
         phase = "queued"
@@ -144,4 +145,4 @@ def _job_view(job: dict[str, Any]) -> JobView:
         phase = "saving"
     else:
         phase = "running"
-    return JobView(str(job["id"]), " ".join(prompt.split()), step, total, phase)
+    return JobView(job.id, " ".join(prompt.split()), step, total, phase)

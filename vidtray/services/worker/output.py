@@ -1,0 +1,155 @@
+"""A job's frames -> a finished video: encode into ``.partial/``, write the sidecar, rename the video into
+the videos folder (atomic), then add it to library.json with a thumbnail. A failed or cancelled write
+leaves nothing in the videos folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from vidtray import __version__
+from vidtray.config import Config
+from vidtray.errors import first_line
+from vidtray.services import generation as gen
+from vidtray.services.fsutil import atomic_write_bytes, atomic_write_text, private_dir
+from vidtray.services.records import JsonObject
+from vidtray.services.worker.backend import FrameArray, JobCancelled
+from vidtray.services.worker.partials import partial_path
+
+log = logging.getLogger("vidtray.worker")
+
+#: The memory plan's keys the sidecar keeps (the rest are the figures the decision used).
+SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the frames were made, beside the parameters: what the sidecar records."""
+
+    revision: str | None
+    pipeline: str
+    device: str
+    dtype: str
+    memory: JsonObject
+    #: Seconds so far (download, load, denoise, decode, per step); encode and total are added on writing.
+    timings: dict[str, float]
+    #: ``time.perf_counter()`` when the job started, for the total.
+    started: float
+
+
+@dataclass(frozen=True)
+class Saved:
+    path: Path
+    sidecar: Path
+    doc: JsonObject  # the sidecar's content
+
+
+def encode_mp4(frames: FrameArray, path: Path, fps: float, should_stop: Callable[[], bool] | None = None) -> None:
+    """Write an H.264 mp4 (yuv420p, plays everywhere) with imageio-ffmpeg's bundled ffmpeg."""
+    import imageio_ffmpeg
+
+    count, height, width, _ = frames.shape
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+        quality=None, output_params=["-crf", "18", "-movflags", "+faststart"], ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    try:
+        for i in range(count):
+            if should_stop is not None and should_stop():
+                raise JobCancelled()
+            writer.send(frames[i])
+    finally:
+        writer.close()
+
+
+def write_video(cfg: Config, params: gen.Params, frames: FrameArray, recipe: Recipe,
+                should_stop: Callable[[], bool]) -> Saved:
+    """Encode, sidecar, rename: the video appears in the videos folder whole, with its sidecar beside it
+    already (a watcher that sees the mp4 finds its sidecar there), or not at all."""
+    videos, partial_dir = cfg.videos_dir, cfg.partial_dir
+    private_dir(partial_dir)  # and the videos folder above it, if new: 0700
+    created = datetime.now().astimezone()
+    stem = gen.video_stem(params, created.timestamp(), videos)
+    partial = partial_path(partial_dir, stem)
+    final = videos / f"{stem}.mp4"
+    sidecar = videos / f"{stem}.json"
+    t_enc = time.perf_counter()
+    wrote_sidecar = False
+    try:
+        encode_mp4(frames, partial, params.fps, should_stop=should_stop)
+        if should_stop():
+            raise JobCancelled()
+        timings = {**recipe.timings, "encode_s": time.perf_counter() - t_enc,
+                   "total_s": time.perf_counter() - recipe.started}
+        doc = {
+            **params.as_dict(),
+            "revision": recipe.revision,
+            "pipeline": recipe.pipeline,
+            "device": recipe.device,
+            "dtype": recipe.dtype,
+            "memory": {k: v for k, v in recipe.memory.items() if k in SIDECAR_MEMORY_KEYS},
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "vidtray_version": __version__,
+            "created": created.isoformat(timespec="seconds"),
+        }
+        atomic_write_text(sidecar, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        wrote_sidecar = True
+        os.replace(partial, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        if wrote_sidecar and not final.exists():
+            with contextlib.suppress(FileNotFoundError):
+                sidecar.unlink()
+        raise
+    return Saved(final, sidecar, doc)
+
+
+def add_to_library(cfg: Config, saved: Saved, params: gen.Params, frames: FrameArray,
+                   warn: Callable[[str], None]) -> str | None:
+    """Add the video to library.json now (the watcher would too; the upsert is idempotent), with a
+    thumbnail made from the frames in memory (no second decode); its library id. A failure here is
+    logged and passed to ``warn``, not fatal: the video and its sidecar are in place for the watcher."""
+    try:
+        from vidtray.services.library import open_library
+        from vidtray.services.media import thumbnail_path
+
+        thumb = thumbnail_path(cfg.thumbnails_dir, saved.path)
+        write_thumbnail(frames, params.fps, thumb)
+        item = open_library(cfg).add_video(
+            saved.path, prompt=params.prompt, model=params.model, seed=params.seed, created=saved.doc["created"],
+            source="generated", fps=params.fps, width=int(frames.shape[2]), height=int(frames.shape[1]),
+            duration_s=round(frames.shape[0] / params.fps, 3), size_bytes=saved.path.stat().st_size,
+            codec="h264", thumbnail=str(thumb), status="ready",
+        )
+        item_id = item.get("id") if isinstance(item, dict) else None
+        return item_id if isinstance(item_id, str) else None
+    except Exception as exc:
+        log.warning("could not add %s to the library: %s", saved.path, exc, exc_info=True)
+        warn(f"video saved, but library.json was not updated: {first_line(exc)}")
+        return None
+
+
+def write_thumbnail(frames: FrameArray, fps: float, dest: Path) -> None:
+    """JPEG of an early frame (10% in, at most 1 s, like the watcher's), written atomically."""
+    from PIL import Image
+
+    from vidtray.services.media import THUMB_MAX
+
+    index = min(len(frames) - 1, int(min(1.0, len(frames) / fps * 0.1) * fps))
+    image = Image.fromarray(frames[index])
+    image.thumbnail(THUMB_MAX)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    private_dir(dest.parent)
+    atomic_write_bytes(dest, buf.getvalue())

@@ -1,0 +1,61 @@
+"""In-progress files in ``.partial/``: the one naming rule (``<stem>.<pid>.mp4``, the pid of the worker
+writing it) and the two ways they are cleaned up. Standard library only (plus psutil when cleaning):
+``vidtray generate`` removes what a worker it killed left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+log = logging.getLogger("vidtray.worker")
+
+PARTIAL_RE = re.compile(r"^(?P<stem>.+)\.(?P<pid>\d+)\.mp4$")
+
+
+def partial_path(partial_dir: Path, stem: str, pid: int | None = None) -> Path:
+    """Where worker ``pid`` (default: this process) writes the video ``stem`` until it is finished."""
+    return partial_dir / f"{stem}.{os.getpid() if pid is None else pid}.mp4"
+
+
+def remove_partials_of(partial_dir: Path, pid: int | None) -> None:
+    """A worker killed hard cannot clean up: remove its in-progress files."""
+    if pid is None or not partial_dir.is_dir():
+        return
+    for path in partial_dir.glob(f"*.{pid}.mp4"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def clean_stale_partials(partial_dir: Path, max_age_s: float = 3600.0) -> list[Path]:
+    """Remove in-progress files left by dead workers (pid in the name no longer runs) and stray temp
+    files older than ``max_age_s``. Live workers' files stay (a CLI run and the daemon may overlap)."""
+    import psutil
+
+    removed: list[Path] = []
+    if not partial_dir.is_dir():
+        return removed
+    now = time.time()
+    for entry in partial_dir.iterdir():
+        if not entry.is_file() or entry.is_symlink():
+            continue
+        m = PARTIAL_RE.match(entry.name)
+        if m:
+            pid = int(m.group("pid"))
+            stale = pid != os.getpid() and not psutil.pid_exists(pid)
+        else:
+            try:
+                stale = now - entry.stat().st_mtime > max_age_s
+            except OSError:
+                continue
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    if removed:
+        log.info("removed %d stale partial file(s) from %s", len(removed), partial_dir)
+    return removed

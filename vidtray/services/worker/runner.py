@@ -1,0 +1,185 @@
+"""One job from request to finished video, and the model kept loaded between jobs.
+
+validate -> disk checks -> find/download the model -> load (or reuse) -> generate (the backend) -> write
+(:mod:`~vidtray.services.worker.output`) -> library.json, reporting protocol events on the way. Used
+in-process by tests and by the command loop in the worker process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from vidtray.config import Config
+from vidtray.params import Source
+from vidtray.paths import hf_cache_dir
+from vidtray.services import generation as gen
+from vidtray.services import hub
+from vidtray.services.protocol import (
+    AnyEvent,
+    Download,
+    JobStarted,
+    Loaded,
+    Loading,
+    Progress,
+    VideoResult,
+    WarningEvent,
+)
+from vidtray.services.worker.backend import Backend, Generated, JobCancelled, LoadedModel
+from vidtray.services.worker.output import Recipe, add_to_library, write_video
+
+log = logging.getLogger("vidtray.worker")
+
+Emit = Callable[[AnyEvent], None]
+#: What a signal may interrupt at once: idle and prepare (nothing to clean up); the rest stops at the
+#: next step or frame through the cancel flag.
+Phase = Literal["idle", "prepare", "denoise", "encode"]
+
+
+class Worker:
+    """Runs jobs on one loaded model at a time."""
+
+    def __init__(self, cfg: Config, emit: Emit | None = None, backend: Backend | None = None) -> None:
+        self.cfg = cfg
+        self.emit: Emit = emit or (lambda event: None)
+        if backend is None:
+            from vidtray.services.worker.diffusers_backend import DiffusersBackend
+
+            backend = DiffusersBackend()
+        self.backend: Backend = backend
+        self.loaded: LoadedModel | None = None
+        self.phase: Phase = "idle"
+
+    # -- public
+    def run_job(self, job_id: str, request: gen.Request, cancel: threading.Event | None = None,
+                origin: Source | None = None) -> VideoResult:
+        """Run one job to a finished video; raises UserError (naming ``origin``, by default the job),
+        OperationFailed or JobCancelled."""
+        cancel = cancel or threading.Event()
+        origin = origin or Source.job(job_id)
+        t_start = time.perf_counter()
+        request.validate(origin)
+        self.phase = "prepare"
+        try:
+            # Disk first: a refusal must come before minutes of download or loading.
+            gen.check_output_space(self.cfg)
+            source = hub.resolve_model(request.model or self.cfg.model)
+            device = self.backend.pick_device(request.device or self.cfg.device)
+            t_dl = time.perf_counter()
+            if source.repo_id is not None and source.snapshot is None:
+                source = self._download(job_id, source)
+            download_s = time.perf_counter() - t_dl
+            if cancel.is_set():
+                raise JobCancelled()
+            # Defaults need the family; the family is known from model_index.json before loading.
+            family = gen.family_for(source.class_name())
+            params = gen.resolve_params(request, self.cfg, family, origin)
+            loaded, reused = self._ensure_loaded(job_id, source, device, params)
+            if loaded.family is not family:  # model_index.json lied or was missing: redo with the real one
+                params = gen.resolve_params(dataclasses.replace(request, seed=params.seed), self.cfg,
+                                            loaded.family, origin)
+            loaded.check_prompt(params)
+            if cancel.is_set():
+                raise JobCancelled()
+            made = self._generate(job_id, loaded, params, cancel)
+            return self._write(job_id, loaded, reused, params, made, cancel, t_start, download_s)
+        finally:
+            self.phase = "idle"
+
+    def close(self) -> None:
+        """Drop the model and give the accelerator memory back."""
+        loaded, self.loaded = self.loaded, None
+        if loaded is not None:
+            loaded.close()
+
+    # -- steps
+    def _download(self, job_id: str, source: hub.ModelSource) -> hub.ModelSource:
+        assert source.repo_id is not None
+        cache = hf_cache_dir()
+        plan = hub.plan_download(source.repo_id, cache_dir=cache)
+        hub.check_download_space(plan, cache_dir=cache)
+        self.emit(Download(job=job_id, model=source.repo_id, done=0, total=plan.missing_bytes))
+        hub.pull_model(plan, cache_dir=cache, tqdm_class=_event_tqdm(self.emit, job_id, source.repo_id))
+        return hub.resolve_model(source.repo_id, cache_dir=cache)
+
+    def _ensure_loaded(self, job_id: str, source: hub.ModelSource, device: str,
+                       params: gen.Params) -> tuple[LoadedModel, bool]:
+        if self.loaded is not None and self.loaded.suits(source, device, params):
+            return self.loaded, True
+        self.close()
+        self.emit(Loading(job=job_id, model=source.model, device=device))
+        loaded = self.backend.load(source, device, self.cfg.offload, params)
+        self.loaded = loaded
+        self.emit(Loaded(job=job_id, model=source.model, device=device, dtype=loaded.dtype_name,
+                         pipeline=loaded.class_name, memory=loaded.plan.as_dict(),
+                         seconds=round(loaded.load_s, 3)))
+        log.info("loaded %s (%s) on %s as %s in %.1fs; memory plan: %s", source.model, loaded.class_name,
+                 device, loaded.dtype_name, loaded.load_s, loaded.plan.reason)
+        return loaded, False
+
+    def _generate(self, job_id: str, loaded: LoadedModel, params: gen.Params,
+                  cancel: threading.Event) -> Generated:
+        steps = params.steps
+        self.emit(JobStarted(job=job_id, params=params.as_dict(), device=loaded.device, steps=steps))
+        t0 = time.perf_counter()
+
+        def on_step(i: int) -> None:
+            now = time.perf_counter()
+            done = min(i + 1, steps)
+            per = (now - t0) / done
+            self.emit(Progress(job=job_id, step=done, steps=steps, elapsed=round(now - t0, 3),
+                               eta=round(per * (steps - done), 3)))
+
+        self.phase = "denoise"
+        return loaded.generate(params, on_step, cancel.is_set)
+
+    def _write(self, job_id: str, loaded: LoadedModel, reused: bool, params: gen.Params, made: Generated,
+               cancel: threading.Event, t_start: float, download_s: float) -> VideoResult:
+        self.phase = "encode"
+        recipe = Recipe(
+            revision=loaded.source.revision, pipeline=loaded.class_name, device=loaded.device,
+            dtype=loaded.dtype_name, memory=loaded.plan.as_dict(), started=t_start,
+            timings={"download_s": download_s, "load_s": 0.0 if reused else loaded.load_s,
+                     "denoise_s": made.denoise_s, "decode_s": made.decode_s,
+                     "per_step_s": made.denoise_s / max(1, params.steps)},
+        )
+        frames = made.frames
+        saved = write_video(self.cfg, params, frames, recipe, cancel.is_set)
+        library_id = add_to_library(self.cfg, saved, params, frames,
+                                    lambda message: self.emit(WarningEvent(message=message, job=job_id)))
+        result: VideoResult = {
+            "path": str(saved.path), "sidecar": str(saved.sidecar), "seed": params.seed,
+            "seconds": round(time.perf_counter() - t_start, 3), "model": params.model,
+            "revision": loaded.source.revision, "device": loaded.device, "dtype": loaded.dtype_name,
+            "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+            "fps": params.fps, "steps": params.steps, "library_id": library_id,
+            "timings": saved.doc["timings"], "pipeline_reused": reused,
+        }
+        log.info("job %s done: %s (%.1fs)", job_id, saved.path, result["seconds"])
+        return result
+
+
+def _event_tqdm(emit: Emit, job_id: str, repo_id: str) -> type:
+    """A tqdm class for snapshot_download that turns byte progress into ``download`` events."""
+    from tqdm.auto import tqdm
+
+    class EventTqdm(tqdm):  # type: ignore[type-arg]
+        # huggingface_hub passes tqdm's own arguments through.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._last = 0.0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.n += n or 0
+            now = time.monotonic()
+            if self.unit == "B" and now - self._last > 0.5:
+                self._last = now
+                emit(Download(job=job_id, model=repo_id, done=int(self.n), total=int(self.total or 0)))
+            return None
+
+    return EventTqdm
