@@ -4,7 +4,7 @@ tray and ``vidtray watch`` work through."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
 from vidtray.services.jobrecord import Job

@@ -32,6 +32,7 @@ def _watch(args: argparse.Namespace, ctx: Context) -> int:
     daemon = Daemon(cfg, notifier)
     try:
         daemon.start()
+        assert daemon.watcher is not None  # start() armed it (or raised)
         folders = ", ".join(str(f) for f in daemon.watcher.folders)
         print(f"vidtray: watching {folders}; library {cfg.library_file} (Ctrl+C stops)", flush=True)
         # A timed wait so the main thread runs the Python-level signal handler promptly.
