@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vidtray.services import media  # noqa: E402
-from vidtray.services.library import Library, dumps  # noqa: E402
+from vidtray.services.libdoc import dumps  # noqa: E402
+from vidtray.services.library import Library  # noqa: E402
 from vidtray.services.watcher import Watcher  # noqa: E402
 
 

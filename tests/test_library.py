@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from media_helpers import write_mp4
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.library import SCHEMA_VERSION, Library, dumps, open_library
+from vidtray.services.libdoc import SCHEMA_VERSION, dumps
+from vidtray.services.library import Library, open_library
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ def test_add_video_creates_a_version_1_document(tmp_path: Path) -> None:
     assert item["path"] == str(video) and item["type"] == "video" and item["status"] == "ready"
     assert item["size_bytes"] == 10 and item["title"] == "a" and item["source"] == "imported"
     assert item["pinned"] is False and item["scheduled_at"] is None and item["tags"] == []
-    assert lib.get(item["id"]) == item
+    assert lib.get(item["id"]).as_dict() == item
 
 
 def test_add_video_is_an_idempotent_upsert_that_keeps_user_edits(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_summary_protected_paths_and_mark_missing(tmp_path: Path) -> None:
     lib.edit(items[1]["id"], scheduled_at="2030-01-01T00:00:00Z")
     assert lib.mark_missing([paths[2], tmp_path / "unknown.mp4"]) == 1
     assert lib.mark_missing([paths[2]]) == 0
-    assert lib.summary() == {"items": 4, "pinned": 1, "scheduled": 1, "missing": 1}
+    assert lib.summary().as_dict() == {"items": 4, "pinned": 1, "scheduled": 1, "missing": 1}
     assert lib.protected_paths() == {paths[0], paths[1]}
 
 
@@ -141,9 +142,9 @@ def test_foreign_keys_and_items_round_trip_through_many_updates(
         elif op == 3:
             lib.edit("other-app-1", tags=["t"])
         else:
-            mine = [i for i in lib.items() if i["id"] != "other-app-1"]
+            mine = [i for i in lib.items() if i.id != "other-app-1"]
             if mine:
-                lib.remove(mine[0]["id"])
+                lib.remove(mine[0].id)
     doc = read_json(path)
     for key, value in top.items():
         assert doc[key] == value
@@ -182,7 +183,8 @@ def test_bare_list_is_upgraded_on_read(tmp_path: Path) -> None:
     path = tmp_path / "library.json"
     path.write_text(json.dumps([{"path": "/a.mp4", "title": "A", "mine": 1}, {"id": "n", "type": "note"}]))
     lib = Library(path)
-    [item] = lib.items()
+    [view] = lib.items()
+    item = view.data
     assert item["type"] == "video" and item["title"] == "A" and item["mine"] == 1 and item["id"]
     lib.add_video(tmp_path / "b.mp4")
     doc = read_json(path)
@@ -193,7 +195,7 @@ def test_document_without_version_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "library.json"
     path.write_text(json.dumps({"items": [{"path": "/a.mp4"}], "owner": "other"}))
     lib = Library(path)
-    assert lib.items()[0]["type"] == "video"
+    assert lib.items()[0].data["type"] == "video"
     lib.add_video(tmp_path / "b.mp4")
     doc = read_json(path)
     assert doc["version"] == 1 and doc["owner"] == "other" and len(doc["items"]) == 2
@@ -204,7 +206,7 @@ def test_newer_schema_is_read_but_never_rewritten(tmp_path: Path) -> None:
     path.write_text(json.dumps({"version": 2, "items": [{"id": "a", "type": "video", "path": "/a.mp4"}]}))
     before = path.read_bytes()
     lib = Library(path)
-    assert lib.get("a")["path"] == "/a.mp4"
+    assert lib.get("a").path == "/a.mp4"
     with pytest.raises(OperationFailed, match="schema version 2"):
         lib.add_video(tmp_path / "b.mp4")
     assert path.read_bytes() == before
@@ -228,7 +230,7 @@ def test_corrupt_file_is_set_aside_byte_for_byte_and_rebuilt(tmp_path: Path, con
     path.write_bytes(content)
     seen: list[Path] = []
     lib = Library(path, videos_dir=videos, on_corrupt=seen.append)
-    items = {Path(i["path"]).name: i for i in lib.items()}
+    items = {Path(i.path).name: i.data for i in lib.items()}
     [moved] = seen
     assert moved.name.startswith("library.json.corrupt-") and moved.read_bytes() == content
     assert set(items) == {"good.mp4", "plain.mp4"}  # the cut file does not decode: left out
@@ -361,7 +363,7 @@ def test_batch_add_to_a_50000_item_library_is_fast(tmp_path: Path) -> None:
 
 
 def test_prompt_title_is_the_start_of_the_prompt_on_a_word_boundary() -> None:
-    from vidtray.services.library import TITLE_CHARS, prompt_title
+    from vidtray.services.libdoc import TITLE_CHARS, prompt_title
 
     assert prompt_title("  a red   fox\nin snow ") == "a red fox in snow"
     long = "a red fox running through deep fresh snow at dawn, cinematic lighting, slow motion, 4k"
@@ -381,7 +383,7 @@ def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
     plain = write_mp4(folder / "holiday.mp4")
     lib = Library(tmp_path / "library.json")
     Watcher(lib, [folder]).reconcile()
-    titles = {Path(i["path"]).name: i["title"] for i in lib.items()}
+    titles = {Path(i.path).name: i.title for i in lib.items()}
     assert titles == {gen.name: "a lighthouse in a storm, waves crashing", plain.name: "holiday"}
     # The worker's own upsert (no sidecar read) gives the same default.
     other = write_mp4(folder / "zeroscope_20250101-130000_ef012345.mp4")
@@ -390,21 +392,21 @@ def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
 
 
 def test_a_late_sidecar_sets_the_default_title_but_never_a_users(tmp_path: Path) -> None:
-    from vidtray.services.library import sidecar_fields
+    from vidtray.services.sidecar import sidecar_fields
 
     lib = Library(tmp_path / "library.json")
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     for p in (a, b):
         p.write_bytes(b"x")
     lib.add_videos([(a, {}), (b, {})])
-    ib = lib.get(lib.find_by_path(b)["id"])
-    lib.edit(ib["id"], title="My edit")
+    ib = lib.get(lib.find_by_path(b).id)
+    lib.edit(ib.id, title="My edit")
     for p in (a, b):
         p.with_suffix(".json").write_text(json.dumps({"prompt": "a slow pan over hills"}))
     lib.add_videos([(a, sidecar_fields(a)), (b, sidecar_fields(b))])
-    assert lib.find_by_path(a)["title"] == "a slow pan over hills"
-    assert lib.find_by_path(b)["title"] == "My edit"
+    assert lib.find_by_path(a).title == "a slow pan over hills"
+    assert lib.find_by_path(b).title == "My edit"
     # A later prompt change leaves a title that is no longer the default alone too.
     a.with_suffix(".json").write_text(json.dumps({"prompt": "something else"}))
     lib.add_video(a, **sidecar_fields(a))
-    assert lib.find_by_path(a)["title"] == "a slow pan over hills"
+    assert lib.find_by_path(a).title == "a slow pan over hills"

@@ -105,7 +105,8 @@ class RemovedFiles:
         """Drop the records ``keep`` says no to (all without it); returns the dropped ones."""
         with self.lock():
             records = self.load()
-            kept, dropped = [], []
+            kept: list[Record] = []
+            dropped: list[Record] = []
             for r in records:
                 (kept if keep is not None and keep(r) else dropped).append(r)
             if dropped:

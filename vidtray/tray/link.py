@@ -78,7 +78,7 @@ class ServiceLink:
             from vidtray.services.library import Library
 
             try:
-                self._library_count = Library(path).summary()["items"]
+                self._library_count = Library(path).summary().items
             except Exception as exc:  # shown as unknown; the library's own code reports corruption
                 log.warning("cannot count library items: %s", exc)
                 self._library_count = None
