@@ -17,13 +17,29 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vidtray.config import Config
 from vidtray.services.queue import is_job_file, read_job, read_pause_flag
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
+
+
+class Services(Protocol):
+    """What the tray asks of the services (``ServiceLink``; a test may give a stand-in)."""
+
+    on_event: Callable[[dict[str, Any]], None] | None
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def set_watching_paused(self, paused: bool) -> None: ...
 
 
 class ServiceLink:
