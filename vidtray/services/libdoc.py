@@ -190,7 +190,7 @@ def doc_mark_missing(doc: Doc, keys: set[str]) -> int:
     return n
 
 
-def _taken_ids(items: Iterable[Any]) -> set[str]:
+def _taken_ids(items: Iterable[object]) -> set[str]:
     # Only string ids can clash with ours; another app's item may hold anything (a list would not hash).
     return {i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)}
 

@@ -11,7 +11,8 @@ The one place that decides what vidtray understands of an item another program m
   the item exactly as in the file (foreign keys and exact numbers included) for what is shown as it is.
   Writers change the document's dicts, never a view, so nothing a view leaves out is ever lost.
 
-Standard library only (and ``exactjson`` for log lines): ``media`` and ``libdoc`` import it.
+It imports no other part of the library (``media``, ``sidecar`` and ``libdoc`` import it), so the store can
+use ``media`` for a rebuild without a cycle.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from vidtray.errors import UserError
 from vidtray.services import exactjson
@@ -52,7 +53,7 @@ def is_video_name(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def is_video_item(item: object) -> bool:
+def is_video_item(item: object) -> TypeGuard[Item]:
     return isinstance(item, dict) and item.get("type") == "video"
 
 
@@ -74,7 +75,7 @@ def item_problem(item: Item) -> str | None:
     return None
 
 
-def video_items(items: Iterable[Any]) -> Iterator[Item]:
+def video_items(items: Iterable[object]) -> Iterator[Item]:
     """The video items vidtray can use, in file order; the others are logged once and skipped.
 
     The document's own dicts, for writers that change them in place; readers take ``library_items``."""
@@ -119,7 +120,7 @@ def is_protected(item: Item) -> bool:
     return is_pinned(item) or is_scheduled(item)
 
 
-def protected_paths(items: Iterable[Any]) -> set[Path]:
+def protected_paths(items: Iterable[object]) -> set[Path]:
     """Paths of the video items that must never be pruned: pinned, or with ``scheduled_at`` set.
 
     Pass every item (``doc["items"]``), not only the usable ones: an item vidtray cannot use still
@@ -142,12 +143,12 @@ def protected_paths(items: Iterable[Any]) -> set[Path]:
     return out
 
 
-def thumbnail_paths(items: Iterable[Any]) -> dict[Path, Path]:
+def thumbnail_paths(items: Iterable[object]) -> dict[Path, Path]:
     """video -> thumbnail of the usable items whose ``thumbnail`` is a path (else they have none)."""
     return {Path(view.path): Path(view.thumbnail) for view in library_items(items) if view.thumbnail is not None}
 
 
-def find_item(items: Iterable[Any], item_id: str) -> Item:
+def find_item(items: Iterable[object], item_id: str) -> Item:
     """The video item with this id, or the only one whose id starts with it (like queue ids).
 
     UserError (exit 2) when none matches or several do; the message lists the candidates.
@@ -236,7 +237,7 @@ class LibraryItem:
         return self.data
 
 
-def library_items(items: Iterable[Any]) -> list[LibraryItem]:
+def library_items(items: Iterable[object]) -> list[LibraryItem]:
     """Typed views of the usable video items, in file order (the others are logged once and skipped)."""
     return [LibraryItem.of(item) for item in video_items(items)]
 
