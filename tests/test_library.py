@@ -19,7 +19,7 @@ from media_helpers import write_mp4
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.libdoc import SCHEMA_VERSION, dumps
-from vidtray.services.library import Library, open_library
+from vidtray.services.library import Change, Library, open_library
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,39 @@ def test_unchanged_upsert_does_not_rewrite_the_file(tmp_path: Path) -> None:
     before = lib.path.stat().st_ino
     lib.add_video(video, duration_s=1.0)
     assert lib.path.stat().st_ino == before
+
+
+def test_update_writes_only_when_its_function_says_it_changed_something(tmp_path: Path) -> None:
+    lib = Library(tmp_path / "library.json")
+    lib.add_video(tmp_path / "a.mp4")
+    before = lib.path.stat().st_ino
+    assert lib.update(lambda doc: Change(len(doc["items"]), False)) == Change(1, False)
+    assert lib.path.stat().st_ino == before
+    change = lib.update(lambda doc: Change(doc.setdefault("theirs", 7), True))
+    assert change == Change(7, True) and lib.path.stat().st_ino != before
+    assert read_json(lib.path)["theirs"] == 7
+
+
+def test_readers_get_a_typed_view_that_keeps_the_item_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "library.json"
+    path.write_text('{"version": 1, "items": [{"id": "odd", "type": "video", "path": "/v/odd.mp4", '
+                    '"title": {"a": 1}, "status": 5, "duration_s": "long", "thumbnail": 3, "pinned": "yes", '
+                    '"theirs": 1e400}, {"id": "ok", "type": "video", "path": "/v/ok.mp4", "title": "Fine", '
+                    '"status": "missing", "duration_s": 2.5, "thumbnail": "/t/ok.jpg", "scheduled_at": "soon"}]}')
+    lib = Library(path)
+    odd, ok = lib.items()
+    # What the file holds of another type reads as unknown; protection reads any truthy pin.
+    assert (odd.id, odd.path, odd.title, odd.status, odd.duration_s, odd.thumbnail) == (
+        "odd", "/v/odd.mp4", None, None, None, None)
+    assert odd.pinned and odd.protected and not odd.scheduled
+    assert (ok.title, ok.status, ok.duration_s, ok.thumbnail) == ("Fine", "missing", 2.5, "/t/ok.jpg")
+    assert ok.scheduled and not ok.pinned
+    assert lib.summary().as_dict() == {"items": 2, "pinned": 1, "scheduled": 1, "missing": 1}
+    # The view's data is the item exactly as in the file, foreign values included.
+    assert odd.as_dict()["title"] == {"a": 1} and repr(odd.as_dict()["theirs"]) == "1e400"
+    assert lib.get("ok") == ok and lib.find_by_path(Path("/v/odd.mp4")) == odd
+    lib.edit("ok", tags=["x"])
+    assert '"theirs": 1e400' in path.read_text()
 
 
 def test_summary_protected_paths_and_mark_missing(tmp_path: Path) -> None:
