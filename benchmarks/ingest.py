@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vidtray.services import media  # noqa: E402
-from vidtray.services.library import Library, dumps  # noqa: E402
+from vidtray.services.libdoc import dumps  # noqa: E402
+from vidtray.services.library import Library  # noqa: E402
 from vidtray.services.watcher import Watcher  # noqa: E402
 
 
@@ -74,9 +75,9 @@ def bench_ingest(work: Path, count: int) -> dict[str, float]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         items = lib.items()
-        if ready_s is None and sum(1 for i in items if i.get("status") == "ready") == count:
+        if ready_s is None and sum(1 for i in items if i.status == "ready") == count:
             ready_s = time.perf_counter() - t0
-        if ready_s is not None and sum(1 for i in items if i.get("thumbnail")) == count:
+        if ready_s is not None and sum(1 for i in items if i.thumbnail) == count:
             thumbs_s = time.perf_counter() - t0
             break
         time.sleep(0.05)
@@ -150,7 +151,7 @@ def watch_rss(work: Path, items: int, clip: Path) -> int:
         lib = Library(data / "library.json")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any(i["path"].endswith("one.mp4") and i.get("thumbnail") for i in lib.items()):
+            if any(i.path.endswith("one.mp4") and i.thumbnail for i in lib.items()):
                 break
             time.sleep(0.2)
         else:

@@ -63,10 +63,10 @@ def test_daemon_imports_reports_a_corrupt_library_and_stops_idempotently(cfg: Co
         shutil.copyfile(clip, cfg.videos_dir / "new.mp4")
         lib = open_library(cfg)
         while time.monotonic() < deadline:
-            if {Path(i["path"]).name for i in lib.items()} == {"old.mp4", "new.mp4"}:
+            if {Path(i.path).name for i in lib.items()} == {"old.mp4", "new.mp4"}:
                 break
             time.sleep(0.05)
-        assert {Path(i["path"]).name for i in lib.items()} == {"old.mp4", "new.mp4"}
+        assert {Path(i.path).name for i in lib.items()} == {"old.mp4", "new.mp4"}
     finally:
         daemon.stop()
         daemon.stop()

@@ -17,7 +17,7 @@ from test_queue import FAKE_WORKER, Recorder
 from tmpfs import SmallDisk
 
 from vidtray.config import Config
-from vidtray.services.library import Library
+from vidtray.services.library import Change, Library
 from vidtray.services.protocol import Done, Progress, SupervisorError
 from vidtray.services.queue import JobQueue
 from vidtray.services.supervisor import Supervisor
@@ -62,7 +62,7 @@ def test_the_watcher_survives_a_full_disk_and_imports_when_space_returns(
     folder = tmp_path / "watched"
     folder.mkdir()
     lib = Library(small_disk.root / "library.json")
-    lib.update(lambda doc: doc.setdefault("otherApp", {"keep": True}))
+    lib.update(lambda doc: Change(doc.setdefault("otherApp", {"keep": True}), True))
     w = Watcher(lib, [folder], settle_s=0.2, retry_s=0.2)
     w.start()
     try:
@@ -76,7 +76,7 @@ def test_the_watcher_survives_a_full_disk_and_imports_when_space_returns(
         assert len(_errors(caplog, "the watcher failed")) == 1
         assert "No space left on device" in _errors(caplog, "the watcher failed")[0].getMessage()
         small_disk.free()
-        assert wait_for(lambda: [Path(i["path"]).name for i in lib.items()] == ["during.mp4"], timeout=90)
+        assert wait_for(lambda: [Path(i.path).name for i in lib.items()] == ["during.mp4"], timeout=90)
         assert json.loads(lib.path.read_text())["otherApp"] == {"keep": True}
         assert any("works again" in r.getMessage() for r in caplog.records)
         # and it keeps watching

@@ -15,7 +15,7 @@ from media_helpers import write_mp4
 
 from vidtray.config import Config
 from vidtray.services.jobs import Jobs, JobScheduler
-from vidtray.services.library import open_library
+from vidtray.services.library import Change, open_library
 from vidtray.services.notify import RecordingNotifier
 from vidtray.services.storage import iso
 
@@ -83,14 +83,14 @@ class Scene:
 
     def status(self, path: Path) -> str:
         """The item's status, or "gone" when it left the library."""
-        items = {item["id"]: item for item in open_library(self.cfg).items()}
-        return items[self.ids[path]]["status"] if self.ids[path] in items else "gone"
+        items = {item.id: item for item in open_library(self.cfg).items()}
+        return str(items[self.ids[path]].status) if self.ids[path] in items else "gone"
 
 
-def _edit(doc: dict, changes: dict[str, dict]) -> dict:
+def _edit(doc: dict, changes: dict[str, dict]) -> Change[None]:
     for item in doc["items"]:
         item.update(changes.get(item["path"], {}))
-    return doc
+    return Change(None, True)
 
 
 def make_scene(tmp_path: Path, sample: Path, **cfg_map: object) -> tuple[Scene, Jobs, RecordingNotifier]:

@@ -21,7 +21,7 @@ from media_helpers import write_mp4
 
 from vidtray.config import Config
 from vidtray.services.jobs import GiB
-from vidtray.services.library import open_library
+from vidtray.services.library import Change, open_library
 from vidtray.services.storage import iso
 
 DAY = 86400.0
@@ -104,15 +104,15 @@ def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
     assert (trash / old.name).exists()
     lib = open_library(cfg)
-    assert str(old) not in {i["path"] for i in lib.items()}  # pruned on purpose: it left the library
-    assert lib.get(pinned_item["id"])["pinned"] is True
+    assert str(old) not in {i.path for i in lib.items()}  # pruned on purpose: it left the library
+    assert lib.get(pinned_item["id"]).pinned is True
 
 
-def _pin(doc: dict, path: str) -> dict:
+def _pin(doc: dict, path: str) -> Change[None]:
     for item in doc["items"]:
         if item["path"] == path:
             item["pinned"] = True
-    return doc
+    return Change(None, True)
 
 
 def _mount(path: Path) -> str:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from media_helpers import write_mp4
 
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.library import SCHEMA_VERSION, Library, dumps, open_library
+from vidtray.services.libdoc import SCHEMA_VERSION, dumps
+from vidtray.services.library import Change, Library, open_library
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ def test_add_video_creates_a_version_1_document(tmp_path: Path) -> None:
     assert item["path"] == str(video) and item["type"] == "video" and item["status"] == "ready"
     assert item["size_bytes"] == 10 and item["title"] == "a" and item["source"] == "imported"
     assert item["pinned"] is False and item["scheduled_at"] is None and item["tags"] == []
-    assert lib.get(item["id"]) == item
+    assert lib.get(item["id"]).as_dict() == item
 
 
 def test_add_video_is_an_idempotent_upsert_that_keeps_user_edits(tmp_path: Path) -> None:
@@ -68,6 +69,39 @@ def test_unchanged_upsert_does_not_rewrite_the_file(tmp_path: Path) -> None:
     assert lib.path.stat().st_ino == before
 
 
+def test_update_writes_only_when_its_function_says_it_changed_something(tmp_path: Path) -> None:
+    lib = Library(tmp_path / "library.json")
+    lib.add_video(tmp_path / "a.mp4")
+    before = lib.path.stat().st_ino
+    assert lib.update(lambda doc: Change(len(doc["items"]), False)) == Change(1, False)
+    assert lib.path.stat().st_ino == before
+    change = lib.update(lambda doc: Change(doc.setdefault("theirs", 7), True))
+    assert change == Change(7, True) and lib.path.stat().st_ino != before
+    assert read_json(lib.path)["theirs"] == 7
+
+
+def test_readers_get_a_typed_view_that_keeps_the_item_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "library.json"
+    path.write_text('{"version": 1, "items": [{"id": "odd", "type": "video", "path": "/v/odd.mp4", '
+                    '"title": {"a": 1}, "status": 5, "duration_s": "long", "thumbnail": 3, "pinned": "yes", '
+                    '"theirs": 1e400}, {"id": "ok", "type": "video", "path": "/v/ok.mp4", "title": "Fine", '
+                    '"status": "missing", "duration_s": 2.5, "thumbnail": "/t/ok.jpg", "scheduled_at": "soon"}]}')
+    lib = Library(path)
+    odd, ok = lib.items()
+    # What the file holds of another type reads as unknown; protection reads any truthy pin.
+    assert (odd.id, odd.path, odd.title, odd.status, odd.duration_s, odd.thumbnail) == (
+        "odd", "/v/odd.mp4", None, None, None, None)
+    assert odd.pinned and odd.protected and not odd.scheduled
+    assert (ok.title, ok.status, ok.duration_s, ok.thumbnail) == ("Fine", "missing", 2.5, "/t/ok.jpg")
+    assert ok.scheduled and not ok.pinned
+    assert lib.summary().as_dict() == {"items": 2, "pinned": 1, "scheduled": 1, "missing": 1}
+    # The view's data is the item exactly as in the file, foreign values included.
+    assert odd.as_dict()["title"] == {"a": 1} and repr(odd.as_dict()["theirs"]) == "1e400"
+    assert lib.get("ok") == ok and lib.find_by_path(Path("/v/odd.mp4")) == odd
+    lib.edit("ok", tags=["x"])
+    assert '"theirs": 1e400' in path.read_text()
+
+
 def test_summary_protected_paths_and_mark_missing(tmp_path: Path) -> None:
     lib = Library(tmp_path / "library.json")
     paths = [tmp_path / f"v{i}.mp4" for i in range(4)]
@@ -76,7 +110,7 @@ def test_summary_protected_paths_and_mark_missing(tmp_path: Path) -> None:
     lib.edit(items[1]["id"], scheduled_at="2030-01-01T00:00:00Z")
     assert lib.mark_missing([paths[2], tmp_path / "unknown.mp4"]) == 1
     assert lib.mark_missing([paths[2]]) == 0
-    assert lib.summary() == {"items": 4, "pinned": 1, "scheduled": 1, "missing": 1}
+    assert lib.summary().as_dict() == {"items": 4, "pinned": 1, "scheduled": 1, "missing": 1}
     assert lib.protected_paths() == {paths[0], paths[1]}
 
 
@@ -141,9 +175,9 @@ def test_foreign_keys_and_items_round_trip_through_many_updates(
         elif op == 3:
             lib.edit("other-app-1", tags=["t"])
         else:
-            mine = [i for i in lib.items() if i["id"] != "other-app-1"]
+            mine = [i for i in lib.items() if i.id != "other-app-1"]
             if mine:
-                lib.remove(mine[0]["id"])
+                lib.remove(mine[0].id)
     doc = read_json(path)
     for key, value in top.items():
         assert doc[key] == value
@@ -182,7 +216,8 @@ def test_bare_list_is_upgraded_on_read(tmp_path: Path) -> None:
     path = tmp_path / "library.json"
     path.write_text(json.dumps([{"path": "/a.mp4", "title": "A", "mine": 1}, {"id": "n", "type": "note"}]))
     lib = Library(path)
-    [item] = lib.items()
+    [view] = lib.items()
+    item = view.data
     assert item["type"] == "video" and item["title"] == "A" and item["mine"] == 1 and item["id"]
     lib.add_video(tmp_path / "b.mp4")
     doc = read_json(path)
@@ -193,7 +228,7 @@ def test_document_without_version_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "library.json"
     path.write_text(json.dumps({"items": [{"path": "/a.mp4"}], "owner": "other"}))
     lib = Library(path)
-    assert lib.items()[0]["type"] == "video"
+    assert lib.items()[0].data["type"] == "video"
     lib.add_video(tmp_path / "b.mp4")
     doc = read_json(path)
     assert doc["version"] == 1 and doc["owner"] == "other" and len(doc["items"]) == 2
@@ -204,7 +239,7 @@ def test_newer_schema_is_read_but_never_rewritten(tmp_path: Path) -> None:
     path.write_text(json.dumps({"version": 2, "items": [{"id": "a", "type": "video", "path": "/a.mp4"}]}))
     before = path.read_bytes()
     lib = Library(path)
-    assert lib.get("a")["path"] == "/a.mp4"
+    assert lib.get("a").path == "/a.mp4"
     with pytest.raises(OperationFailed, match="schema version 2"):
         lib.add_video(tmp_path / "b.mp4")
     assert path.read_bytes() == before
@@ -228,7 +263,7 @@ def test_corrupt_file_is_set_aside_byte_for_byte_and_rebuilt(tmp_path: Path, con
     path.write_bytes(content)
     seen: list[Path] = []
     lib = Library(path, videos_dir=videos, on_corrupt=seen.append)
-    items = {Path(i["path"]).name: i for i in lib.items()}
+    items = {Path(i.path).name: i.data for i in lib.items()}
     [moved] = seen
     assert moved.name.startswith("library.json.corrupt-") and moved.read_bytes() == content
     assert set(items) == {"good.mp4", "plain.mp4"}  # the cut file does not decode: left out
@@ -361,7 +396,7 @@ def test_batch_add_to_a_50000_item_library_is_fast(tmp_path: Path) -> None:
 
 
 def test_prompt_title_is_the_start_of_the_prompt_on_a_word_boundary() -> None:
-    from vidtray.services.library import TITLE_CHARS, prompt_title
+    from vidtray.services.libdoc import TITLE_CHARS, prompt_title
 
     assert prompt_title("  a red   fox\nin snow ") == "a red fox in snow"
     long = "a red fox running through deep fresh snow at dawn, cinematic lighting, slow motion, 4k"
@@ -381,7 +416,7 @@ def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
     plain = write_mp4(folder / "holiday.mp4")
     lib = Library(tmp_path / "library.json")
     Watcher(lib, [folder]).reconcile()
-    titles = {Path(i["path"]).name: i["title"] for i in lib.items()}
+    titles = {Path(i.path).name: i.title for i in lib.items()}
     assert titles == {gen.name: "a lighthouse in a storm, waves crashing", plain.name: "holiday"}
     # The worker's own upsert (no sidecar read) gives the same default.
     other = write_mp4(folder / "zeroscope_20250101-130000_ef012345.mp4")
@@ -390,21 +425,21 @@ def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
 
 
 def test_a_late_sidecar_sets_the_default_title_but_never_a_users(tmp_path: Path) -> None:
-    from vidtray.services.library import sidecar_fields
+    from vidtray.services.sidecar import sidecar_fields
 
     lib = Library(tmp_path / "library.json")
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     for p in (a, b):
         p.write_bytes(b"x")
     lib.add_videos([(a, {}), (b, {})])
-    ib = lib.get(lib.find_by_path(b)["id"])
-    lib.edit(ib["id"], title="My edit")
+    ib = lib.get(lib.find_by_path(b).id)
+    lib.edit(ib.id, title="My edit")
     for p in (a, b):
         p.with_suffix(".json").write_text(json.dumps({"prompt": "a slow pan over hills"}))
     lib.add_videos([(a, sidecar_fields(a)), (b, sidecar_fields(b))])
-    assert lib.find_by_path(a)["title"] == "a slow pan over hills"
-    assert lib.find_by_path(b)["title"] == "My edit"
+    assert lib.find_by_path(a).title == "a slow pan over hills"
+    assert lib.find_by_path(b).title == "My edit"
     # A later prompt change leaves a title that is no longer the default alone too.
     a.with_suffix(".json").write_text(json.dumps({"prompt": "something else"}))
     lib.add_video(a, **sidecar_fields(a))
-    assert lib.find_by_path(a)["title"] == "a slow pan over hills"
+    assert lib.find_by_path(a).title == "a slow pan over hills"

@@ -11,7 +11,7 @@ from media_helpers import write_mp4
 
 from vidtray.config import Config
 from vidtray.errors import UserError
-from vidtray.services.library import Library
+from vidtray.services.library import Change, Library
 
 
 @pytest.fixture(scope="module")
@@ -59,27 +59,27 @@ def test_pin_unpin_edit_remove(cli, cfg: Config, filled: dict[str, str]) -> None
     a = filled["alpha"]
     assert cli("library", "pin", a).returncode == 0
     lib = Library(cfg.library_file)
-    assert lib.get(a)["pinned"] is True and lib.protected_paths() == {cfg.videos_dir / "alpha.mp4"}
+    assert lib.get(a).pinned is True and lib.protected_paths() == {cfg.videos_dir / "alpha.mp4"}
     assert cli("library", "unpin", a).returncode == 0
-    assert lib.get(a)["pinned"] is False
+    assert lib.get(a).pinned is False
     r = cli("library", "edit", a, "--title", "Launch teaser", "--tags", "promo, spring,,promo",
             "--schedule", "2030-05-01T09:30:00+02:00")
     assert r.returncode == 0, r.stderr
-    item = lib.get(a)
+    item = lib.get(a).data
     assert item["title"] == "Launch teaser" and item["tags"] == ["promo", "spring"]
     assert item["scheduled_at"] == "2030-05-01T09:30:00+02:00"
-    assert lib.summary()["scheduled"] == 1
+    assert lib.summary().scheduled == 1
     r = cli("library", "edit", a, "--schedule", "2030-06-01T08:00Z")
-    assert r.returncode == 0 and lib.get(a)["scheduled_at"] == "2030-06-01T08:00:00+00:00"
+    assert r.returncode == 0 and lib.get(a).data["scheduled_at"] == "2030-06-01T08:00:00+00:00"
     r = cli("library", "edit", a, "--schedule", "2030-06-01T08:00")  # local time: stored with its offset
-    assert r.returncode == 0 and lib.get(a)["scheduled_at"].startswith("2030-06-01T08:00:00")
-    assert lib.get(a)["scheduled_at"][19:] != ""
+    assert r.returncode == 0 and lib.get(a).data["scheduled_at"].startswith("2030-06-01T08:00:00")
+    assert lib.get(a).data["scheduled_at"][19:] != ""
     assert cli("library", "edit", a, "--schedule", "none").returncode == 0
-    assert lib.get(a)["scheduled_at"] is None
+    assert lib.get(a).data["scheduled_at"] is None
     r = cli("library", "remove", filled["beta"])
     assert r.returncode == 0 and "file stays" in r.stdout
     assert (cfg.videos_dir / "beta.mp4").exists()
-    assert [i["id"] for i in lib.items()] == [a]
+    assert [i.id for i in lib.items()] == [a]
     doc = json.loads(cfg.library_file.read_bytes())
     assert doc["owner"] == "other-app" and doc["items"][0] == {"id": "img", "type": "image", "path": "/i.png"}
 
@@ -128,9 +128,9 @@ def test_rescan_imports_and_marks_missing(cli, cfg: Config, clip: Path, tmp_path
     (cfg.videos_dir / "two.mp4").unlink()
     r = cli("--config", str(config), "library", "rescan")
     assert r.returncode == 0 and "marked missing 1" in r.stdout and "two.mp4" in r.stdout
-    items = {Path(i["path"]).name: i for i in Library(cfg.library_file).items()}
-    assert items["two.mp4"]["status"] == "missing" and items["one.mp4"]["status"] == "ready"
-    assert items["one.mp4"]["thumbnail"] and Path(items["one.mp4"]["thumbnail"]).is_file()
+    items = {Path(i.path).name: i for i in Library(cfg.library_file).items()}
+    assert items["two.mp4"].status == "missing" and items["one.mp4"].status == "ready"
+    assert items["one.mp4"].thumbnail and Path(items["one.mp4"].thumbnail).is_file()
 
 
 def test_rescan_with_a_missing_watch_folder_is_exit_2(cli, cfg: Config, tmp_path: Path) -> None:
@@ -159,9 +159,10 @@ def prefixed(cfg: Config, clip: Path) -> Library:
     lib.add_videos([(p, {}) for p in paths])
     ids = iter(["abc123000001", "abc123000002", "abd999000003"])
 
-    def rename(doc: dict) -> None:
+    def rename(doc: dict) -> Change[None]:
         for item in doc["items"]:
             item["id"] = next(ids)
+        return Change(None, True)
 
     lib.update(rename)
     return lib
@@ -186,8 +187,8 @@ def test_an_ambiguous_prefix_is_exit_2_and_names_the_candidates(cli, cfg: Config
 
 
 def test_an_exact_id_wins_over_a_longer_one(cfg: Config, prefixed: Library) -> None:
-    prefixed.update(lambda doc: doc["items"][0].update(id="abc123"))
-    assert prefixed.get("abc123")["path"].endswith("one.mp4")
+    prefixed.update(lambda doc: Change(doc["items"][0].update(id="abc123"), True))
+    assert prefixed.get("abc123").path.endswith("one.mp4")
     with pytest.raises(UserError, match="ambiguous"):
         prefixed.get("abc12")
 
@@ -206,7 +207,7 @@ def test_a_watch_dir_that_links_to_the_videos_folder_lists_each_video_once(cli, 
     # The videos folder's spelling wins (it is listed first); the link is the same folder, watched once.
     assert sorted(doc["imported"]) == [str(cfg.videos_dir / "one.mp4"), str(cfg.videos_dir / "two.mp4")]
     assert doc["folders"] == [str(cfg.videos_dir)]
-    assert sorted(i["path"] for i in Library(cfg.library_file).items()) == sorted(doc["imported"])
+    assert sorted(i.path for i in Library(cfg.library_file).items()) == sorted(doc["imported"])
     report = json.loads(cli("--config", str(config), "storage", "--json").stdout)
     assert report["library"]["items"] == 2 and report["videos"]["count"] == 2
     r = cli("--config", str(config), "library", "rescan", "--json")

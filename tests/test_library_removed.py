@@ -44,11 +44,11 @@ class Scene:
         return w
 
     def names(self) -> set[str]:
-        return {Path(i["path"]).name for i in self.lib.items()}
+        return {Path(i.path).name for i in self.lib.items()}
 
     def remove(self, name: str) -> dict:
-        item = next(i for i in self.lib.items() if Path(i["path"]).name == name)
-        return self.lib.remove(item["id"])
+        item = next(i for i in self.lib.items() if Path(i.path).name == name)
+        return self.lib.remove(item.id)
 
 
 @pytest.fixture
@@ -96,8 +96,8 @@ def test_a_new_file_at_the_removed_path_is_imported(scene: Scene) -> None:
     shutil.copyfile(scene.clips[1], target)  # other content, other size and mtime
     assert wait_for(lambda: "drop.mp4" in scene.names())
     assert w.wait_idle()
-    item = next(i for i in scene.lib.items() if i["path"] == str(target))
-    assert item["size_bytes"] == target.stat().st_size and item["status"] == "ready"
+    item = next(i for i in scene.lib.items() if i.path == str(target))
+    assert item.data["size_bytes"] == target.stat().st_size and item.status == "ready"
 
 
 def test_forgotten_when_the_file_is_gone(scene: Scene) -> None:
@@ -119,14 +119,14 @@ def test_cli_remove_rescan_and_include_removed(cli, cfg: Config, clips: tuple[Pa
         shutil.copyfile(clips[0], cfg.videos_dir / name)
     assert cli("library", "rescan").returncode == 0
     lib = open_library(cfg)
-    b = next(i for i in lib.items() if i["path"].endswith("b.mp4"))
-    r = cli("library", "remove", b["id"])
+    b = next(i for i in lib.items() if i.path.endswith("b.mp4"))
+    r = cli("library", "remove", b.id)
     assert r.returncode == 0 and "--include-removed" in r.stdout
     assert (cfg.state_dir / "removed.json").is_file()
 
     r = cli("library", "rescan")
     assert r.returncode == 0 and "left out 1 video you removed" in r.stdout, r.stdout
-    assert [i["path"] for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
+    assert [i.path for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
     doc = json.loads(cli("library", "rescan", "--json").stdout)
     assert doc["imported"] == [] and doc["removed"] == [str(cfg.videos_dir / "b.mp4")]
 
@@ -134,7 +134,7 @@ def test_cli_remove_rescan_and_include_removed(cli, cfg: Config, clips: tuple[Pa
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["imported"] == doc["restored"] == [str(cfg.videos_dir / "b.mp4")]
-    assert sorted(Path(i["path"]).name for i in lib.items()) == ["a.mp4", "b.mp4"]
+    assert sorted(Path(i.path).name for i in lib.items()) == ["a.mp4", "b.mp4"]
     # Forgotten: a plain rescan keeps it now.
     assert json.loads(cli("library", "rescan", "--json").stdout)["removed"] == []
     assert len(lib.items()) == 2
@@ -157,6 +157,6 @@ def test_a_removal_that_cannot_be_remembered_changes_nothing(cli, cfg: Config, c
     cfg.state_dir.write_text("not a folder")
     before = cfg.library_file.read_bytes()
     [item] = open_library(cfg).items()
-    r = cli("library", "remove", item["id"])
+    r = cli("library", "remove", item.id)
     assert r.returncode == 1 and "cannot record the removal" in r.stderr and len(r.stderr.splitlines()) == 1
     assert cfg.library_file.read_bytes() == before

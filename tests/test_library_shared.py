@@ -27,7 +27,7 @@ from media_helpers import write_mp4
 from vidtray.config import Config
 from vidtray.errors import OperationFailed
 from vidtray.services import fsutil
-from vidtray.services.library import Library, open_library
+from vidtray.services.library import Change, Library, open_library
 from vidtray.services.storage import clean_videos
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +59,9 @@ def text_of(doc: dict) -> str:
 @pytest.fixture(autouse=True)
 def fresh_skip_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees its own "logged once" (the record is per process)."""
-    from vidtray.services import library
+    from vidtray.services import libitem
 
-    monkeypatch.setattr(library, "_skipped_logged", set())
+    monkeypatch.setattr(libitem, "_skipped_logged", set())
 
 
 def corrupt_copies(lib_file: Path) -> list[Path]:
@@ -164,16 +164,17 @@ def test_a_rebuild_carries_pins_schedules_edits_and_foreign_data_over(cfg: Confi
     lib.edit(ids[1], scheduled_at="2030-01-01T09:00:00+00:00")
     lib.edit(ids[2], title="My title", tags=["a", "b"])
 
-    def foreign(doc: dict) -> None:
+    def foreign(doc: dict) -> Change[None]:
         doc["theirs"] = {"big": 10**30}
         doc["items"].append({"id": "note-1", "type": "note", "text": "from the other app"})
+        return Change(None, True)
 
     lib.update(foreign)
     lib.path.write_bytes(b"\x00\x00 a disk error, nothing decodes")
     # A new process (a fresh Library) notices: it has only the last good copy beside the file.
     fresh = open_library(cfg)
     fresh.settle_s = 0.3  # how long a writer may pause is item 2's other test; this one is about the rebuild
-    items = {Path(i["path"]).name: i for i in fresh.items()}
+    items = {Path(i.path).name: i.data for i in fresh.items()}
     assert [p.read_bytes() for p in corrupt_copies(lib.path)] == [b"\x00\x00 a disk error, nothing decodes"]
     assert items["pinned.mp4"]["pinned"] is True
     assert items["scheduled.mp4"]["scheduled_at"] == "2030-01-01T09:00:00+00:00"
@@ -202,7 +203,7 @@ def test_a_damaged_file_keeps_what_still_decodes_and_never_loses_protection(cfg:
     doc = {"newKey": doc.pop("newKey"), **doc}
     text = text_of(doc).replace('"newKey": [\n    1.5,', '"newKey": [\n    1.50,')
     lib.path.write_text(text[: text.index(ic["id"])], encoding="utf-8")
-    items = {Path(i["path"]).name: i for i in lib.items()}
+    items = {Path(i.path).name: i.data for i in lib.items()}
     assert items["a.mp4"]["pinned"] is True  # protected in the last good copy: stays protected
     assert items["b.mp4"]["title"] == "renamed by the other app"  # the newer text wins where it decodes
     assert items["c.mp4"]["id"] == ic["id"]  # cut off: from the last good copy
@@ -216,7 +217,7 @@ def test_without_a_last_good_copy_a_cut_off_file_still_gives_its_pins(cfg: Confi
     cfg.library_file.write_text(text[: text.index('"vid-plain"')], encoding="utf-8")
     lib = open_library(cfg)
     lib.settle_s = 0.3
-    items = {i["id"]: i for i in lib.items()}
+    items = {i.id: i.data for i in lib.items()}
     assert items["vid-keep"]["pinned"] is True and items["vid-keep"]["title"] == "Keep me"
     assert Path(items[next(k for k in items if k != "vid-keep")]["path"]).name == "plain.mp4"  # from disk
     assert lib.document()["appSettings"] == {"theme": "dark", "zoom": 1.25}
@@ -267,7 +268,7 @@ def test_foreign_numbers_and_strings_keep_their_exact_text(tmp_path: Path) -> No
             f'      "duration_s": 3.50,\n      "mine": 1e400\n    }}\n  ]\n}}\n')
     path.write_text(text, encoding="utf-8")
     lib = Library(path)
-    assert lib.get("t")["duration_s"] == 3.5  # vidtray still reads its own field as a number
+    assert lib.get("t").duration_s == 3.5  # vidtray still reads its own field as a number
     lib.add_video(tmp_path / "new.mp4")
     lib.edit("t", tags=["x"])
     out = path.read_text(encoding="utf-8")
@@ -424,7 +425,7 @@ def test_a_symlinked_library_is_written_through_the_link(tmp_path: Path) -> None
     # A corrupt target is set aside beside itself; the link stays a link.
     real.write_bytes(b"{{{")
     lib.settle_s = 0.3
-    assert [Path(i["path"]).name for i in lib.items()] == ["a.mp4"]
+    assert [Path(i.path).name for i in lib.items()] == ["a.mp4"]
     assert link.is_symlink() and len(corrupt_copies(real)) == 1
 
 
@@ -461,11 +462,11 @@ def test_an_item_vidtray_cannot_understand_stops_nothing(cfg: Config, clip: byte
     report = watcher.reconcile()
     assert report.imported == [str(good)]
     mine = lib.find_by_path(good)
-    assert mine is not None and mine["thumbnail"]
+    assert mine is not None and mine.thumbnail
     lib.mark_missing([cfg.videos_dir / "gone.mp4"])
-    lib.edit(mine["id"], pinned=True)
-    assert lib.get(mine["id"][:6])["pinned"] is True
-    lib.edit(mine["id"], pinned=False)
+    lib.edit(mine.id, pinned=True)
+    assert lib.get(mine.id[:6]).pinned is True
+    lib.edit(mine.id, pinned=False)
     assert clean_all(cfg, lib).deleted_paths == [good]
     assert json.loads(cfg.library_file.read_bytes())["items"] == [bad]  # kept exactly as it was
     if isinstance(bad.get("id"), str) and isinstance(bad.get("path"), str):
@@ -547,7 +548,7 @@ def test_nesting_the_parser_takes_is_not_corrupt(tmp_path: Path) -> None:
     path.write_text(f'{{"version": 1, "deep": {deep}, "items": []}}')
     lib = Library(path)
     lib.add_video(tmp_path / "a.mp4")
-    assert lib.find_by_path(tmp_path / "a.mp4")["id"]
+    assert lib.find_by_path(tmp_path / "a.mp4").id
     assert corrupt_copies(path) == []
     out = path.read_text()
     assert re.sub(r"\s", "", out).count("[" * 600 + "1.50" + "]" * 600) == 1

@@ -197,3 +197,15 @@ def test_a_matroska_file_whose_writer_was_killed_is_never_ok(tmp_path: Path, ext
     r = media.probe(dest)
     assert not r.ok
     assert "writer stopped" in (r.error or ""), r.error
+
+
+def test_media_and_the_library_store_do_not_import_each_other() -> None:
+    # media needs an item's key and its sidecar (libitem, sidecar), not the store; the store imports media
+    # only to rebuild a corrupt library.
+    import sys
+
+    code = ("import sys, vidtray.services.media; "
+            "print(sorted(m for m in sys.modules if m in ('vidtray.services.library', 'vidtray.services.libdoc')))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr

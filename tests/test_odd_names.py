@@ -33,7 +33,7 @@ def test_odd_names_are_imported_or_skipped_and_logged_one_line_each(isolated_env
     assert sorted(Path(p).name for p in report["imported"]) == ["line\nbreak.mp4", "plain.mp4", "tab\there.mp4"]
     (skipped,) = report["skipped"]
     assert skipped["reason"] == "name is not valid UTF-8"
-    names = sorted(Path(i["path"]).name for i in Library(isolated_env["VIDTRAY_DATA_DIR"] / "library.json").items())
+    names = sorted(Path(i.path).name for i in Library(isolated_env["VIDTRAY_DATA_DIR"] / "library.json").items())
     assert names == ["line\nbreak.mp4", "plain.mp4", "tab\there.mp4"]
     # the human report too, on a terminal that accepts only UTF-8
     again = run_cli("library", "rescan", env=env)

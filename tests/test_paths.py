@@ -97,7 +97,7 @@ def test_reports_follow_an_environment_changed_after_huggingface_hub_was_importe
     monkeypatch.setenv("HF_HOME", str(tmp_path / "moved"))
     cache = tmp_path / "moved" / "hub"
     make_repo(cache, "org/pipe", {"model_index.json": b"{}"})
-    assert storage.models_report()["cache_dir"] == str(cache)
+    assert storage.models_report().cache_dir == str(cache)
     assert storage.plan_model_cleanup("org/pipe").cache_dir == cache
     jobs = Jobs(Config.from_mapping({}, "<t>"), RecordingNotifier())
     assert ("model cache", cache) in jobs.watched_places()

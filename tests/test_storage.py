@@ -53,15 +53,15 @@ def _listed(cfg, *videos: Path, days: float) -> None:
 
 def test_models_report_lists_repos_and_broken(hub):
     report = storage.models_report(hub)
-    ids = {r["repo_id"]: r for r in report["repos"]}
+    ids = {r.repo_id: r for r in report.repos}
     zs = ids["cerspense/zeroscope_v2_576w"]
-    assert zs["size_bytes"] == MB + 2 and zs["files"] == 2 and len(zs["revisions"]) == 1
-    assert zs["refs"] == ["main"] and zs["last_modified"]
-    assert ids["org/small"]["incomplete_bytes"] == 1000
-    [broken] = report["broken"]
-    assert broken["repo_id"] == "org/broken" and broken["size_bytes"] == 5000
-    assert "Snapshots dir" in broken["reason"]
-    assert report["size_bytes"] == MB + 2 + 8 + 1000 + 5000
+    assert zs.size_bytes == MB + 2 and zs.files == 2 and len(zs.revisions) == 1
+    assert zs.refs == ["main"] and zs.last_modified
+    assert ids["org/small"].incomplete_bytes == 1000
+    [broken] = report.broken
+    assert broken.repo_id == "org/broken" and broken.size_bytes == 5000
+    assert "Snapshots dir" in broken.reason
+    assert report.size_bytes == MB + 2 + 8 + 1000 + 5000
 
 
 def test_storage_json_cli(cli, hub, cfg):
@@ -87,6 +87,35 @@ def test_storage_json_cli(cli, hub, cfg):
     assert "2 videos" in human.stdout and "1.0 MiB" in human.stdout
 
 
+def test_the_typed_storage_report_writes_the_json_the_tray_and_scripts_read(hub, cfg):
+    """``vidtray storage --json`` is a contract (the tray parses it, scripts too): the typed report gives
+    the same keys in the same order at every level, and the tray's parser reads it back."""
+    from vidtray.commands.storage import build_report
+    from vidtray.services.library import open_library
+    from vidtray.tray.state import parse_storage_report
+
+    pinned = _video(cfg.videos_dir, "a.mp4", 3000)
+    _video(cfg.videos_dir, ".partial/b.mp4", 500)
+    lib = open_library(cfg)
+    lib.edit(lib.add_video(pinned)["id"], pinned=True)
+    doc = json.loads(json.dumps(build_report(cfg).as_dict()))
+    assert list(doc) == ["library", "videos", "models", "disk"]
+    assert doc["library"] == {"path": str(cfg.library_file), "items": 1, "pinned": 1, "scheduled": 0, "missing": 0}
+    assert list(doc["videos"]) == ["dir", "count", "size_bytes", "oldest", "newest", "partial"]
+    assert doc["videos"]["partial"] == {"dir": str(cfg.partial_dir), "count": 1, "size_bytes": 500}
+    assert list(doc["models"]) == ["cache_dir", "size_bytes", "repos", "broken", "incomplete_bytes"]
+    assert [list(r) for r in doc["models"]["repos"]] == 2 * [
+        ["repo_id", "repo_type", "path", "size_bytes", "files", "revisions", "refs", "last_accessed",
+         "last_modified", "incomplete_bytes"]]
+    assert [list(b) for b in doc["models"]["broken"]] == [
+        ["repo_id", "repo_type", "path", "size_bytes", "files", "reason"]]
+    assert list(doc["disk"]) == ["free_bytes", "min_free_gb", "warn_free_gb", "status", "volumes"]
+    assert [list(v) for v in doc["disk"]["volumes"]] == [["path", "roles", "free_bytes", "total_bytes", "status"]]
+    view = parse_storage_report(doc)
+    assert (view.videos_count, view.videos_bytes) == (1, 3000)
+    assert view.models_bytes == doc["models"]["size_bytes"] and len(view.models) == 3
+
+
 def test_space_status_thresholds(tmp_path):
     gb = storage.GB
     assert storage.space_status(10 * gb, 1, 5) == "ok"
@@ -96,7 +125,7 @@ def test_space_status_thresholds(tmp_path):
     # A folder that does not exist yet is measured on its nearest existing parent.
     assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path)
     report = storage.disk_report({"videos": tmp_path, "models": tmp_path / "x"}, 0, 1e9)
-    assert len(report["volumes"]) == 1 and report["status"] == "warn"
+    assert len(report.volumes) == 1 and report.status == "warn"
 
 
 def test_clean_model_deletes_only_that_repo(cli, hub, isolated_env):
@@ -276,7 +305,7 @@ def test_clean_videos_keeps_pinned_and_scheduled_and_drops_the_deleted(cli, cfg)
     assert sorted(k["path"] for k in doc["kept"]) == [str(pinned), str(scheduled)]
     assert pinned.exists() and scheduled.exists() and not plain.exists()
     # vidtray deleted it on purpose: it leaves the library rather than lingering as "missing".
-    status = {i["title"]: i["status"] for i in open_library(cfg).items()}
+    status = {i.title: i.status for i in open_library(cfg).items()}
     assert status == {"pinned": "ready", "scheduled": "ready"}
 
     report = json.loads(cli("storage", "--json").stdout)["library"]
@@ -303,7 +332,7 @@ def test_clean_drops_only_what_it_really_deleted(cfg, monkeypatch):
     with pytest.raises(OperationFailed):
         storage.clean_videos(cfg, lib, older_than_days=None, now=time.time(), to_trash=True, dry_run=False)
     assert not a.exists() and b.exists()
-    assert [(i["path"], i["status"]) for i in lib.items()] == [(str(b), "ready")]
+    assert [(i.path, i.status) for i in lib.items()] == [(str(b), "ready")]
 
 
 def test_clean_drops_entries_through_a_symlinked_data_dir(tmp_path):
@@ -319,7 +348,7 @@ def test_clean_drops_entries_through_a_symlinked_data_dir(tmp_path):
                     (_video(cfg.videos_dir, "b.mp4", age_days=9), {"added": storage.iso(time.time() - 9 * 86400)})])
     result = storage.clean_videos(cfg, lib, older_than_days=5, now=time.time(), to_trash=False, dry_run=False)
     assert [Path(p).name for p in result.deleted_paths] == ["b.mp4"]
-    assert [i["path"] for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
+    assert [i.path for i in lib.items()] == [str(cfg.videos_dir / "a.mp4")]
 
 
 def _read_pty(fd: int, until: bytes | None, timeout: float = 60) -> bytes:
@@ -433,14 +462,14 @@ def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entri
         ("d.mp4", "gone before it could be deleted")}
     assert b.exists() and b.with_suffix(".json").exists() and c.with_suffix(".json").exists()
     # Only what this cleanup really deleted leaves the library; d's entry is the watcher's to mark missing.
-    assert sorted(Path(i["path"]).name for i in lib.items()) == ["b.mp4", "d.mp4"]
+    assert sorted(Path(i.path).name for i in lib.items()) == ["b.mp4", "d.mp4"]
     assert result.as_dict()["skipped"] == result.skipped
 
 
 def test_clean_sees_a_video_listed_under_two_paths_once(cfg, tmp_path):
     """An older library may list one video twice (a watch_dirs symlink to the videos folder): one video,
     the later 'added' counts, a pin on either entry keeps it, and deleting it drops both entries."""
-    from vidtray.services.library import open_library
+    from vidtray.services.library import Change, open_library
 
     link = tmp_path / "link"
     link.symlink_to(cfg.videos_dir, target_is_directory=True)
@@ -452,7 +481,7 @@ def test_clean_sees_a_video_listed_under_two_paths_once(cfg, tmp_path):
     plan = storage.plan_clean(cfg, lib, older_than_days=30, now=time.time())
     assert plan.videos == [] and sorted((Path(k["path"]).name, k["reason"][:6]) for k in plan.kept) == [
         ("a.mp4", "in the"), ("b.mp4", "pinned")]
-    lib.update(lambda doc: [i.update(added=old, pinned=False) for i in doc["items"]] and doc)
+    lib.update(lambda doc: Change([i.update(added=old, pinned=False) for i in doc["items"]], True))
     result = storage.execute_clean(lib, storage.plan_clean(cfg, lib, older_than_days=30, now=time.time()),
                                    to_trash=False)
     assert result.deleted_paths == [a, b] and lib.items() == []

@@ -17,8 +17,9 @@ from media_helpers import start_live_writer, write_mp4, write_source
 
 from vidtray.services import media
 from vidtray.services.fsutil import SYMLINK, walk_videos
-from vidtray.services.library import Library
-from vidtray.services.watcher import Watcher, ignore_reason
+from vidtray.services.library import Change, Library
+from vidtray.services.watch.files import ignore_reason
+from vidtray.services.watcher import Watcher
 
 SETTLE = 0.3
 
@@ -60,7 +61,7 @@ class Env:
         return w
 
     def by_name(self) -> dict[str, dict]:
-        return {Path(i["path"]).name: i for i in self.lib.items()}
+        return {Path(i.path).name: i.data for i in self.lib.items()}
 
 
 @pytest.fixture
@@ -165,12 +166,12 @@ def test_a_deleted_video_is_missing_and_keeps_user_edits(env: Env, clip: bytes) 
     env.lib.edit(item["id"], title="Favourite", pinned=True, tags=["best"])
     video.unlink()
     assert wait_for(lambda: env.by_name()["keep.mp4"]["status"] == "missing")
-    after = env.lib.get(item["id"])
+    after = env.lib.get(item["id"]).data
     assert after["title"] == "Favourite" and after["pinned"] is True and after["tags"] == ["best"]
     # it comes back: ready again, edits still there
     video.write_bytes(clip)
-    assert wait_for(lambda: env.lib.get(item["id"])["status"] == "ready")
-    assert env.lib.get(item["id"])["title"] == "Favourite"
+    assert wait_for(lambda: env.lib.get(item["id"]).data["status"] == "ready")
+    assert env.lib.get(item["id"]).data["title"] == "Favourite"
     assert w.wait_idle()
 
 
@@ -183,7 +184,7 @@ def test_renaming_an_imported_video_keeps_its_entry(env: Env, clip: bytes) -> No
     (env.folder / "sub").mkdir()
     os.rename(env.folder / "a.mp4", env.folder / "sub" / "b.mp4")
     assert wait_for(lambda: "b.mp4" in env.by_name())
-    moved = env.lib.get(item["id"])
+    moved = env.lib.get(item["id"]).data
     assert moved["path"] == str(env.folder / "sub" / "b.mp4") and moved["pinned"] is True
     assert moved["title"] == "b" and len(env.lib.items()) == 1
 
@@ -199,16 +200,16 @@ def test_moving_a_video_between_watch_folders_keeps_its_entry(env: Env, clip: by
     item = env.by_name()["dl.mp4"]
     env.lib.edit(item["id"], tags=["keep"], title="Downloaded")
     os.rename(downloads / "dl.mp4", env.folder / "kept.mp4")
-    assert wait_for(lambda: env.lib.get(item["id"])["path"] == str(env.folder / "kept.mp4"))
-    moved = env.lib.get(item["id"])
+    assert wait_for(lambda: env.lib.get(item["id"]).data["path"] == str(env.folder / "kept.mp4"))
+    moved = env.lib.get(item["id"]).data
     assert moved["status"] == "ready" and moved["tags"] == ["keep"] and moved["title"] == "Downloaded"
     assert len(env.lib.items()) == 1
     # a new file that happens to reuse a deleted file's inode is NOT taken for it
     (env.folder / "kept.mp4").unlink()
-    assert wait_for(lambda: env.lib.get(item["id"])["status"] == "missing")
+    assert wait_for(lambda: env.lib.get(item["id"]).data["status"] == "missing")
     (env.folder / "fresh.mp4").write_bytes(clip)
     assert wait_for(lambda: "fresh.mp4" in env.by_name())
-    assert env.lib.get(item["id"])["status"] == "missing" and len(env.lib.items()) == 2
+    assert env.lib.get(item["id"]).data["status"] == "missing" and len(env.lib.items()) == 2
 
 
 def test_reconcile_after_downtime(env: Env, clip: bytes) -> None:
@@ -271,7 +272,7 @@ def test_a_burst_is_written_in_batches(env: Env, clip: bytes) -> None:
     # 60 imports + 60 thumbnails; one write per tick, not per file
     assert w.stats["imported"] == 60
     assert w.stats["writes"] <= 10, w.stats
-    assert all(i["thumbnail"] for i in env.lib.items())
+    assert all(i.thumbnail for i in env.lib.items())
 
 
 def test_a_vanished_watch_folder_is_retried_and_the_watcher_keeps_running(
@@ -345,7 +346,7 @@ def test_foreign_edits_made_while_watching_survive(env: Env, clip: bytes) -> Non
     other_app = Library(env.lib.path)
     for i in range(5):
         (env.folder / f"v{i}.mp4").write_bytes(clip)
-        other_app.update(lambda doc, i=i: doc.setdefault("edits", []).append(i))
+        other_app.update(lambda doc, i=i: Change(doc.setdefault("edits", []).append(i), True))
         time.sleep(0.05)
     assert wait_for(lambda: len(env.lib.items()) == 5)
     assert w.wait_idle()
@@ -446,7 +447,7 @@ def test_a_watch_folder_that_links_to_another_is_watched_once(env: Env, clip: by
     (env.folder / "direct.mp4").write_bytes(clip)
     assert wait_for(lambda: len(env.by_name()) == 3)
     assert w.wait_idle()
-    assert sorted(i["path"] for i in env.lib.items()) == [
+    assert sorted(i.path for i in env.lib.items()) == [
         str(env.folder / n) for n in ("before.mp4", "direct.mp4", "through-the-link.mp4")]
     assert w.folders == [env.folder]
 
@@ -472,7 +473,7 @@ def test_a_watch_folder_that_holds_another_through_a_link_lists_each_file_once(e
     assert w.wait_idle()
     time.sleep(2 * SETTLE)
     assert w.wait_idle()
-    assert sorted(i["path"] for i in env.lib.items()) == sorted(
+    assert sorted(i.path for i in env.lib.items()) == sorted(
         [str(videos / "a.mp4"), str(clips / "elsewhere.mp4"), str(clips / "videos" / "listed.mp4"),
          str(videos / "b.mp4")])
     assert env.by_name()["listed.mp4"]["title"] == "my title"

@@ -26,7 +26,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def names(lib: Library) -> set[str]:
-    return {Path(i["path"]).name for i in lib.items() if i.get("status") == "ready"}
+    return {Path(i.path).name for i in lib.items() if i.status == "ready"}
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_rescan_does_not_mark_videos_in_an_unreadable_folder_missing(tmp_path: P
     assert report["missing"] == []
     assert report["unreadable_folders"] == [str(videos / "locked")]
     lib = Library(data / "library.json")
-    assert {Path(i["path"]).name: i["status"] for i in lib.items()} == {"inside.mp4": "ready", "open.mp4": "ready"}
+    assert {Path(i.path).name: i.status for i in lib.items()} == {"inside.mp4": "ready", "open.mp4": "ready"}
 
 
 def test_a_chmod_000_file_is_imported_once_it_can_be_read(tmp_path: Path, clip: Path) -> None:
@@ -133,7 +133,7 @@ def test_a_chmod_000_file_is_imported_once_it_can_be_read(tmp_path: Path, clip: 
         os.chmod(target, 0)
         (folder / "plain.mp4").write_bytes(clip.read_bytes())
         def names():
-            return sorted(Path(i["path"]).name for i in lib.items())
+            return sorted(Path(i.path).name for i in lib.items())
         deadline = time.monotonic() + 30
         while names() != ["plain.mp4"] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -159,10 +159,11 @@ def test_a_stopped_observer_is_replaced(watched, clip: Path, caplog: pytest.LogC
     folder, lib, start = watched
     w = start()
     assert w.wait_idle()
-    old = w._observer
+    old = w._watch.observer
+    assert old is not None
     old.stop()
     old.join(10)
-    assert wait_for(lambda: w._observer is not old and w._observer.is_alive())
+    assert wait_for(lambda: w._watch.observer is not old and w._watch.observer.is_alive())
     (folder / "after.mp4").write_bytes(clip.read_bytes())
     assert wait_for(lambda: "after.mp4" in names(lib))
     assert "observer stopped" in caplog.text

@@ -81,7 +81,7 @@ def collect(cfg: Config) -> dict[str, Any]:
                   "videos_dir": str(cfg.videos_dir), "library": str(cfg.library_file),
                   "model_cache": str(cache), "log": str(log_file())},
         "disk": storage.disk_report({"videos": cfg.videos_dir, "models": cache}, cfg.min_free_gb,
-                                    cfg.warn_free_gb),
+                                    cfg.warn_free_gb).as_dict(),
         "notifications": notify.describe_backend(cfg),
         "tray": _tray_info(),
         "tk": probe_tk(),

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from vidtray.cli import Context, Subparsers
-    from vidtray.services.library import Item, Library
+    from vidtray.services.libitem import Item
+    from vidtray.services.library import Library
 
 
 def register(sub: Subparsers) -> None:
@@ -72,29 +73,26 @@ def _corrupt_notice(ctx: Context, moved: Path) -> None:
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
-    import math
 
     from vidtray.services.fsutil import plural
-    from vidtray.services.library import is_pinned, is_scheduled
 
     lib = _library(ctx)
     items = lib.items()
     if args.json:
-        ctx.print_json({"library": str(lib.path), "items": items})
+        ctx.print_json({"library": str(lib.path), "items": [item.as_dict() for item in items]})
         return 0
     if not items:
         print(f"no videos in {lib.path} (try `vidtray library rescan`)")
         return 0
     print(f"{'ID':<12}  {'STATUS':<7}  {'FLAGS':<5}  {'LENGTH':>6}  TITLE")
     for item in items:
-        flags = ("P" if is_pinned(item) else "-") + ("S" if is_scheduled(item) else "-")
-        dur = item.get("duration_s")
+        flags = ("P" if item.pinned else "-") + ("S" if item.scheduled else "-")
         # Another app may have put anything there (a text, 1e400): shown as unknown.
-        length = f"{dur:.1f}s" if isinstance(dur, int | float) and math.isfinite(dur) else "?"
-        print(f"{str(item.get('id')):<12}  {str(item.get('status', '?')):<7}  {flags:<5}  {length:>6}  "
-              f"{item.get('title') or item.get('path')}")
+        length = "?" if item.duration_s is None else f"{item.duration_s:.1f}s"
+        print(f"{item.id:<12}  {str(item.data.get('status', '?')):<7}  {flags:<5}  {length:>6}  "
+              f"{item.data.get('title') or item.path}")
     s = lib.summary()
-    print(f"{plural(s['items'], 'item')}: {s['pinned']} pinned, {s['scheduled']} scheduled, {s['missing']} missing "
+    print(f"{plural(s.items, 'item')}: {s.pinned} pinned, {s.scheduled} scheduled, {s.missing} missing "
           "(P = pinned, S = scheduled)")
     return 0
 
@@ -109,7 +107,7 @@ def _print_item(item: Item, ctx: Context, as_json: bool) -> None:
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
-    _print_item(_library(ctx).get(args.id), ctx, args.json)
+    _print_item(_library(ctx).get(args.id).as_dict(), ctx, args.json)
     return 0
 
 

@@ -25,10 +25,12 @@ import json
 import re
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import orjson
+
+T = TypeVar("T")
 
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_SUBCLASS
 #: A ``-0`` token (an integer the stdlib reads as 0). Rare, so the int hook runs only when one may be there.
@@ -166,7 +168,7 @@ def _uninterrupted() -> Iterator[None]:
                 sys.setswitchinterval(_switch_saved)
 
 
-def _on_fresh_stack(fn: Any) -> Any:
+def _on_fresh_stack(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a new thread, whose Python stack starts empty, and return (or raise) what it did."""
     out: dict[str, Any] = {}
 
@@ -181,7 +183,8 @@ def _on_fresh_stack(fn: Any) -> Any:
     thread.join()
     if "error" in out:
         raise out["error"]
-    return out["value"]
+    value: T = out["value"]
+    return value
 
 
 # -- writing ------------------------------------------------------------------------------------------------
@@ -257,7 +260,7 @@ def _encode(doc: Any) -> list[bytes]:
     return out
 
 
-def clone(value: Any) -> Any:
+def clone(value: T) -> T:
     """A deep copy of parsed JSON (dicts, lists, immutable leaves) at any depth the parser accepts."""
     root: list[Any] = [None]
     work: list[tuple[Any, Any, Any]] = [(value, root, 0)]
@@ -277,7 +280,8 @@ def clone(value: Any) -> Any:
         else:
             copy = src
         dest[key] = copy
-    return root[0]
+    copied: T = root[0]
+    return copied
 
 
 # -- salvage ------------------------------------------------------------------------------------------------
@@ -299,9 +303,15 @@ def salvage(data: bytes) -> Any:
 _SKIPPED = object()
 
 
+def _skip_ws(text: str, pos: int) -> int:
+    """The first position at or after ``pos`` that is not JSON whitespace."""
+    m = _WS.match(text, pos)
+    return m.end() if m is not None else pos  # never None: the pattern matches the empty string
+
+
 def _salvage(text: str) -> Any:
     decoder = json.JSONDecoder(parse_float=_float, parse_constant=_constant, parse_int=_int)
-    pos = _WS.match(text, 0).end()
+    pos = _skip_ws(text, 0)
     if text.startswith("[", pos):
         return _elements(decoder, text, pos)[0]
     if text.startswith("{", pos):
@@ -314,7 +324,7 @@ def _members(decoder: json.JSONDecoder, text: str, pos: int, *, top: bool = Fals
     """The members that decode of the object at ``pos``: (members, end), end None if it breaks off.
     At the top, ``items`` is read element by element."""
     out: dict[str, Any] = {}
-    pos = _WS.match(text, pos + 1).end()
+    pos = _skip_ws(text, pos + 1)
     if text.startswith("}", pos):
         return out, pos + 1
     while True:
@@ -324,10 +334,11 @@ def _members(decoder: json.JSONDecoder, text: str, pos: int, *, top: bool = Fals
             key, pos = decoder.raw_decode(text, pos)
         except ValueError:
             return out, None
-        pos = _WS.match(text, pos).end()
+        pos = _skip_ws(text, pos)
         if not text.startswith(":", pos):
             return out, None
-        pos = _WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
+        end: int | None
         if top and key == "items" and text.startswith("[", pos):
             out[key], end, complete = _elements(decoder, text, pos)
             if not complete:
@@ -338,12 +349,12 @@ def _members(decoder: json.JSONDecoder, text: str, pos: int, *, top: bool = Fals
                 return out, None
             if value is not _SKIPPED:
                 out[key] = value
-        pos = _WS.match(text, end).end()
+        pos = _skip_ws(text, end)
         if text.startswith("}", pos):
             return out, pos + 1
         if not text.startswith(",", pos):
             return out, None
-        pos = _WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
 
 
 def _value(decoder: json.JSONDecoder, text: str, pos: int, *, partial: bool = False) -> tuple[Any, int | None]:
@@ -365,7 +376,7 @@ def _value(decoder: json.JSONDecoder, text: str, pos: int, *, partial: bool = Fa
 def _elements(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[list[Any], int, bool]:
     """The elements that decode of the list at ``pos``: (elements, end, reached the closing bracket?)."""
     out: list[Any] = []
-    pos = _WS.match(text, pos + 1).end()
+    pos = _skip_ws(text, pos + 1)
     if text.startswith("]", pos):
         return out, pos + 1, True
     while True:
@@ -374,12 +385,12 @@ def _elements(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[list[Any]
             return out, pos, False
         if value is not _SKIPPED:
             out.append(value)
-        pos = _WS.match(text, end).end()
+        pos = _skip_ws(text, end)
         if text.startswith("]", pos):
             return out, pos + 1, True
         if not text.startswith(",", pos):
             return out, pos, False
-        pos = _WS.match(text, pos + 1).end()
+        pos = _skip_ws(text, pos + 1)
 
 
 def _skip(text: str, pos: int) -> int | None:

@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from vidtray.services.fsutil import atomic_write_bytes, private_dir
-from vidtray.services.library import abs_path, item_id_for, sidecar_fields
+from vidtray.services.libitem import Fields, abs_path, item_id_for
+from vidtray.services.sidecar import sidecar_fields
 
 log = logging.getLogger("vidtray.media")
 
@@ -43,7 +43,7 @@ PROBE_TIMEOUT_S = 120.0
 def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 @dataclass
@@ -65,9 +65,9 @@ class ProbeResult:
     #: error lines ffmpeg printed for this input (for the log)
     messages: list[str] = field(default_factory=list)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> Fields:
         """Library item fields: the metadata, and ``status`` ready or broken (with ``error``)."""
-        out: dict[str, Any] = {
+        out: Fields = {
             "size_bytes": self.size_bytes, "duration_s": self.duration_s, "fps": self.fps,
             "width": self.width, "height": self.height, "codec": self.codec,
             "status": "ready" if self.ok else "broken",
@@ -274,7 +274,7 @@ def _reason(errors: list[str]) -> str | None:
 # -- library fields ------------------------------------------------------------------------------------------
 
 
-def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, Any]:
+def import_fields(path: Path, result: ProbeResult | None = None) -> Fields:
     """Everything an import writes to an item: probe fields + sidecar fields."""
     if result is None:
         result = probe(path)
@@ -283,13 +283,13 @@ def import_fields(path: Path, result: ProbeResult | None = None) -> dict[str, An
     return fields
 
 
-def import_entries(paths: Sequence[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
+def import_entries(paths: Sequence[Path]) -> tuple[list[tuple[Path, Fields]], list[tuple[Path, str]]]:
     """Probe ``paths`` (batched) -> ([(path, item fields)] for clean videos, [(path, reason)] for the rest).
 
     Files that do not decode cleanly are not imported at all: other apps reading library.json know
     only ``ready`` and ``missing``, and a half-written file would otherwise show up as a broken clip.
     """
-    entries: list[tuple[Path, dict[str, Any]]] = []
+    entries: list[tuple[Path, Fields]] = []
     skipped: list[tuple[Path, str]] = []
     for result in probe_many(paths):
         if result.ok:
@@ -314,8 +314,6 @@ def make_thumbnails(videos: Iterable[tuple[Path, float | None]], thumbnails_dir:
     ffmpeg writes one PNG per input into a temp folder (one process per batch); Pillow scales it and
     the JPEG lands atomically, so a reader never sees half a thumbnail.
     """
-    from PIL import Image
-
     todo = [(Path(v), d) for v, d in videos]
     out: dict[Path, Path] = {}
     if not todo:
@@ -335,19 +333,26 @@ def make_thumbnails(videos: Iterable[tuple[Path, float | None]], thumbnails_dir:
                     log.info("no thumbnail for %s: no frame could be read", video)
                     continue
                 try:
-                    with Image.open(png) as im:
-                        im = im.convert("RGB")
-                        im.thumbnail(THUMB_MAX)
-                        import io
-
-                        buf = io.BytesIO()
-                        im.save(buf, "JPEG", quality=85)
                     dest = thumbnail_path(thumbnails_dir, video)
-                    atomic_write_bytes(dest, buf.getvalue())
+                    atomic_write_bytes(dest, _jpeg_from(png))
                     out[video] = dest
                 except OSError as exc:
                     log.warning("no thumbnail for %s: %s", video, exc)
     return out
+
+
+def _jpeg_from(png: Path) -> bytes:
+    """The frame in ``png`` scaled to fit THUMB_MAX, as JPEG bytes."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(png) as frame:
+        rgb = frame.convert("RGB")
+    rgb.thumbnail(THUMB_MAX)
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 def make_thumbnail(video: Path, thumbnails_dir: Path, duration_s: float | None = None) -> Path | None:

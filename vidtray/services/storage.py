@@ -15,7 +15,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
@@ -52,35 +52,48 @@ def space_status(free: int | None, min_free_gb: float, warn_free_gb: float) -> s
     return "ok"
 
 
-def disk_report(places: Mapping[str, Path], min_free_gb: float, warn_free_gb: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VolumeReport:
+    path: str
+    roles: list[str]  # videos, models: what lies on this volume
+    free_bytes: int | None
+    total_bytes: int | None
+    status: str  # space_status
+
+
+@dataclass(frozen=True)
+class DiskReport:
+    free_bytes: int | None  # the least free on any volume
+    min_free_gb: float
+    warn_free_gb: float
+    status: str  # the worst volume's
+    volumes: list[VolumeReport]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def disk_report(places: Mapping[str, Path], min_free_gb: float, warn_free_gb: float) -> DiskReport:
     """Free/total space per volume; places on one volume are reported once with all their roles."""
-    volumes: dict[Any, dict[str, Any]] = {}
+    volumes: dict[int | tuple[str, str], VolumeReport] = {}
     for role, path in places.items():
         try:
-            dev = os.stat(nearest_existing(path)).st_dev
+            dev: int | tuple[str, str] = os.stat(nearest_existing(path)).st_dev
         except OSError:
             dev = ("?", role)
         if dev in volumes:
-            volumes[dev]["roles"].append(role)
+            volumes[dev].roles.append(role)
             continue
         usage = disk_usage(path)
         free, total = usage if usage else (None, None)
-        volumes[dev] = {
-            "path": str(path), "roles": [role], "free_bytes": free, "total_bytes": total,
-            "status": space_status(free, min_free_gb, warn_free_gb),
-        }
+        volumes[dev] = VolumeReport(str(path), [role], free, total, space_status(free, min_free_gb, warn_free_gb))
     vols = list(volumes.values())
-    frees = [v["free_bytes"] for v in vols if v["free_bytes"] is not None]
-    return {
-        "free_bytes": min(frees) if frees else None,
-        "min_free_gb": min_free_gb,
-        "warn_free_gb": warn_free_gb,
-        "status": _worst(v["status"] for v in vols),
-        "volumes": vols,
-    }
+    frees = [v.free_bytes for v in vols if v.free_bytes is not None]
+    return DiskReport(free_bytes=min(frees) if frees else None, min_free_gb=min_free_gb, warn_free_gb=warn_free_gb,
+                      status=_worst(v.status for v in vols), volumes=vols)
 
 
-def _worst(statuses: Any) -> str:
+def _worst(statuses: Iterable[str]) -> str:
     order = ["ok", "unknown", "warn", "low"]
     return max(statuses, key=order.index, default="unknown")
 
@@ -88,20 +101,40 @@ def _worst(statuses: Any) -> str:
 # -- videos --------------------------------------------------------------------------------
 
 
-def videos_report(videos_dir: Path, partial_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PartialReport:
+    """In-progress files (``.partial/``)."""
+
+    dir: str
+    count: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class VideosReport:
+    dir: str
+    count: int
+    size_bytes: int
+    oldest: str | None  # ISO-8601 mtimes
+    newest: str | None
+    partial: PartialReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def videos_report(videos_dir: Path, partial_dir: Path) -> VideosReport:
     count = size = 0
-    oldest = newest = None
+    oldest: float | None = None
+    newest: float | None = None
     for _, st in walk_videos(str(videos_dir)):
         count += 1
         size += st.st_size
         oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
         newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
     partial_count, partial_size = tree_size(partial_dir)
-    return {
-        "dir": str(videos_dir), "count": count, "size_bytes": size,
-        "oldest": iso(oldest), "newest": iso(newest),
-        "partial": {"dir": str(partial_dir), "count": partial_count, "size_bytes": partial_size},
-    }
+    return VideosReport(str(videos_dir), count, size, iso(oldest), iso(newest),
+                        PartialReport(str(partial_dir), partial_count, partial_size))
 
 
 def parse_days(text: str) -> float:
@@ -445,7 +478,7 @@ def first_seen(items: Iterable[object]) -> dict[Path, float]:
 def plan_clean(cfg: Config, lib: Library, *, older_than_days: float | None, now: float) -> CleanPlan:
     """The plan that ``vidtray clean videos``, the tray and the prune job share: pinned or scheduled
     library items are protected, age counts by AGE_FROM, thumbnails go with their videos."""
-    from vidtray.services.library import protected_paths, thumbnail_paths
+    from vidtray.services.libitem import protected_paths, thumbnail_paths
 
     # One read of library.json for all three (it can hold tens of thousands of items). Every item, also
     # those vidtray cannot use: a pinned one still protects its file.
@@ -478,19 +511,80 @@ def clean_videos(cfg: Config, lib: Library, *, older_than_days: float | None, no
 # -- model cache -----------------------------------------------------------------------------
 
 
-def models_report(cache_dir: Path | None = None) -> dict[str, Any]:
-    """The model cache for ``vidtray storage --json``: the hub cache scan (``hub.scan_cache``) as JSON."""
+@dataclass(frozen=True)
+class RepoReport:
+    """A complete repo in the model cache."""
+
+    repo_id: str
+    repo_type: str  # model | dataset | space
+    path: str
+    size_bytes: int
+    files: int
+    revisions: list[str]
+    refs: list[str]
+    last_accessed: str | None  # ISO-8601
+    last_modified: str | None
+    incomplete_bytes: int  # its partial downloads
+
+
+@dataclass(frozen=True)
+class BrokenRepoReport:
+    """A repo folder huggingface_hub cannot read: still shown with its size, and still removable."""
+
+    repo_id: str
+    repo_type: str
+    path: str
+    size_bytes: int
+    files: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelsReport:
+    cache_dir: str
+    size_bytes: int
+    repos: list[RepoReport]
+    broken: list[BrokenRepoReport]
+    incomplete_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def models_report(cache_dir: Path | None = None) -> ModelsReport:
+    """The model cache for ``vidtray storage --json``: the hub cache scan (``hub.scan_cache``)."""
     scan = hub.scan_cache(cache_dir)
-    return {
-        "cache_dir": str(scan.cache_dir), "size_bytes": scan.size_bytes,
-        "repos": [{"repo_id": r.repo_id, "repo_type": r.repo_type, "path": str(r.path), "size_bytes": r.size_bytes,
-                   "files": r.files, "revisions": list(r.revisions), "refs": list(r.refs),
-                   "last_accessed": iso(r.last_accessed), "last_modified": iso(r.last_modified),
-                   "incomplete_bytes": r.incomplete_bytes} for r in scan.repos],
-        "broken": [{"repo_id": b.repo_id, "repo_type": b.repo_type, "path": str(b.path), "size_bytes": b.size_bytes,
-                    "files": b.files, "reason": b.reason} for b in scan.broken],
-        "incomplete_bytes": scan.incomplete_bytes,
-    }
+    return ModelsReport(
+        cache_dir=str(scan.cache_dir), size_bytes=scan.size_bytes,
+        repos=[RepoReport(r.repo_id, r.repo_type, str(r.path), r.size_bytes, r.files, list(r.revisions),
+                          list(r.refs), iso(r.last_accessed), iso(r.last_modified), r.incomplete_bytes)
+               for r in scan.repos],
+        broken=[BrokenRepoReport(b.repo_id, b.repo_type, str(b.path), b.size_bytes, b.files, b.reason)
+                for b in scan.broken],
+        incomplete_bytes=scan.incomplete_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class LibraryReport:
+    path: str
+    items: int
+    pinned: int
+    scheduled: int
+    missing: int
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """``vidtray storage --json`` (the tray reads it: ``tray.state.parse_storage_report``)."""
+
+    library: LibraryReport
+    videos: VideosReport
+    models: ModelsReport
+    disk: DiskReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -512,16 +606,16 @@ def plan_model_cleanup(repo_id: str | None, cache_dir: Path | None = None) -> Mo
         hub.check_repo_id(repo_id)
     report = models_report(cache_dir)
     targets, revisions, broken = [], [], []
-    for repo in report["repos"]:
-        if repo_id is None or (repo["repo_type"] == "model" and repo["repo_id"] == repo_id):
-            targets.append({**repo, "broken": False})
-            revisions.extend(repo["revisions"])
-            if not repo["revisions"]:  # nothing for huggingface_hub to delete: remove the empty folder
-                broken.append(Path(repo["path"]))
-    for repo in report["broken"]:
-        if repo_id is None or (repo["repo_type"] == "model" and repo["repo_id"] == repo_id):
-            targets.append({**repo, "broken": True})
-            broken.append(Path(repo["path"]))
+    for repo in report.repos:
+        if repo_id is None or (repo.repo_type == "model" and repo.repo_id == repo_id):
+            targets.append({**asdict(repo), "broken": False})
+            revisions.extend(repo.revisions)
+            if not repo.revisions:  # nothing for huggingface_hub to delete: remove the empty folder
+                broken.append(Path(repo.path))
+    for gone in report.broken:
+        if repo_id is None or (gone.repo_type == "model" and gone.repo_id == repo_id):
+            targets.append({**asdict(gone), "broken": True})
+            broken.append(Path(gone.path))
     if repo_id is not None and not targets:
         raise UserError(f"{repo_id} is not in the model cache ({cache_dir})")
     return ModelCleanPlan(cache_dir, targets, revisions, broken)

@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vidtray.config import Config
 from vidtray.services.jobrecord import Job
@@ -26,6 +26,22 @@ from vidtray.services.queue import is_job_file, read_job, read_pause_flag
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
+
+
+class Services(Protocol):
+    """What the tray asks of the services (``ServiceLink``; a test may give a stand-in)."""
+
+    on_event: Callable[[AnyEvent], None] | None
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def set_watching_paused(self, paused: bool) -> None: ...
 
 
 class ServiceLink:
@@ -80,7 +96,7 @@ class ServiceLink:
             from vidtray.services.library import Library
 
             try:
-                self._library_count = Library(path).summary()["items"]
+                self._library_count = Library(path).summary().items
             except Exception as exc:  # shown as unknown; the library's own code reports corruption
                 log.warning("cannot count library items: %s", exc)
                 self._library_count = None

@@ -109,7 +109,7 @@ class PopupWindow:
         combo = ttk.Combobox(frame, textvariable=self.vars["model"], values=list(models), width=58)
         combo.grid(row=row, column=1, sticky="ew")
         combo.bind("<<ComboboxSelected>>", lambda _e: self._model_chosen())
-        self.entries["model"] = combo  # type: ignore[assignment]
+        self.entries["model"] = combo
         row += 1
         self.error_labels["model"] = self._error_label(frame, row, 1)
         row += 1

@@ -87,7 +87,7 @@ class SignalPipe:
                 on_signals(received)
             return True
 
-        return GLib.io_add_watch(self._r.fileno(), GLib.PRIORITY_HIGH, GLib.IOCondition.IN, ready)
+        return int(GLib.io_add_watch(self._r.fileno(), GLib.PRIORITY_HIGH, GLib.IOCondition.IN, ready))
 
     def watch_thread(self, on_signals: Callable[[list[int]], None]) -> threading.Thread:
         """Call ``on_signals`` on a named daemon thread (for loops without a hook: win32, darwin)."""
