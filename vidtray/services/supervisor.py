@@ -18,7 +18,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,11 +44,10 @@ from vidtray.services.protocol import (
 )
 from vidtray.services.queue import JobQueue
 from vidtray.services.records import JsonObject
-from vidtray.services.worker_process import JobDispatcher, WorkerListener, WorkerProcess
+from vidtray.services.worker_process import EventSink, JobDispatcher, WorkerListener, WorkerProcess
 
 log = logging.getLogger("vidtray.supervisor")
 
-EventSink = Callable[[AnyEvent], None]
 #: What the loop's inbox holds: an event and the dispatcher of the worker that sent it, or None to wake.
 _Inbox = tuple[JobDispatcher, AnyEvent] | None
 
