@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from vidtray.services import worker_process
 from vidtray.services.childenv import child_env
-from vidtray.tray import app
+from vidtray.tray import children
 
 
 def test_a_checkout_goes_first_on_pythonpath_once() -> None:
@@ -27,7 +27,7 @@ def test_a_checkout_goes_first_on_pythonpath_once() -> None:
 
 
 def test_the_tray_and_the_worker_use_it() -> None:
-    assert app.child_env is child_env and worker_process.child_env is child_env
+    assert children.child_env is child_env and worker_process.child_env is child_env
 
 
 def test_a_worker_child_imports_this_vidtray(tmp_path: Path) -> None:
