@@ -11,6 +11,7 @@ from typing import Any
 
 import gen_fixtures
 import pytest
+from hf_cache import make_repo
 from media_helpers import write_mp4
 from page_helpers import (
     Served,
@@ -24,6 +25,7 @@ from page_helpers import (
 
 from vidtray.config import Config
 from vidtray.services.daemon import Daemon
+from vidtray.services.library import open_library
 
 pytestmark = pytest.mark.browser
 # the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
@@ -68,6 +70,12 @@ def test_grid_shows_the_items_newest_first_and_search_narrows_it(cfg: Config, pa
     page.goto(page_server.base + "/?q=neon")
     assert _titles(page) == ["a city at night, neon rain"] and page.input_value("#q") == "neon"
     assert page.js_errors == []
+
+
+def _asked(page: Any) -> str:
+    """The confirmation's question, once the dialog is open."""
+    wait_for(lambda: page.evaluate("document.querySelector('#confirm').open"), what="the confirmation")
+    return str(page.inner_text("#confirm-text"))
 
 
 def _library_text(cfg: Config) -> str:
@@ -122,11 +130,11 @@ def test_delete_from_the_page_goes_to_the_trash(cfg: Config, page_server: Served
 
     page = open_page(browser, page_server, f"/item/{item['id']}")
     page.click("button[data-action=delete]")
-    dialog = page.locator("#confirm")
-    assert dialog.is_visible() and "to the trash" in page.inner_text("#confirm-text")
+    assert "to the trash" in _asked(page)
     page.click("#confirm button[value=cancel]")  # asked first: cancel keeps it
     assert video.exists()
     page.click("button[data-action=delete]")
+    _asked(page)
     with page.expect_navigation():
         page.click("#confirm-ok")
     assert page.url == page_server.base + "/"
@@ -255,3 +263,36 @@ def test_the_queue_panel_shows_a_real_jobs_progress_and_its_video(isolated_env: 
             assert page.js_errors == []
     finally:
         daemon.stop()
+
+
+def test_the_storage_panel_deletes_what_it_showed_after_asking(cfg: Config, page_server: Served, browser: Any,
+                                                               isolated_env: dict[str, Path],
+                                                               trash_in_tmp: Path) -> None:
+    add_video(cfg, "old.mp4", prompt="old one")
+    add_video(cfg, "kept.mp4", prompt="pinned one")
+    rescan(cfg)
+    open_library(cfg).edit(item_by_name(cfg, "kept.mp4")["id"], pinned=True)
+    make_repo(isolated_env["HF_HOME"] / "hub", "org/some-model", {"model_index.json": b"{}", "w.bin": b"w" * 2048})
+    page = open_page(browser, page_server, "/storage")
+    assert "org/some-model" in page.inner_text("#storage")
+    assert page.locator("meter").count() >= 3  # volume, videos, the model
+
+    page.click("button[data-plan=videos]")
+    question = _asked(page)
+    assert question.startswith("Delete 1 video (") and "to the trash? 1 video stays (pinned" in question
+    assert page.locator("#confirm-list li").all_inner_texts() == ["old.mp4"]
+    page.click("#confirm-ok")
+    wait_for(lambda: "Deleted 1 video" in page.inner_text("#storage-msg"), what="the deletion")
+    assert (trash_in_tmp / "files" / "old.mp4").exists() and (cfg.videos_dir / "kept.mp4").exists()
+
+    page.click("button[data-plan=model][data-repo='org/some-model']")
+    assert "Delete org/some-model" in _asked(page)
+    page.click("#confirm button[value=cancel]")
+    assert (isolated_env["HF_HOME"] / "hub" / "models--org--some-model").exists()
+    page.click("button[data-plan=model][data-repo='org/some-model']")
+    _asked(page)
+    page.click("#confirm-ok")
+    wait_for(lambda: "Freed" in page.inner_text("#storage-msg"), what="the model deletion")
+    assert not (isolated_env["HF_HOME"] / "hub" / "models--org--some-model").exists()
+    assert "No models are cached." in page.inner_text("#storage")
+    assert page.js_errors == []

@@ -83,8 +83,9 @@ def again(cfg: Config, req: gen.Request, *, vary: bool) -> Job:
 
 
 def form_fields() -> list[params.Field]:
-    """The popup's fields, in its order, with their limits (the page sets min, max and step from them)."""
-    return [params.FIELDS[name] for name in form.FIELDS]
+    """The popup's fields with their limits (the page sets min, max and step from them); the seed last, so
+    that width and height share a row in the page's two columns."""
+    return sorted((params.FIELDS[name] for name in form.FIELDS), key=lambda f: f.name == "seed")
 
 
 def check_field(name: str, text: str) -> str | None:

@@ -31,7 +31,7 @@ def unref(value: str) -> str:
     if not value.startswith("~"):
         return value
     try:
-        raw = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4))
+        raw = base64.b64decode(value[1:] + "=" * (-len(value[1:]) % 4), altchars=b"-_", validate=True)
         return raw.decode("utf-8", "surrogatepass")
     except (binascii.Error, ValueError):
         return "\0"

@@ -335,7 +335,7 @@
         return [`Delete ${plan.repos.length === 1 ? names[0] : plural(plan.repos.length, "model")} (${size(plan.expected_freed_bytes)}) from the model cache? It downloads again when needed.`, plan.repos.length === 1 ? [] : names];
       }
       const where = plan.to_trash ? "to the trash" : "for good";
-      const kept = plan.kept_count ? ` ${plural(plan.kept_count, "video")} stay (pinned, scheduled or new to the library).` : "";
+      const kept = plan.kept_count ? ` ${plural(plan.kept_count, "video")} ${plan.kept_count === 1 ? "stays" : "stay"} (pinned, scheduled or new to the library).` : "";
       return [`Delete ${plural(plan.count, "video")} (${size(plan.freed_bytes)}) ${where}?${kept}`, plan.deleted.map((d) => basename(d.path))];
     }
 
