@@ -205,3 +205,20 @@ def test_the_launcher_keeps_the_web_stack_out_of_the_tray() -> None:
             "print([m for m in ('starlette', 'uvicorn', 'jinja2', 'anyio') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_opens_the_browser_unless_told_not_to(cfg: Config, tmp_path: Path, procs: list,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    record = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {record}\n')
+    browser.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(browser))  # webbrowser's own setting: the user's browser first
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray", "library", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            cwd=ROOT)
+    procs.append(proc)
+    url = _first_line(proc)
+    assert wait_for(lambda: record.exists() and record.read_text(), what="the browser").splitlines() == [url]
+    proc.terminate()
+    assert proc.wait(15) == 0

@@ -188,7 +188,8 @@ def _error(page: Page) -> Callable[[Request, Exception], Awaitable[Response]]:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
         if _wants_json(request) or request.method != "GET":
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=status)
-        return page.render("error.html", {"page_name": "error", "message": str(exc), "code": status}, status)
+        return await run_in_threadpool(page.render, "error.html",
+                                       {"page_name": "error", "message": str(exc), "code": status}, status)
 
     return handle
 
@@ -199,7 +200,8 @@ def _http_error(page: Page) -> Callable[[Request, Exception], Awaitable[Response
         text = exc.detail if isinstance(exc, HTTPException) else "error"
         if _wants_json(request) or request.method != "GET" or request.url.path.startswith(("/static/", "/media/")):
             return JSONResponse({"ok": False, "error": text}, status_code=status)
-        return page.render("error.html", {"page_name": "error", "message": text, "code": status}, status)
+        return await run_in_threadpool(page.render, "error.html",
+                                       {"page_name": "error", "message": text, "code": status}, status)
 
     return handle
 
@@ -228,54 +230,48 @@ def _media(page: Page) -> Handler:
 
 
 def _page_routes(page: Page) -> list[Route]:
-    async def gallery(request: Request) -> Response:
+    # Plain functions: Starlette runs them in its thread pool (they read files and render templates).
+    def gallery(request: Request) -> Response:
         query = Query.of(request.query_params)
         offset = _int(request.query_params.get("offset"), 0)
         limit = _int(request.query_params.get("limit"), PAGE, 1, 500)
-        snap = await run_in_threadpool(page.store.snapshot)
+        snap = page.store.snapshot()
         rows, total = snap.select(query, offset, limit)
         end = offset + len(rows)
         context = {"page_name": "gallery", "query": query, "rows": rows, "total": total, "offset": offset,
                    "counts": snap.counts(), "models": snap.models(), "next_offset": end if end < total else None,
                    "next_params": urlencode({**query.params(), "offset": end})}
         fragment = request.query_params.get("fragment")
-        if fragment == "cards":
-            return page.render("_cards.html", context)
-        if fragment == "grid":
-            return page.render("_grid.html", context)
-        return page.render("gallery.html", context)
+        name = {"cards": "_cards.html", "grid": "_grid.html"}.get(fragment or "", "gallery.html")
+        return page.render(name, context)
 
-    async def item(request: Request) -> Response:
-        row = await run_in_threadpool(page.store.row, _item_id(request))
-        recipe = await run_in_threadpool(recipe_details, row.item)
+    def item(request: Request) -> Response:
+        row = page.store.row(_item_id(request))
+        recipe = recipe_details(row.item)
         context = {"page_name": "item", "row": row, "recipe": views.recipe_rows(row, recipe),
                    "can_again": recipe is not None and recipe_for(row.item) is not None,
                    "video_ok": page.store.media_file(row.id, "video") is not None,
                    "to_trash": page.cfg.prune_to_trash}
-        if request.query_params.get("fragment") == "details":
-            return page.render("_item_details.html", context)
-        return page.render("item.html", context)
+        fragment = request.query_params.get("fragment") == "details"
+        return page.render("_item_details.html" if fragment else "item.html", context)
 
-    async def queue(request: Request) -> Response:
-        overview = await run_in_threadpool(jobs.overview, page.cfg)
-        snap = await run_in_threadpool(page.store.snapshot)
+    def queue(request: Request) -> Response:
+        overview = jobs.overview(page.cfg)
+        snap = page.store.snapshot()
         context = {"page_name": "queue", "paused": overview["paused"],
                    "active": [views.job_row(j, snap) for j in overview["active"]],
                    "recent": [views.job_row(j, snap) for j in overview["recent"]]}
         if request.query_params.get("fragment") == "jobs":
             return page.render("_jobs.html", context)
         model = page.cfg.model
-        context.update(fields=jobs.form_fields(), model=model,
-                       models=await run_in_threadpool(jobs.model_choices, page.cfg),
-                       defaults=await run_in_threadpool(jobs.model_defaults, page.cfg, model))
+        context.update(fields=jobs.form_fields(), model=model, models=jobs.model_choices(page.cfg),
+                       defaults=jobs.model_defaults(page.cfg, model))
         return page.render("queue.html", context)
 
-    async def storage_page(request: Request) -> Response:
-        report = await run_in_threadpool(space.report, page.cfg)
-        context = {"page_name": "storage", "report": report}
-        if request.query_params.get("fragment") == "panel":
-            return page.render("_storage.html", context)
-        return page.render("storage.html", context)
+    def storage_page(request: Request) -> Response:
+        context = {"page_name": "storage", "report": space.report(page.cfg)}
+        fragment = request.query_params.get("fragment") == "panel"
+        return page.render("_storage.html" if fragment else "storage.html", context)
 
     return [Route("/", gallery), Route("/item/{ref}", item), Route("/queue", queue),
             Route("/storage", storage_page)]
