@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -19,12 +20,15 @@ import urllib.request
 import webbrowser
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vidtray.errors import OperationFailed
 from vidtray.services.childenv import child_env
 from vidtray.services.fsutil import private_dir
 from vidtray.web import token as tokens
+
+if TYPE_CHECKING:
+    from vidtray.config import Config
 
 log = logging.getLogger("vidtray.web")
 
@@ -32,7 +36,7 @@ START_TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 3.0
 
 
-def open_library_page(cfg: Any, config_arg: str | None = None, *,
+def open_library_page(cfg: Config, config_arg: str | None = None, *,
                       open_url: Callable[[str], object] = webbrowser.open, timeout: float = START_TIMEOUT_S) -> str:
     """Open the library page: the running server's if there is one for this library, else a new one's.
     Returns the URL (with the access token). OperationFailed when the page server does not start.
@@ -41,15 +45,20 @@ def open_library_page(cfg: Any, config_arg: str | None = None, *,
 
     state_dir = private_dir(Path(cfg.paths.page_server_file).parent)
     # Two quick clicks start one server, not two.
-    with filelock.FileLock(str(state_dir / "page-server.lock"), timeout=timeout + 5):
-        url = running_url(cfg)
-        if url is None:
-            url = start_server(cfg, config_arg, timeout=timeout)
-    open_url(url)
+    try:
+        with filelock.FileLock(str(state_dir / "page-server.lock"), timeout=timeout + 5):
+            url = running_url(cfg)
+            if url is None:
+                url = start_server(cfg, config_arg, timeout=timeout)
+    except filelock.Timeout:
+        raise OperationFailed("another \"Open library\" is still starting the library page; try again") from None
+    if open_url(url) is False:  # webbrowser.open found no browser
+        raise OperationFailed(f"no browser could be opened; the library page runs at {url.split('?')[0]} "
+                              "(`vidtray library serve` prints its address with the key)")
     return url
 
 
-def running_url(cfg: Any) -> str | None:
+def running_url(cfg: Config) -> str | None:
     """The URL of the page server that serves this library now, or None. It must answer ``/api/ping`` with
     this user's token and name the same library and process as the state file does."""
     try:
@@ -84,12 +93,12 @@ def server_argv(config_arg: str | None = None) -> list[str]:
     return argv + ["library", "serve", "--no-open", "--idle-exit"]
 
 
-def start_server(cfg: Any, config_arg: str | None = None, *, timeout: float = START_TIMEOUT_S) -> str:
+def start_server(cfg: Config, config_arg: str | None = None, *, timeout: float = START_TIMEOUT_S) -> str:
     """Start ``vidtray library serve --no-open --idle-exit`` detached and return the URL it prints first.
     Its stderr goes to ``page-server.err`` beside the state file: a start that fails says why from there."""
     errors = Path(cfg.paths.page_server_file).with_suffix(".err")
     private_dir(errors.parent)
-    with open(errors, "wb") as err:
+    with os.fdopen(os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as err:
         proc = subprocess.Popen(server_argv(config_arg), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, start_new_session=True, env=child_env(), text=True, encoding="utf-8",
                                 errors="replace")
