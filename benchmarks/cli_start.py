@@ -1,5 +1,6 @@
 """`vidtray --help` against `python -c pass` (alternating runs), and a check that neither
-`--help` nor `storage` imports torch, diffusers or transformers.
+`--help` nor `storage` imports torch, diffusers, transformers, the tray's GUI toolkits or the library page's
+web stack.
 
     python benchmarks/cli_start.py [--rounds 15]
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alternate, time_cmd  # noqa: E402
 
-HEAVY = ("torch", "diffusers", "transformers", "pystray", "gi")
+HEAVY = ("torch", "diffusers", "transformers", "pystray", "gi", "starlette", "uvicorn", "jinja2")
 PROBE = """
 import json, sys, io, contextlib
 from vidtray.cli import main

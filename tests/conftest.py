@@ -92,3 +92,6 @@ def cli():
 
 # Desktop fixtures (Xvfb, private D-Bus session bus, dunst -print) for tests marked `gui`.
 from desktop import desktop, desktop_no_daemon, xdisplay  # noqa: E402, F401
+
+# The library page served from a thread, and Debian's chromium through Playwright (tests marked `browser`).
+from page_helpers import browser, page_server  # noqa: E402, F401

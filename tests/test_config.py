@@ -36,6 +36,8 @@ prune_after_days = 0
 prune_interval_s = 60
 prune_to_trash = false
 notifications = false
+library_port = 8123
+library_page_idle_s = 600
 [generation]
 frames = 8
 steps = 4
@@ -49,6 +51,7 @@ fps = 4
     assert cfg.device == "cpu" and cfg.offload == "model" and not cfg.prune_to_trash
     assert cfg.generation.frames == 8 and cfg.generation.fps == 4
     assert cfg.data_dir == tmp_path / "d"
+    assert cfg.library_port == 8123 and cfg.library_page_idle_s == 600
 
 
 def test_env_data_dir_wins(tmp_path):
@@ -85,6 +88,10 @@ def test_env_data_dir_wins(tmp_path):
         ("prune_interval_s = 1e20", "prune_interval_s", "at most 31536000"),
         ("keep_alive_s = 1e300", "keep_alive_s", "at most 31536000"),
         ("prune_after_days = 1e300", "prune_after_days", "at most 36500"),
+        ("library_port = 70000", "library_port", "must be a port from 1 to 65535, or 0 for the default"),
+        ("library_port = 80.5", "library_port", "must be a whole number"),
+        ("library_port = true", "library_port", "must be a whole number"),
+        ("library_page_idle_s = -1", "library_page_idle_s", ">= 0"),
     ],
 )
 def test_bad_values_name_file_and_key(text, key, fragment):

@@ -23,6 +23,8 @@ def test_wheel_ships_icons_and_entry_points(tmp_path):
         assert f"vidtray/icons/{icon}.png" in names and f"vidtray/icons/{icon}.ico" in names
     for sub in ("services", "tray", "icons", "commands"):
         assert f"vidtray/{sub}/__init__.py" in names
+    # the library page's templates and static files
+    assert {"vidtray/web/templates/base.html", "vidtray/web/static/app.js", "vidtray/web/static/app.css"} <= names
     assert not any(n.startswith(("tests/", "services/", "tray/")) for n in names)
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()

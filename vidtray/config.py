@@ -24,6 +24,8 @@ from vidtray.paths import Paths, default_config_path, default_data_dir
 
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
+#: The library page's port when ``library_port`` is 0 (and it is free; else any free port).
+LIBRARY_PORT = 47480
 
 
 T = TypeVar("T")
@@ -70,6 +72,9 @@ class Config:
     prune_interval_s: float = _key("seconds between prunes", 86400.0)
     prune_to_trash: bool = _key("false: delete for good instead of to the trash", True)
     notifications: bool = _key("desktop notifications", True)
+    library_port: int = _key(f"the library page's port (0 = {LIBRARY_PORT} if free, else any free one)", 0)
+    library_page_idle_s: float = _key("seconds without a request before a library page started by the tray "
+                                      "stops (0 = never)", 1800.0)
     generation: Generation = field(default_factory=Generation)
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
@@ -269,6 +274,14 @@ def _number(minimum: float, *, strict: bool, maximum: float | None = None) -> Pa
     return parse
 
 
+def _port(value: object, source: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(source, f"must be a whole number (a TCP port), got {_type_name(value)}", key)
+    if not 0 <= value <= 65535:
+        raise ConfigError(source, f"must be a port from 1 to 65535, or 0 for the default, got {value}", key)
+    return value
+
+
 def _choice(choices: tuple[str, ...]) -> Parser[str]:
     def parse(value: object, source: str, key: str) -> str:
         if not isinstance(value, str) or value not in choices:
@@ -312,6 +325,8 @@ _PARSERS: dict[str, Parser[object]] = {
     "prune_interval_s": _number(0, strict=True, maximum=YEAR_S),
     "prune_to_trash": _bool,
     "notifications": _bool,
+    "library_port": _port,
+    "library_page_idle_s": _number(0, strict=False, maximum=YEAR_S),
 }
 
 

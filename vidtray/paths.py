@@ -65,6 +65,8 @@ class Paths:
     state_dir: Path  # small runtime state that is not user data
     removed_file: Path  # what the user removed from the library (kept out of later imports)
     jobs_state_file: Path  # the scheduled jobs' own state (when the last prune ran)
+    page_token_file: Path  # the library page's access token (0600): per user, kept across restarts
+    page_server_file: Path  # the running library page server's port, pid and URL (so a second open reuses it)
 
     @classmethod
     def of(cls, data_dir: Path, library_path: Path | None = None) -> Paths:
@@ -74,6 +76,7 @@ class Paths:
             videos_dir=videos, partial_dir=videos / ".partial", thumbnails_dir=data_dir / "thumbnails",
             queue_dir=queue, pause_flag=queue / PAUSE_FILE,
             state_dir=state, removed_file=state / "removed.json", jobs_state_file=state / "jobs.json",
+            page_token_file=state / "page-token", page_server_file=state / "page-server.json",
         )
 
 

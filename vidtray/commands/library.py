@@ -1,5 +1,5 @@
 """``vidtray library list [--json] | show ID | pin ID | unpin ID | remove ID | rescan [--include-removed]
-| edit ID ...``. IDs may be shortened to a unique prefix, as queue ids."""
+| edit ID ... | serve [--port N] [--no-open]``. IDs may be shortened to a unique prefix, as queue ids."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from vidtray.config import LIBRARY_PORT
 from vidtray.errors import UserError
 
 if TYPE_CHECKING:
@@ -57,6 +58,31 @@ def register(sub: Subparsers) -> None:
                     help="publish date-time, e.g. 2030-05-01T09:00 or 2030-05-01T09:00:00+02:00; none clears")
     ed.add_argument("--json", action="store_true", help="print one JSON document")
     ed.set_defaults(handler=_edit)
+
+    sv = lsub.add_parser("serve", help="show the library as a web page on this computer (127.0.0.1 only); "
+                                       "the first line printed is its URL with the access key")
+    sv.add_argument("--port", type=_port, metavar="N",
+                    help=f"listen on this port (default: library_port, else {LIBRARY_PORT} or any free one)")
+    sv.add_argument("--no-open", action="store_true", help="do not open the browser")
+    # The tray's "Open library": stop after library_page_idle_s without a request.
+    sv.add_argument("--idle-exit", action="store_true", help=argparse.SUPPRESS)
+    sv.set_defaults(handler=_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535 (0: any free one), got {port}")
+    return port
+
+
+def _serve(args: argparse.Namespace, ctx: Context) -> int:
+    from vidtray.web.server import serve
+
+    return serve(ctx.cfg, port=args.port, open_browser=not args.no_open, idle_exit=args.idle_exit)
 
 
 def _library(ctx: Context) -> Library:

@@ -106,6 +106,15 @@ class Actions:
 
         self._act(f"open {path}", work)
 
+    def open_library(self) -> None:
+        """The library page in the browser: its own process, started on demand or reused (no web stack here)."""
+        def work() -> None:
+            from vidtray.web.launch import open_library_page
+
+            open_library_page(self.cfg, self.config_arg)
+
+        self._act("open the library page", work)
+
     def settings(self) -> None:
         def work() -> None:
             path = config_path(self.config_arg)

@@ -166,16 +166,20 @@ class Submitted:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def submit_job(cfg: Config, spec: JobSpec) -> Submitted:
+def submit_job(cfg: Config, spec: JobSpec, source: params.Source | None = None) -> Submitted:
     """Queue ``spec`` for the worker (the one place the popup talks to the queue), checked exactly as
-    ``vidtray queue add`` checks a job."""
+    ``vidtray queue add`` checks a job. ``source`` names the form in errors (default: the popup)."""
     from vidtray.services.queue import open_queue
 
     req = spec.request()
-    popup = params.Source.popup()
-    req.validate(popup)
-    hub.resolve_model(req.model or cfg.model)
-    # The model's own rules (multiples of 16, frames = 4k+1) on what the job would run with.
-    gen.resolve_params(req, cfg, model_family(req.model or cfg.model), popup)
+    check_request(cfg, req, source or params.Source.popup())
     job = open_queue(cfg).submit(req.as_dict())
     return Submitted(job.id, job.to_json())
+
+
+def check_request(cfg: Config, req: gen.Request, source: params.Source) -> None:
+    """The checks a job gets before it is queued: the schema's limits, the model found, and the model's own
+    rules (multiples of 16, frames = 4k+1) on what the job would run with. UserError naming ``source``."""
+    req.validate(source)
+    hub.resolve_model(req.model or cfg.model)
+    gen.resolve_params(req, cfg, model_family(req.model or cfg.model), source)

@@ -42,7 +42,7 @@ class MenuBuilder:
             item("Cancel current job", act.cancel, visible=when_job),
             menu.SEPARATOR,
             item("Open videos folder", lambda: act.open(self.cfg.videos_dir, create=True)),
-            item("Open library", lambda: act.open(self.cfg.library_file)),
+            item("Open library", act.open_library),
             item("Storage", menu(self.storage_items)),
             menu.SEPARATOR,
             item("Pause watching", act.pause_watching, checked=lambda _i: self.state().watching_paused),
