@@ -65,11 +65,11 @@ def rescan(cfg: Config) -> list[dict[str, Any]]:
     """What ``vidtray library rescan`` does: import the videos on disk, with thumbnails. Returns the items."""
     lib = open_library(cfg)
     Watcher(lib, watch_folders(cfg), thumbnails_dir=cfg.thumbnails_dir).reconcile()
-    return lib.items()
+    return [i.data for i in lib.items()]
 
 
 def item_by_name(cfg: Config, name: str) -> dict[str, Any]:
-    return next(i for i in open_library(cfg).items() if Path(i["path"]).name == name)
+    return next(i.data for i in open_library(cfg).items() if Path(i.path).name == name)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:

@@ -120,7 +120,7 @@ def test_generate_again_and_vary_queue_the_recipe(page_server: Served, three: di
     varied = doc["job"]["request"]
     assert {k: v for k, v in varied.items() if k != "seed"} == {k: v for k, v in again.items() if k != "seed"}
     assert varied["seed"] != 11
-    assert [j["request"]["seed"] for j in open_queue(cfg).list()] == [11, varied["seed"]]
+    assert [j.request["seed"] for j in open_queue(cfg).list()] == [11, varied["seed"]]
     status, doc = page_server.json("POST", f"/api/items/{three['home']['id']}/again", {})
     assert status == 409 and "no recipe" in doc["error"]
     # a recipe the worker could not run is not offered (the owl's model is not here, and HF_HUB_OFFLINE is set)

@@ -257,7 +257,7 @@ def test_the_queue_panel_shows_a_real_jobs_progress_and_its_video(isolated_env: 
             wait_for(lambda: "Queued as job" in page.inner_text("#item-msg"), what="the variation")
             jobs = daemon.supervisor.queue.list()
             assert len(jobs) == 2
-            varied = jobs[-1]["request"]
+            varied = jobs[-1].request
             assert varied["prompt"] == "a tiny test clip" and varied["steps"] == 30 and varied["seed"] != 5
             assert varied["model"] == str(tiny_pipeline)
             assert page.js_errors == []

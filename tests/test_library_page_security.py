@@ -95,11 +95,11 @@ def test_changes_need_the_pages_csrf_header_and_its_origin(cfg: Config, page_ser
                   {"Origin": "http://evil.example"}, {"Origin": f"http://127.0.0.1:{page_server.port + 1}"},
                   {"Origin": "null"}):
         assert page_server.request("PATCH", path, auth=False, headers={**good, **extra}, body=change)[0] == 403
-    assert open_library(cfg).get(one["id"])["pinned"] is False
+    assert open_library(cfg).get(one["id"]).pinned is False
     # what the page sends: accepted
     same = {**good, "Origin": f"http://127.0.0.1:{page_server.port}", "Sec-Fetch-Site": "same-origin"}
     assert page_server.request("PATCH", path, auth=False, headers=same, body=change)[0] == 200
-    assert open_library(cfg).get(one["id"])["pinned"] is True
+    assert open_library(cfg).get(one["id"]).pinned is True
     # another local program with the token as a bearer needs no CSRF header (a browser cannot forge that header)
     assert page_server.request("PATCH", path, body={"pinned": False})[0] == 200
     # a form post (not JSON) changes nothing; other methods are not allowed; no CORS, ever
@@ -186,7 +186,7 @@ const tries = [
     answer = evil.content()
     assert "access key" in answer or "refused" in answer or "x-vidtray-csrf" in answer, answer
     assert "pwned" not in json.dumps(page_server.json("GET", "/api/queue")[1])
-    assert open_library(cfg).get(one["id"])["pinned"] is False
+    assert open_library(cfg).get(one["id"]).pinned is False
     assert Path(one["path"]).exists()
 
 
