@@ -345,7 +345,7 @@ def _resume(args: argparse.Namespace, ctx: Context) -> int:
 def _move(args: argparse.Namespace, ctx: Context) -> int:
     with _queue(ctx) as q:
         job = q.move(args.job_id, before=None if args.first else args.before)
-        ahead = [j.id for j in q.active() if j.state == "queued"].index(job.id)
+        ahead = q.place(job.id)
     if args.json:
         ctx.print_json(job.to_json())
     else:

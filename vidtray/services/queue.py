@@ -85,7 +85,7 @@ _SCHEMA = (
            owner_pid INTEGER,
            owner_start REAL,
            doc TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, position)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, position, seq)",
     "CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs (seq)",
     "CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, state)",
     """CREATE TABLE IF NOT EXISTS batches (
@@ -593,6 +593,22 @@ class JobQueue:
             "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq")) + self._jobs(conn.execute(
                 "SELECT * FROM jobs WHERE state = 'queued' ORDER BY position, seq")))
 
+    def running(self) -> builtins.list[Job]:
+        """The running jobs (usually one per supervisor), oldest first."""
+        return self._run(lambda conn: self._jobs(conn.execute(
+            "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq")))
+
+    def place(self, job_id: str) -> int:
+        """How many queued jobs run before this queued one (0: it is next)."""
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT position, seq FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UserError(f"no job {job_id!r} in the queue (see `vidtray queue list`)")
+            return int(conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND (position < ? OR (position = ? AND seq < ?))",
+                (row[0], row[0], row[1])).fetchone()[0])
+        return self._run(read)
+
     def count(self, state: JobState) -> int:
         """Rows in ``state`` (an indexed count)."""
         return int(self._run(lambda conn: conn.execute(
@@ -606,14 +622,22 @@ class JobQueue:
         """The models that queued or running jobs will load (``request.model``; a job that names none uses
         ``default``, the config's model, when given). For the storage budget: a model in this set is not
         to be deleted."""
-        models: set[str] = set()
-        for job in self.active():
-            model = job.request.get("model")
-            if isinstance(model, str) and model.strip():
-                models.add(model.strip())
-            elif default:
-                models.add(default)
-        return models
+        def read(conn: sqlite3.Connection) -> set[str]:
+            # Only each row's request is read, and a row that is not a valid job counts too: when in
+            # doubt, a model stays.
+            models: set[str] = set()
+            for (doc,) in conn.execute("SELECT doc FROM jobs WHERE state IN ('queued', 'running')"):
+                try:
+                    request = json.loads(doc).get("request")
+                    model = request.get("model") if isinstance(request, dict) else None
+                except (TypeError, ValueError, AttributeError, RecursionError):
+                    model = None
+                if isinstance(model, str) and model.strip():
+                    models.add(model.strip())
+                elif default:
+                    models.add(default)
+            return models
+        return self._run(read)
 
     def batches(self) -> dict[str, BatchSummary]:
         """Every batch with jobs in the queue: its size and how many of its jobs are in each state."""

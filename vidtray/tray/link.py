@@ -121,7 +121,7 @@ class ServiceLink:
         try:
             key = self.queue.change_key()
             if key != self._jobs_key:
-                running = [job for job in self.queue.active() if job.state == "running"]
+                running = self.queue.running()
                 self._jobs = {"job": _job_view(running[0]) if running else None,
                               "queued": self.queue.count("queued"),
                               "queue_user_paused": self.queue.user_pause() is not None}
