@@ -4,8 +4,9 @@ jobs in the database against an empty one.
 
     python benchmarks/queue_idle.py [--seconds 60] [--settle 10] [--ops 300] [--json]
 
-Idle: two ``vidtray watch`` processes, each with its own throw-away data folder (no config file, no
-notifications), one of them with 1,000 done jobs in its queue. After they have settled, CPU time is read
+Idle: three ``vidtray watch`` processes, each with its own throw-away data folder (notifications off):
+one before its queue database exists (a fresh install), one with an empty database (the baseline), one
+with 1,000 done jobs in it. After they have settled, CPU time is read
 from the scheduler's own per-thread counters (``/proc/<pid>/task/*/schedstat``, nanoseconds; the usual
 clock ticks are too coarse for a process that idles well under 1 %) and RSS every second.
 
@@ -88,11 +89,15 @@ def start_watch(root: Path) -> subprocess.Popen[str]:
 
 def idle(seconds: float, settle: float) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="vidtray-queue-idle-") as tmp:
-        empty, full = Path(tmp) / "empty", Path(tmp) / "full"
-        for root in (empty, full):
+        fresh, empty, full = Path(tmp) / "fresh", Path(tmp) / "empty", Path(tmp) / "full"
+        for root in (fresh, empty, full):
             (root / "data").mkdir(parents=True)
         finished_jobs(full / "data" / "queue", FINISHED_JOBS)
-        procs = {"empty queue": start_watch(empty), f"{FINISHED_JOBS} finished jobs": start_watch(full)}
+        with JobQueue(empty / "data" / "queue") as q:  # a database with no job in it: like for like
+            q.pause()
+            q.resume()
+        procs = {"no database yet": start_watch(fresh), "empty queue": start_watch(empty),
+                 f"{FINISHED_JOBS} finished jobs": start_watch(full)}
         try:
             time.sleep(settle)
             start = {name: cpu_ns(p.pid) for name, p in procs.items()}

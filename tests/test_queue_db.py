@@ -361,3 +361,35 @@ def test_models_in_use_names_the_models_queued_and_running_jobs_load(tmp_path: P
     assert q.models_in_use("org/default") == {"org/one", "org/default"}
     q.claim_next()
     assert q.models_in_use("org/default") == {"org/one", "org/default"}  # running counts too
+
+
+OPENER = """
+import sys
+from vidtray.services.queue import JobQueue
+print("ready", flush=True)
+sys.stdin.readline()
+print(len(JobQueue(sys.argv[1]).list()), flush=True)
+"""
+
+
+def test_processes_opening_the_old_queue_at_once_import_each_job_once(tmp_path: Path) -> None:
+    qdir = tmp_path / "queue"
+    qdir.mkdir()
+    ids = [f"{i:012x}" for i in range(60)]
+    for n, job_id in enumerate(ids):
+        (qdir / f"{job_id}.json").write_text(json.dumps(_job_doc(job_id, seq=n + 1)))
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(qdir)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [int(out) for out, _err in outs] == [60, 60, 60], outs
+    assert not any("Traceback" in err or "cannot move" in err for _out, err in outs)
+    with JobQueue(qdir) as q:
+        assert [j.id for j in q.list()] == ids
+    assert sorted(p.name for p in (qdir / "json-backup").iterdir()) == sorted(f"{i}.json" for i in ids)
+    assert sorted(p.name for p in qdir.iterdir() if p.suffix == ".json") == []

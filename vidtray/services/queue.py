@@ -278,6 +278,7 @@ class JobQueue:
         self.busy_timeout = busy_timeout
         self.on_corrupt = on_corrupt
         self._conn: sqlite3.Connection | None = None
+        self._empty: sqlite3.Connection | None = None  # what reads see before there is a database
         self._ident: tuple[int, int] | None = None
         self._lock = threading.RLock()
         self._bad: set[tuple[str, str]] = set()
@@ -286,9 +287,10 @@ class JobQueue:
     # -- the connection ------------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._empty):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._empty = None
 
     def __enter__(self) -> JobQueue:
         return self
@@ -307,11 +309,12 @@ class JobQueue:
             log.info("the job queue database %s was replaced; opening it again", self.path)
             self.close()
         if ident is None and not create and not self._job_files():
-            empty = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            empty.row_factory = sqlite3.Row
-            for statement in _SCHEMA:
-                empty.execute(statement)
-            return empty
+            if self._empty is None:
+                self._empty = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                self._empty.row_factory = sqlite3.Row
+                for statement in _SCHEMA:
+                    self._empty.execute(statement)
+            return self._empty
         try:
             self._conn = self._open()
         except sqlite3.OperationalError as exc:
@@ -368,15 +371,15 @@ class JobQueue:
             raise OperationFailed(
                 f"the job queue {self.path} was made by a newer vidtray (schema {version}; this one reads "
                 f"{SCHEMA_VERSION}): it was left as it is")
-        files = self._job_files()
-        if version == SCHEMA_VERSION and not files:
+        if version == SCHEMA_VERSION and not self._job_files():
             return []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Again under the write lock: another process may have done it meanwhile.
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 for statement in _SCHEMA:
                     conn.execute(statement)
-            imported = self._import(conn, files)
+            imported = self._import(conn, self._job_files())
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -428,17 +431,19 @@ class JobQueue:
         if not files:
             return
         backup = self.dir / BACKUP_DIR
-        try:
-            private_dir(backup)
-            for path in files:
-                target = backup / path.name
-                n = 1
-                while target.exists():
-                    n += 1
-                    target = backup / f"{path.stem}-{n}.json"
+        for path in files:
+            target = backup / path.name
+            n = 1
+            while target.exists():
+                n += 1
+                target = backup / f"{path.stem}-{n}.json"
+            try:
+                private_dir(backup)
                 os.replace(path, target)
-        except OSError as exc:
-            log.warning("cannot move imported job files into %s: %s", backup, exc.strerror or exc)
+            except FileNotFoundError:
+                continue  # another process opening the queue at the same time moved it
+            except OSError as exc:
+                log.warning("cannot move imported job file %s into %s: %s", path.name, backup, exc.strerror or exc)
 
     def _set_aside(self, why: str, seen: tuple[int, int] | None) -> None:
         """Move a corrupt database aside (with its -wal and -shm), once, whichever process finds it."""
@@ -503,8 +508,8 @@ class JobQueue:
             try:
                 return fn(conn)
             finally:
-                if conn is not self._conn:
-                    conn.close()
+                if conn is not self._conn and conn is not self._empty:
+                    conn.close()  # a full disk's read-only look
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:

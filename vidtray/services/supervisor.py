@@ -5,7 +5,12 @@ at a time, reads its events through the shared :class:`~vidtray.services.worker_
 relays every event to ``on_event``, forwards cancel requests, marks the job of a crashed worker failed
 (with the reason) and starts a new worker for the next job, at most ``max_restarts`` crashes in a row. The
 worker exits by itself after ``keep_alive_s`` idle; the supervisor starts it again on demand.
-Nothing here imports torch.
+
+An idle loop wakes every ``poll_s`` and reads only the queue's change key (``JobQueue.change_key``: no row);
+a commit in this process wakes it at once. Only when the key moved does it look for finished batches (one
+notification each, ``Notifier.batch_done``; a batch's jobs send none of their own), pauses and the next job.
+Every ``RECOVER_EVERY_S`` it also takes back running jobs whose owner died (another tray or ``vidtray
+watch`` killed mid-job). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -167,7 +172,7 @@ class Supervisor(WorkerListener):
 
     # -- the loop (one thread owns all state below)
     def _run(self) -> None:
-        # Whatever one round raises (a full disk under the queue, a job file another program mangled),
+        # Whatever one round raises (a full disk under the queue, a locked or damaged database),
         # the loop goes on after a bounded backoff: a dead supervisor would leave jobs queued until a
         # restart. An event whose handling failed is handled again first, so a result is never lost.
         guard = Backoff(log, "the generation queue (supervisor loop)")
@@ -300,7 +305,7 @@ class Supervisor(WorkerListener):
     # -- what the dispatcher calls (on this loop's thread)
     def progress(self, event: Progress) -> None:
         now = time.monotonic()
-        # Progress lands in the job file for `vidtray queue list`, at most once a second.
+        # Progress lands in the queue for `vidtray queue list` and the tray, at most once a second.
         if event.step == event.steps or now - self._last_progress_write >= self.progress_write_s:
             self._last_progress_write = now
             self.queue.set_progress(event.job, JobProgress(step=event.step, steps=event.steps, eta=event.eta))
