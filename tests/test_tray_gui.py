@@ -134,6 +134,7 @@ def test_tooltip_shows_low_disk_paused_queue_and_a_deleted_videos_folder(  # typ
     wait_until(lambda: tray.title(icon).startswith("Low disk: "), 15, "the low-disk tooltip")
     assert tray.title(icon).endswith(" GiB free\nIdle - 0 videos")
 
+    cfg.queue_dir.mkdir(parents=True, exist_ok=True)  # (the disk check makes it when it writes the flag)
     (cfg.queue_dir / "paused.json").write_text(json.dumps({"reason": "only 0.4 GB free", "since": "now"}))
     wait_until(lambda: "Queue paused: only 0.4 GB free" in tray.title(icon), 15, "the paused-queue tooltip")
 
