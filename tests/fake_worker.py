@@ -81,7 +81,8 @@ def main() -> int:
             time.sleep(0.05 if steps > 1 else 0)
             emit(Progress(job=job, step=i + 1, steps=steps))
         else:
-            emit(Done(job=job, result={"path": f"/videos/{job}.mp4", "seed": 1}))
+            seed = command.request.get("seed")
+            emit(Done(job=job, result={"path": f"/videos/{job}.mp4", "seed": seed if isinstance(seed, int) else 1}))
 
 
 if __name__ == "__main__":

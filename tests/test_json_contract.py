@@ -116,6 +116,12 @@ CASES: dict[tuple[str, ...], Case] = {
     ("queue", "list"): Case([], NOPE, "usage"),
     ("queue", "add"): Case(["a fox", "--model", "{model}"], ["a fox", "--model", "/nonexistent/model"], "usage"),
     ("queue", "cancel"): Case(["{job}"], ["nope"], "usage"),
+    ("queue", "pause"): Case([], NOPE, "usage"),
+    ("queue", "resume"): Case([], NOPE, "usage"),
+    ("queue", "move"): Case(["{job}", "--first"], ["nope", "--first"], "usage"),
+    ("queue", "edit"): Case(["{job}", "--steps", "10"], ["nope", "--steps", "10"], "usage"),
+    ("queue", "retry"): Case(["{cancelled}"], ["nope"], "usage"),
+    ("queue", "clear"): Case(["--finished"], ["--finished", *NOPE], "usage"),
     ("models", "list"): Case([], NOPE, "usage"),
     ("models", "pull"): Case(None, ["not a repo id"], "usage"),  # success downloads: never in tests
     ("generate",): Case(None, ["a fox", "--model", "/nonexistent/model"], "usage"),  # success: test_generate_cli
@@ -141,9 +147,11 @@ def state(cfg: Config, isolated_env: dict[str, Path], tmp_path: Path) -> dict[st
 def test_json_contract(command: tuple[str, ...], state: dict[str, str], isolated_env: dict[str, Path]) -> None:
     case = CASES[command]
     if case.ok is not None:
-        if "{job}" in case.ok:
+        if "{job}" in case.ok or "{cancelled}" in case.ok:
             added = check(run_cli("queue", "add", "a fox", "--model", state["model"], "--json"))
-            state["job"] = added["id"]
+            state["job"] = state["cancelled"] = added["id"]
+            if "{cancelled}" in case.ok:
+                assert run_cli("queue", "cancel", added["id"]).returncode == 0
         res = run_cli(*command, *(a.format(**state) for a in case.ok), "--json")
         assert res.returncode == 0, res.stderr
         check(res)

@@ -48,9 +48,14 @@ def test_a_new_library_is_private_an_existing_one_keeps_its_mode(tmp_path: Path,
 
 def test_queue_files_and_state_are_private(tmp_path: Path, open_umask: None) -> None:
     cfg = Config.from_mapping({"data_dir": str(tmp_path / "new-data")}, "<test>", env={})
-    job = JobQueue(cfg.queue_dir).submit({"prompt": "a secret prompt"})
+    q = JobQueue(cfg.queue_dir)
+    q.submit({"prompt": "a secret prompt"})
     assert mode(cfg.queue_dir) == 0o700 and mode(cfg.data_dir) == 0o700
-    assert mode(cfg.queue_dir / f"{job.id}.json") == 0o600
+    # the database and the files SQLite makes beside it while it is open
+    files = sorted(p.name for p in cfg.queue_dir.iterdir())
+    assert files == ["queue.sqlite3", "queue.sqlite3-shm", "queue.sqlite3-wal"]
+    assert all(mode(cfg.queue_dir / name) == 0o600 for name in files)
+    q.close()
     jobs = Jobs(cfg, RecordingNotifier())
     jobs._record_prune(1.0)
     assert mode(jobs.state_file) == 0o600 and mode(jobs.state_file.parent) == 0o700

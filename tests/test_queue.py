@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -58,10 +59,11 @@ def test_jobs_go_through_their_states_in_order(tmp_path: Path) -> None:
     assert done.state == "done" and done.result == {"path": "/x.mp4"} and done.owner_pid is None
     assert q.claim_next().id == b.id
     assert q.claim_next() is None
-    # every job is one JSON file, written whole
-    files = sorted(p.name for p in (tmp_path / "queue").glob("*.json"))
-    assert files == sorted(f"{j}.json" for j in (a.id, b.id))
-    assert json.loads((tmp_path / "queue" / f"{a.id}.json").read_text())["state"] == "done"
+    # one database, and what this connection committed another one reads
+    assert {p.name for p in (tmp_path / "queue").iterdir()} <= {"queue.sqlite3", "queue.sqlite3-wal",
+                                                                "queue.sqlite3-shm"}
+    with JobQueue(tmp_path / "queue") as other:
+        assert [(j.id, j.state) for j in other.list()] == [(a.id, "done"), (b.id, "running")]
 
 
 def test_queue_survives_a_restart_and_requeues_jobs_of_dead_owners(tmp_path: Path) -> None:
@@ -131,10 +133,11 @@ def test_pause_flag_stops_claiming(tmp_path: Path) -> None:
     assert q.claim_next() is not None
 
 
-def test_a_mangled_job_file_is_set_aside(tmp_path: Path) -> None:
+def test_a_mangled_job_file_of_the_old_queue_is_set_aside(tmp_path: Path) -> None:
+    (tmp_path / "queue").mkdir()
+    (tmp_path / "queue" / "broken.json").write_text("{not json")
     q = JobQueue(tmp_path / "queue")
     good = q.submit(req())
-    (tmp_path / "queue" / "broken.json").write_text("{not json")
     assert [j.id for j in q.list()] == [good.id]
     assert list((tmp_path / "queue").glob("broken.json.corrupt-*"))
 
@@ -185,6 +188,12 @@ class RecordingNotifier:
 
     def generation_failed(self, reason: str) -> None:
         self.calls.append(("generation_failed", (reason,)))
+
+    def batch_done(self, done: int, failed: int, cancelled: int, error: str | None = None) -> None:
+        self.calls.append(("batch_done", (done, failed, cancelled, error)))
+
+    def queue_corrupt(self, moved_to: Path) -> None:
+        self.calls.append(("queue_corrupt", (str(moved_to),)))
 
 
 def supervisor(cfg: Config, rec: Recorder, **kw: Any) -> Supervisor:
@@ -310,7 +319,7 @@ def _job_doc(job_id: str, **over: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("name,doc", [
+MALFORMED = [
     ("wrongname", _job_doc("otherid")),  # re-ran for ever: claimed from this file, written to another
     ("intid", {**_job_doc("intid"), "id": 5}),
     ("strseq", _job_doc("strseq", seq="first")),
@@ -322,22 +331,85 @@ def _job_doc(job_id: str, **over: Any) -> dict[str, Any]:
     ("state", _job_doc("state", state="paused")),
     ("list", [1, 2]),
     ("traversal", _job_doc("../../escape")),
-])
-def test_a_malformed_job_file_is_set_aside_and_never_wedges_the_queue(tmp_path: Path, cli, name: str,
-                                                                       doc: Any) -> None:
+]
+
+
+@pytest.mark.parametrize("name,doc", MALFORMED)
+def test_a_malformed_job_file_is_set_aside_on_import_and_never_wedges_the_queue(tmp_path: Path, cli, name: str,
+                                                                                 doc: Any) -> None:
     qdir = tmp_path / "data" / "queue"
-    q = JobQueue(qdir)
-    good = q.submit(req("good one"))
+    qdir.mkdir(parents=True)
+    good = _job_doc("goodone0000a", request={"prompt": "good one"})
+    (qdir / "goodone0000a.json").write_text(json.dumps(good))
     (qdir / f"{name}.json").write_text(json.dumps(doc))
-    listed = cli("queue", "list", "--json")
+    listed = cli("queue", "list", "--json")  # the first open imports the old queue's files
     assert listed.returncode == 0, listed.stderr
-    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [good.id]
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == ["goodone0000a"]
     assert cli("queue", "list").returncode == 0
     assert [p.name.split(".json")[0] for p in qdir.glob("*.json.corrupt-*")] == [name]
+    assert [p.name for p in (qdir / "json-backup").iterdir()] == ["goodone0000a.json"]
     # the queue goes on: the good job is claimed once, and nothing is claimed after it
-    assert q.claim_next().id == good.id
+    q = JobQueue(qdir)
+    assert q.claim_next().id == "goodone0000a"
     assert q.claim_next() is None
     assert not (tmp_path / "escape.json").exists()
+
+
+def _insert_row(qdir: Path, job_id: Any, doc: Any, *, state: Any = "queued", seq: Any = 1, owner_pid: Any = None,
+                position: int = 0) -> None:
+    """A row as another program might write it into the queue's database, bypassing vidtray."""
+    import sqlite3
+
+    raw = doc if isinstance(doc, str) else json.dumps(doc)
+    with sqlite3.connect(qdir / "queue.sqlite3") as conn:
+        conn.execute("INSERT INTO jobs (id, seq, position, state, owner_pid, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                     (job_id, seq, position, state, owner_pid, raw))
+    conn.close()
+
+
+ROWS = [
+    ("notjson", {"doc": "{not json"}),
+    ("listdoc", {"doc": "[1, 2]"}),
+    # (an integer id, or a pid as digits, is stored as text / a number by the columns' types: a valid job)
+    ("strseq", {"seq": "first"}),
+    ("strpid", {"state": "running", "owner_pid": "me"}),
+    ("blobid", {"job_id": b"\x00bin"}),
+    ("request", {"doc": json.dumps({"request": "go"})}),
+    ("progress", {"doc": json.dumps({"request": {"prompt": "x"}, "progress": "half"})}),
+    ("state", {"state": "paused"}),
+    ("deep", {"doc": "[" * 100_000 + "]" * 100_000}),
+]
+
+
+@pytest.mark.parametrize("name,row", ROWS, ids=[r[0] for r in ROWS])
+def test_a_malformed_row_is_kept_skipped_and_logged_once(tmp_path: Path, cli, caplog: pytest.LogCaptureFixture,
+                                                         name: str, row: dict[str, Any]) -> None:
+    """The same rules for rows another program wrote into the database: never run, never fatal to a command
+    or to the loop, kept as they are, logged once."""
+    caplog.set_level(logging.WARNING, logger="vidtray.queue")
+    qdir = tmp_path / "data" / "queue"
+    q = JobQueue(qdir)
+    first = q.submit(req("before it"))
+    doc = row.get("doc", json.dumps({"request": {"prompt": "bad"}, "created": "x"}))
+    _insert_row(qdir, row.get("job_id", name), doc, state=row.get("state", "queued"), seq=row.get("seq", 2),
+                owner_pid=row.get("owner_pid"), position=0)  # at the front: the first one a claim looks at
+    good = q.submit(req("after it"))
+    listed = cli("queue", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [first.id, good.id]
+    assert cli("queue", "list").returncode == 0
+    assert [j.id for j in q.list()] == [first.id, good.id]
+    assert q.claim_next().id == first.id
+    assert q.claim_next().id == good.id
+    assert q.claim_next() is None
+    assert q.recover_stale() == []
+    import sqlite3
+
+    with sqlite3.connect(qdir / "queue.sqlite3") as conn:  # kept as it was
+        assert conn.execute("SELECT doc FROM jobs WHERE id = ?", (row.get("job_id", name),)).fetchone()[0] == doc
+    conn.close()
+    warnings = [r for r in caplog.records if "not a valid job" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
 
 
 def test_a_job_with_a_wrong_id_runs_once_not_for_ever(cfg: Config) -> None:
@@ -398,17 +470,17 @@ def test_every_reader_of_the_pause_flag_says_the_same(cfg: Config, content: str,
     assert q.claim_next() is None  # whatever it holds, an existing flag pauses the queue
 
 
-def test_the_tray_shows_the_jobs_the_queue_would_run_and_moves_nothing(cfg: Config) -> None:
+def test_the_tray_shows_the_jobs_the_queue_would_run_and_changes_nothing(cfg: Config) -> None:
     from vidtray.services.notify import RecordingNotifier
     from vidtray.services.queue import open_queue
     from vidtray.tray.link import ServiceLink
 
     q = open_queue(cfg)
     good = q.submit(req("good one"))
-    # A file the queue refuses (its id is not its name): the tray showed it as the running job.
-    bad = cfg.queue_dir / "other.json"
-    bad.write_text(json.dumps(_job_doc("not-other", state="running", progress={"step": 3, "steps": 9})))
+    # A row the queue refuses (its progress is not an object): the tray must not show it as the running job.
+    _insert_row(cfg.queue_dir, "other", json.dumps({"request": {"prompt": "x"}, "progress": "3 of 9"}),
+                state="running", seq=5)
     link = ServiceLink(cfg, RecordingNotifier())
-    assert link.jobs() == {"job": None, "queued": 1}
-    assert bad.exists()  # the tray only looks
-    assert [j.id for j in q.list()] == [good.id] and not bad.exists()  # the queue sets it aside
+    assert link.jobs() == {"job": None, "queued": 1, "queue_user_paused": False}
+    assert [j.id for j in q.list()] == [good.id]
+    assert q.count("running") == 1  # kept

@@ -16,6 +16,7 @@ import psutil
 import pytest
 from conftest import ROOT
 from gen_fixtures import SMALL
+from helpers import wait_for
 from test_queue import Recorder
 
 from vidtray.config import Config
@@ -114,3 +115,36 @@ def test_worker_dies_with_its_parent(cfg: Config) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_batch_of_three_runs_with_its_recorded_seeds_and_one_notification(isolated_env: dict[str, Path],
+                                                                           tiny_pipeline: Path) -> None:
+    """`vidtray queue add PROMPT --count 3 --seed 11` as the daemon runs it with the real worker: three
+    videos made with seeds 11, 12, 13 (the sidecars say so) and one notification for the batch."""
+    from conftest import run_cli
+
+    from vidtray.services.notify import RecordingNotifier
+
+    cfg = Config.from_mapping({"keep_alive_s": 2.0}, "<test>")
+    size = [f"--{k}={v}" for k, v in SMALL.items()]
+    res = run_cli("queue", "add", "a red fox", "--count", "3", "--seed", "11", "--model", str(tiny_pipeline),
+                  *size, "--json")
+    assert res.returncode == 0, res.stderr
+    batch = json.loads(res.stdout)
+    notifier, rec = RecordingNotifier(), Recorder()
+    daemon = Daemon(cfg, notifier, settle_s=0.2)
+    daemon.on_generation_event = rec
+    daemon.start()
+    try:
+        for job in batch["jobs"]:
+            rec.wait_for(lambda e, j=job: isinstance(e, Done) and e.job == j["id"], timeout=180)
+        assert wait_for(lambda: notifier.of_kind("batch_done"))
+    finally:
+        daemon.stop()
+    done = {e.job: e.result for e in rec.events if isinstance(e, Done)}
+    results = [done[j["id"]] for j in batch["jobs"]]
+    assert [r["seed"] for r in results] == [11, 12, 13]
+    assert [json.loads(Path(r["sidecar"]).read_text())["seed"] for r in results] == [11, 12, 13]
+    assert notifier.kinds().count("batch_done") == 1 and "video_ready" not in notifier.kinds()
+    assert notifier.of_kind("batch_done")[0].body == "3 videos ready"
+

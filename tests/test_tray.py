@@ -45,6 +45,15 @@ def test_tooltip_says_what_the_tray_is_doing() -> None:
     assert tooltip(idle.with_(job=JobView("j1", "a fox", phase="loading"))) == "Loading model"
 
 
+def test_the_users_pause_shows_beside_the_queued_count() -> None:
+    assert tooltip(TrayState(queued=3, videos=14, queue_user_paused=True)) == "3 queued (paused) - 14 videos"
+    assert tooltip(TrayState(videos=14, queue_user_paused=True)) == "Idle (queue paused) - 14 videos"
+    busy = TrayState(job=JobView("j", "a fox", 12, 40), queued=2, queue_user_paused=True)
+    assert tooltip(busy) == "Generating 12/40 (+2 queued, paused)"
+    # the user chose it: no warning icon (the low-disk pause has one)
+    assert icon_name(TrayState(queued=3, queue_user_paused=True)) == "idle"
+
+
 def test_low_disk_and_paused_queue_turn_the_icon_to_warning() -> None:
     low = TrayState(videos=3, free_bytes=int(0.8 * GB), warn_free_gb=5)
     assert tooltip(low) == "Low disk: 0.8 GiB free\nIdle - 3 videos"
@@ -401,11 +410,12 @@ def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
     from vidtray.tray.link import ServiceLink
 
     link = ServiceLink(cfg, RecordingNotifier())
-    assert link.jobs() == {"job": None, "queued": 0}
+    assert link.jobs() == {"job": None, "queued": 0, "queue_user_paused": False}
+    assert not cfg.queue_dir.exists()  # looking creates nothing
     queue = open_queue(cfg)
     first = queue.submit({"prompt": "a  red\nfox"})
     queue.submit({"prompt": "second"})
-    assert link.jobs() == {"job": None, "queued": 2}
+    assert link.jobs() == {"job": None, "queued": 2, "queue_user_paused": False}
 
     queue.claim_next(owner_pid=os.getpid())
     assert link.jobs()["job"] == JobView(first.id, "a red fox", None, None, "queued")
@@ -420,6 +430,14 @@ def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
 
     (cfg.queue_dir / "paused.json").write_text('{"reason": "only 0.5 GB free", "since": "x"}')
     assert link.queue_paused() == "only 0.5 GB free"
+
+    # The user's pause (the menu's Pause queue): kept apart from the low-disk one, and shown apart.
+    link.set_queue_paused(True)
+    snap = link.snapshot()
+    assert snap["queue_user_paused"] is True and snap["queue_paused"] == "only 0.5 GB free"
+    assert queue.user_pause() is not None  # the same queue `vidtray queue` and `vidtray watch` read
+    link.set_queue_paused(False)
+    assert link.snapshot()["queue_user_paused"] is False and queue.user_pause() is None
 
 
 def test_daemon_pause_watching_imports_what_arrived_on_resume(cfg: Config) -> None:

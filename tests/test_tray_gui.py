@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gen_fixtures
 import pytest
+from conftest import run_cli
 from hf_cache import make_repo
 from media_helpers import write_mp4
 from tray_desktop import TrayProcess, docked_icons, open_menus, start_trayer, wait_until
@@ -85,9 +86,19 @@ def test_menu_start_on_login_and_pause_watching(tray_host, isolated_env) -> None
     wait_until(lambda: "Watching paused" in tray.title(icon), 10, "the paused tooltip")
     tray.pick(icon, "Pause watching")
     wait_until(lambda: "Watching paused" not in tray.title(icon), 10, "watching to resume")
+
+    # The queue's Pause/Resume item: the user's pause, in the database `vidtray queue` reads too.
+    tray.pick(icon, "Pause queue")
+    wait_until(lambda: "(queue paused)" in tray.title(icon), 10, "the queue's paused tooltip")
+    listed = run_cli("queue", "list")
+    assert listed.returncode == 0 and "queue paused by you" in listed.stdout
+    tray.pick(icon, "Pause queue")  # its label reads "Resume queue" now, at the same place
+    wait_until(lambda: "(queue paused)" not in tray.title(icon), 10, "the queue to resume")
+    assert "queue paused" not in run_cli("queue", "list").stdout
     assert tray.stop() == 0
     log = _log(isolated_env)
     assert "watching paused" in log and "watching resumed" in log
+    assert "queue paused by the user" in log and "queue resumed by the user" in log
 
 
 def test_left_click_opens_the_popup_and_its_job_is_queued(tray_host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -123,6 +134,7 @@ def test_tooltip_shows_low_disk_paused_queue_and_a_deleted_videos_folder(  # typ
     wait_until(lambda: tray.title(icon).startswith("Low disk: "), 15, "the low-disk tooltip")
     assert tray.title(icon).endswith(" GiB free\nIdle - 0 videos")
 
+    cfg.queue_dir.mkdir(parents=True, exist_ok=True)  # (the disk check makes it when it writes the flag)
     (cfg.queue_dir / "paused.json").write_text(json.dumps({"reason": "only 0.4 GB free", "since": "now"}))
     wait_until(lambda: "Queue paused: only 0.4 GB free" in tray.title(icon), 15, "the paused-queue tooltip")
 

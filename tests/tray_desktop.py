@@ -19,7 +19,7 @@ TRAYER = ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request
           "--SetDockType", "true", "--transparent", "false"]
 ICON_SETTLE_READS = 4  # reads 0.1 s apart with the same geometry: trayer is done placing the icon
 # Visible menu items of an idle tray, top to bottom (separators are skipped by the keyboard).
-MENU = ["Generate video...", "Open videos folder", "Open library", "Storage", "Pause watching",
+MENU = ["Generate video...", "Open videos folder", "Open library", "Storage", "Pause queue", "Pause watching",
         "Start on login", "Settings", "Open log", "Quit"]
 
 

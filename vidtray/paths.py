@@ -22,7 +22,7 @@ import platformdirs
 log = logging.getLogger("vidtray.paths")
 
 APP = "vidtray"
-#: The queue's pause flag, in the queue folder beside the job files (which it is not one of).
+#: The queue's low-disk pause flag, in the queue folder beside its database (not a job file of the old queue).
 PAUSE_FILE = "paused.json"
 
 
@@ -60,7 +60,7 @@ class Paths:
     videos_dir: Path  # finished videos and their sidecars
     partial_dir: Path  # in-progress files and saved latents: never imported, never counted as finished
     thumbnails_dir: Path
-    queue_dir: Path  # one JSON file per job
+    queue_dir: Path  # the job queue's database (queue.sqlite3), its pause flag, the old queue's backup
     pause_flag: Path  # exists while the queue is paused
     state_dir: Path  # small runtime state that is not user data
     removed_file: Path  # what the user removed from the library (kept out of later imports)

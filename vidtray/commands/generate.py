@@ -40,11 +40,15 @@ if TYPE_CHECKING:
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
 
-def add_generation_args(p: argparse.ArgumentParser) -> None:
-    """The options that describe one video (shared with ``vidtray queue add``), from the
-    generation-parameter schema: its limits are checked as argparse reads them."""
+def add_generation_args(p: argparse.ArgumentParser, *, prompt_as: str = "required") -> None:
+    """The options that describe one video (shared with ``vidtray queue add`` and ``queue edit``), from the
+    generation-parameter schema: its limits are checked as argparse reads them. ``prompt_as``: the PROMPT
+    argument ``required``, ``optional`` (another option may give prompts), or a ``--prompt`` ``flag``."""
     prompt = params.FIELDS["prompt"]
-    p.add_argument(prompt.name, metavar="PROMPT", help=prompt.help)
+    if prompt_as == "flag":
+        p.add_argument("--prompt", dest=prompt.name, metavar="TEXT", help=prompt.help)
+    else:
+        p.add_argument(prompt.name, metavar="PROMPT", help=prompt.help, nargs="?" if prompt_as == "optional" else None)
     for f in params.FIELDS.values():
         if f.flag is None:
             continue

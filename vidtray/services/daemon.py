@@ -155,7 +155,8 @@ class Daemon:
             return self.supervisor.submit(req.as_dict())
         from vidtray.services.queue import open_queue
 
-        return open_queue(self.cfg).submit(req.as_dict())
+        with open_queue(self.cfg) as queue:
+            return queue.submit(req.as_dict())
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job, or stop a running one within a step."""
@@ -163,7 +164,8 @@ class Daemon:
             return self.supervisor.cancel(job_id)
         from vidtray.services.queue import open_queue
 
-        return open_queue(self.cfg).cancel(job_id)
+        with open_queue(self.cfg) as queue:
+            return queue.cancel(job_id)
 
     def _generation_event(self, event: AnyEvent) -> None:
         listener = self.on_generation_event

@@ -47,6 +47,11 @@ class Job:
     started: str | None = None
     finished: str | None = None
     owner_pid: int | None = None
+    #: When the owner process started (``psutil.Process.create_time()``): with ``owner_pid`` it names the
+    #: owner exactly, so a PID the system gave to another process (after a reboot) owns nothing.
+    owner_start: float | None = None
+    #: The batch this job belongs to (``vidtray queue add --count/--seeds/--prompts-file``), else None.
+    batch: str | None = None
     attempts: int = 0
     cancel_requested: bool = False
     progress: JobProgress | None = None

@@ -229,6 +229,24 @@ class Notifier:
         return self._notify("generation_failed", "Video generation failed", _clip(reason, REASON_CHARS),
                             urgency="critical")
 
+    def batch_done(self, done: int, failed: int, cancelled: int = 0, error: str | None = None) -> bool:
+        """One notification for a whole batch: "8 videos ready, 1 failed" (and the first failure's reason)."""
+        parts = [f"{plural(done, 'video')} ready"]
+        if failed:
+            parts.append(f"{failed} failed")
+        if cancelled:
+            parts.append(f"{cancelled} cancelled")
+        body = ", ".join(parts)
+        if failed and error:
+            body += f"\n{_clip(error, REASON_CHARS)}"
+        return self._notify("batch_done", "Batch finished", body,
+                            urgency="critical" if failed and not done else "normal")
+
+    def queue_corrupt(self, moved_to: Path) -> bool:
+        body = (f"The job queue could not be read and was set aside as {Path(moved_to).name}; the queue starts "
+                "empty. Finished videos are not affected.")
+        return self._notify("queue_corrupt", "Job queue set aside", body, urgency="critical")
+
     def library_corrupt(self, moved_to: Path) -> bool:
         body = (f"The library file could not be read and was set aside as {Path(moved_to).name}. "
                 "It was rebuilt from the videos on disk.")

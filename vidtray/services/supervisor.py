@@ -5,7 +5,12 @@ at a time, reads its events through the shared :class:`~vidtray.services.worker_
 relays every event to ``on_event``, forwards cancel requests, marks the job of a crashed worker failed
 (with the reason) and starts a new worker for the next job, at most ``max_restarts`` crashes in a row. The
 worker exits by itself after ``keep_alive_s`` idle; the supervisor starts it again on demand.
-Nothing here imports torch.
+
+An idle loop wakes every ``poll_s`` and reads only the queue's change key (``JobQueue.change_key``: no row);
+a commit in this process wakes it at once. Only when the key moved does it look for finished batches (one
+notification each, ``Notifier.batch_done``; a batch's jobs send none of their own), pauses and the next job.
+Every ``RECOVER_EVERY_S`` it also takes back running jobs whose owner died (another tray or ``vidtray
+watch`` killed mid-job). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -48,16 +54,23 @@ from vidtray.services.worker_process import EventSink, JobDispatcher, WorkerList
 
 log = logging.getLogger("vidtray.supervisor")
 
+#: How often an idle supervisor looks for running jobs whose owner died (another tray or `vidtray watch`
+#: that was killed): one indexed query.
+RECOVER_EVERY_S = 30.0
 #: What the loop's inbox holds: an event and the dispatcher of the worker that sent it, or None to wake.
 _Inbox = tuple[JobDispatcher, AnyEvent] | None
 
 
 class GenerationNotifier(Protocol):
-    """The two notifications the supervisor sends (``notify.Notifier`` has them)."""
+    """The notifications the supervisor sends (``notify.Notifier`` has them)."""
 
     def video_ready(self, path: Path, prompt: str) -> object: ...
 
     def generation_failed(self, reason: str) -> object: ...
+
+    def batch_done(self, done: int, failed: int, cancelled: int, error: str | None = None) -> object: ...
+
+    def queue_corrupt(self, moved_to: Path) -> object: ...
 
 
 def _request_problem(job: Job) -> str | None:
@@ -84,7 +97,7 @@ class Supervisor(WorkerListener):
         self.cfg = cfg
         # Another worker program (tests use a fake that speaks the same JSON lines); default: the real one.
         self.worker_cmd = worker_cmd
-        self.queue = JobQueue(cfg.queue_dir)
+        self.queue = JobQueue(cfg.queue_dir, on_corrupt=self._queue_corrupt)
         self.on_event: EventSink = on_event or (lambda event: None)
         # The worker reads the same settings file (`vidtray --config X watch` included).
         if config_path is None and cfg.source not in ("defaults", "<string>") and Path(cfg.source).is_file():
@@ -108,12 +121,20 @@ class Supervisor(WorkerListener):
         self._was_paused = False
         self._cancel_sent: set[str] = set()
         self._orphan: str | None = None
+        # The queue's change key when the loop last found nothing to do (or last looked for a cancel): an
+        # idle loop reads nothing more until it changes (a submit, a cancel, a pause, from any process).
+        self._idle_key: tuple[object, ...] | None = None
+        self._cancel_key: tuple[object, ...] | None = None
+        self._next_recover = 0.0
+        self._unlisten: Callable[[], None] | None = None
 
     # -- lifecycle
     def start(self) -> None:
         if self._thread is not None:
             return
         self._stop.clear()
+        # A commit in this process (the popup's submit goes through another process: data_version) wakes it.
+        self._unlisten = self.queue.listen(lambda: self._events.put(None))
         self._thread = threading.Thread(target=self._run, name="vidtray-supervisor", daemon=True)
         self._thread.start()
 
@@ -125,6 +146,10 @@ class Supervisor(WorkerListener):
         self._events.put(None)
         self._thread.join(timeout + 5)
         self._thread = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        self.queue.close()
 
     @property
     def running(self) -> bool:
@@ -145,20 +170,18 @@ class Supervisor(WorkerListener):
 
     # -- the loop (one thread owns all state below)
     def _run(self) -> None:
-        # Whatever one round raises (a full disk under the queue, a job file another program mangled),
+        # Whatever one round raises (a full disk under the queue, a locked or damaged database),
         # the loop goes on after a bounded backoff: a dead supervisor would leave jobs queued until a
         # restart. An event whose handling failed is handled again first, so a result is never lost.
         guard = Backoff(log, "the generation queue (supervisor loop)")
         redo: collections.deque[tuple[JobDispatcher, AnyEvent]] = collections.deque()
-        recovered = False
         try:
             while not self._stop.is_set():
-                if not recovered:
-                    # Jobs a previous run left "running": in the loop, so a full disk at start only delays it.
+                if time.monotonic() >= self._next_recover:
+                    # Jobs a previous run (or another process that died) left "running": in the loop, so a
+                    # full disk at start only delays it.
                     try:
-                        for job in self.queue.recover_stale():
-                            self._relay(JobRecovered(job=job.id, state=job.state))
-                        recovered = True
+                        self._recover()
                     except Exception as exc:
                         self._stop.wait(guard.failed(exc))
                         continue
@@ -190,26 +213,44 @@ class Supervisor(WorkerListener):
         except queue.Empty:
             return None
 
+    def _recover(self) -> None:
+        for job in self.queue.recover_stale():
+            self._relay(JobRecovered(job=job.id, state=job.state))
+        self._next_recover = time.monotonic() + RECOVER_EVERY_S
+        self._idle_key = None
+
     def _tick(self) -> None:
+        key = self.queue.change_key()
         if self.current is not None:
-            self._forward_cancel()
+            if key != self._cancel_key:
+                self._forward_cancel()
+                self._cancel_key = key
             return
+        if key == self._idle_key:
+            return  # nothing changed since the last look: no row is read
+        self._announce_batches()
         paused = self.queue.paused()
         if paused is not None:
             if not self._was_paused:
                 self._relay(QueuePaused(reason=str(paused.get("reason"))))
             self._was_paused = True
+            self._idle_key = key
             return
         self._was_paused = False
         if self._orphan is not None:
             # Claimed but never handed to a worker (it could not start): back to the queue first.
             self.queue.requeue(self._orphan, "the worker could not be started")
             self._orphan = None
-        if self.gave_up or time.monotonic() < self._next_start:
+        if self.gave_up:
+            self._idle_key = key
             return
+        if time.monotonic() < self._next_start:
+            return  # after a crash: the next look is due when the backoff ends, changed or not
         job = self.queue.claim_next(os.getpid())
         if job is not None:
             self._run_job(job)
+        else:
+            self._idle_key = key
 
     def _run_job(self, job: Job) -> None:
         problem = _request_problem(job)
@@ -262,7 +303,7 @@ class Supervisor(WorkerListener):
     # -- what the dispatcher calls (on this loop's thread)
     def progress(self, event: Progress) -> None:
         now = time.monotonic()
-        # Progress lands in the job file for `vidtray queue list`, at most once a second.
+        # Progress lands in the queue for `vidtray queue list` and the tray, at most once a second.
         if event.step == event.steps or now - self._last_progress_write >= self.progress_write_s:
             self._last_progress_write = now
             self.queue.set_progress(event.job, JobProgress(step=event.step, steps=event.steps, eta=event.eta))
@@ -273,12 +314,14 @@ class Supervisor(WorkerListener):
             return
         match outcome:
             case Done(result=result):
-                self.queue.finish(outcome.job, "done", result=result)
+                job = self.queue.finish(outcome.job, "done", result=result)
                 self.crashes = 0
-                self._notify_ready(result)
+                if job.batch is None:  # a batch has one notification, when it is all done
+                    self._notify_ready(result)
             case Failed(error=error):
-                self.queue.finish(outcome.job, "failed", error=error)
-                self._notify_failed(error)
+                job = self.queue.finish(outcome.job, "failed", error=error)
+                if job.batch is None:
+                    self._notify_failed(error)
             case Cancelled():
                 if self._stop.is_set():
                     self.queue.requeue(outcome.job, "vidtray stopped while it ran")
@@ -293,13 +336,14 @@ class Supervisor(WorkerListener):
             self.queue.requeue(job_id, "vidtray stopped while it ran")
             self.current = None
             return
-        self.queue.finish(job_id, "failed", error=reason)
+        job = self.queue.finish(job_id, "failed", error=reason)
         self.current = None
         self.crashes += 1
         self._next_start = time.monotonic() + min(30.0, 2.0 ** (self.crashes - 1))
         log.error("job %s failed: %s (crash %d of %d allowed)", job_id, reason, self.crashes, self.max_restarts)
         self._relay(Failed(job=job_id, error=reason, kind="crash"))
-        self._notify_failed(reason)
+        if job.batch is None:
+            self._notify_failed(reason)
         if self.crashes > self.max_restarts:
             self.gave_up = True
             self._relay(SupervisorGaveUp(crashes=self.crashes, reason=reason))
@@ -313,6 +357,20 @@ class Supervisor(WorkerListener):
         if self.notifier is not None:
             with contextlib.suppress(Exception):
                 self.notifier.generation_failed(reason)
+
+    def _announce_batches(self) -> None:
+        """One notification per batch whose jobs have all finished (here or in another process): "8 videos
+        ready, 1 failed". A batch the user cancelled whole is not announced."""
+        for batch in self.queue.finished_batches():
+            log.info("batch %s finished: %s", batch.id, batch.counts)
+            if self.notifier is not None and batch.done + batch.failed:
+                with contextlib.suppress(Exception):
+                    self.notifier.batch_done(batch.done, batch.failed, batch.cancelled, batch.error)
+
+    def _queue_corrupt(self, moved_to: Path) -> None:
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                self.notifier.queue_corrupt(moved_to)
 
     def _shutdown(self) -> None:
         worker, self.worker = self.worker, None

@@ -141,6 +141,16 @@ class Actions:
 
         self._act("pause watching" if paused else "resume watching", work)
 
+    def pause_queue(self) -> None:
+        """Pause or resume the queue (the user's pause: a running job finishes; the low-disk pause stays)."""
+        paused = not self.state().queue_user_paused
+
+        def work() -> None:
+            self.link.set_queue_paused(paused)
+            self.post(**self.link.snapshot())
+
+        self._act("pause the queue" if paused else "resume the queue", work)
+
     def autostart(self) -> None:
         enable = not self.state().autostart
 

@@ -5,24 +5,23 @@ the tooltip and the menu.
 Which thread calls it: ``start``/``stop`` from the tray's start and quit threads, ``snapshot`` from
 ``tray-monitor``, ``cancel``/``set_watching_paused`` from ``tray-action``. Nothing here touches the icon.
 
-The queue is read from its files, not from supervisor events: the tray then shows the same thing
-whichever process (this tray, ``vidtray watch``, ``vidtray queue``) changed it, and a poll re-reads
-only the job files whose size or mtime changed since the last one.
+The queue is read from its database, not from supervisor events: the tray then shows the same thing
+whichever process (this tray, ``vidtray watch``, ``vidtray queue``) changed it, and a poll reads rows
+only when the queue's change key moved since the last one (and then only the running jobs and a count).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from vidtray.config import Config
+from vidtray.errors import VidtrayError
 from vidtray.services.jobrecord import Job
 from vidtray.services.protocol import AnyEvent
-from vidtray.services.queue import is_job_file, read_job, read_pause_flag
+from vidtray.services.queue import JobQueue, open_queue, read_pause_flag
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
@@ -43,6 +42,8 @@ class Services(Protocol):
 
     def set_watching_paused(self, paused: bool) -> None: ...
 
+    def set_queue_paused(self, paused: bool) -> None: ...
+
 
 class ServiceLink:
     def __init__(self, cfg: Config, notifier: Any, *, on_event: Callable[[AnyEvent], None] | None = None) -> None:
@@ -52,7 +53,10 @@ class ServiceLink:
         self.daemon: Any = None
         self._library_key: tuple[int, int] | None = None
         self._library_count: int | None = None
-        self._jobs: dict[str, tuple[tuple[int, int], Job | None]] = {}
+        self._queue: JobQueue | None = None
+        self._jobs_key: tuple[object, ...] | None = None
+        self._jobs: dict[str, Any] = {"job": None, "queued": 0, "queue_user_paused": False}
+        self._queue_failing = False
         self._read_lock = threading.Lock()  # snapshot() is called from the monitor and from actions
 
     # -- life -------------------------------------------------------------------------------
@@ -68,6 +72,14 @@ class ServiceLink:
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()  # watcher, scheduler, and the supervisor (a running job is queued again)
+        if self._queue is not None:
+            self._queue.close()
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:
+            self._queue = open_queue(self.cfg, on_corrupt=self.notifier.queue_corrupt)
+        return self._queue
 
     # -- reads (tray-monitor) ---------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -104,32 +116,25 @@ class ServiceLink:
         return self._library_count
 
     def jobs(self) -> dict[str, Any]:
-        """{"job": the running job or None, "queued": jobs waiting} from the queue's job files."""
-        seen: set[str] = set()
+        """{"job": the running job or None, "queued": jobs waiting, "queue_user_paused": bool} from the queue;
+        rows are read only when the queue changed since the last call."""
         try:
-            entries = list(os.scandir(self.cfg.queue_dir))
-        except OSError:
-            entries = []
-        for entry in entries:
-            if not is_job_file(entry.name):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
-            key = (st.st_mtime_ns, st.st_size)
-            seen.add(entry.name)
-            cached = self._jobs.get(entry.name)
-            if cached is None or cached[0] != key:
-                # The queue's own reader, so the tray shows exactly the jobs the queue would run; a file
-                # that is not one is skipped here (the queue itself sets it aside).
-                self._jobs[entry.name] = (key, read_job(Path(entry.path))[0])
-        for name in set(self._jobs) - seen:
-            del self._jobs[name]
-        jobs = [job for _key, job in self._jobs.values() if job is not None]
-        running = sorted((j for j in jobs if j.state == "running"), key=lambda j: j.seq)
-        queued = sum(1 for j in jobs if j.state == "queued")
-        return {"job": _job_view(running[0]) if running else None, "queued": queued}
+            key = self.queue.change_key()
+            if key != self._jobs_key:
+                running = self.queue.running()
+                self._jobs = {"job": _job_view(running[0]) if running else None,
+                              "queued": self.queue.count("queued"),
+                              "queue_user_paused": self.queue.user_pause() is not None}
+                self._jobs_key = key
+        except VidtrayError as exc:  # a locked or unusable queue: the last reading stays, said once
+            if not self._queue_failing:
+                log.warning("cannot read the job queue: %s", exc)
+            self._queue_failing = True
+            return dict(self._jobs)
+        if self._queue_failing:
+            log.info("the job queue can be read again")
+            self._queue_failing = False
+        return dict(self._jobs)
 
     # -- actions (tray-action) --------------------------------------------------------------
     def cancel(self, job_id: str) -> None:
@@ -137,9 +142,14 @@ class ServiceLink:
         if self.daemon is not None:
             self.daemon.cancel(job_id)
         else:
-            from vidtray.services.queue import open_queue
+            self.queue.cancel(job_id)
 
-            open_queue(self.cfg).cancel(job_id)
+    def set_queue_paused(self, paused: bool) -> None:
+        """The user's pause of the queue (a running job finishes); the low-disk pause is the disk check's."""
+        if paused:
+            self.queue.pause()
+        else:
+            self.queue.resume()
 
     def set_watching_paused(self, paused: bool) -> None:
         if self.daemon is None:

@@ -45,6 +45,7 @@ class MenuBuilder:
             item("Open library", act.open_library),
             item("Storage", menu(self.storage_items)),
             menu.SEPARATOR,
+            item(lambda _i: "Resume queue" if self.state().queue_user_paused else "Pause queue", act.pause_queue),
             item("Pause watching", act.pause_watching, checked=lambda _i: self.state().watching_paused),
             item("Start on login", act.autostart, checked=lambda _i: self.state().autostart),
             item("Settings", act.settings),

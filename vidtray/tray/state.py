@@ -44,7 +44,8 @@ class TrayState:
     queued: int = 0  # waiting behind the current job
     free_bytes: int | None = None
     warn_free_gb: float = 5.0
-    queue_paused: str | None = None  # the reason, while <queue_dir>/paused.json exists
+    queue_paused: str | None = None  # the low-disk pause's reason, while <queue_dir>/paused.json exists
+    queue_user_paused: bool = False  # the user paused the queue (menu, `vidtray queue pause`)
     videos: int | None = None  # library items (None until first read)
     watching_paused: bool = False
     autostart: bool = False
@@ -74,14 +75,15 @@ def job_line(job: JobView) -> str:
 
 
 def tooltip(state: TrayState) -> str:
-    """'Generating 12/40', 'Low disk: 0.8 GiB free', 'Idle - 14 videos' (most urgent first)."""
+    """'Generating 12/40', 'Low disk: 0.8 GiB free', 'Idle - 14 videos', '3 queued (paused)' (most urgent
+    first). The user's pause shows beside the count it holds back; the low-disk pause has its own line."""
     if state.quitting:
         return "vidtray - quitting"
     lines: list[str] = []
     if state.job is not None:
         line = job_line(state.job)
         if state.queued:
-            line += f" (+{state.queued} queued)"
+            line += f" (+{state.queued} queued{', paused' if state.queue_user_paused else ''})"
         lines.append(line)
     if state.low_disk:
         assert state.free_bytes is not None
@@ -93,7 +95,11 @@ def tooltip(state: TrayState) -> str:
         lines.append("Watching paused")
     if state.job is None:
         count = "" if state.videos is None else f" - {plural(state.videos, 'video')}"
-        lines.append(("Idle" if not state.queued else f"{state.queued} queued") + count)
+        if state.queued:
+            waiting = f"{state.queued} queued" + (" (paused)" if state.queue_user_paused else "")
+        else:
+            waiting = "Idle (queue paused)" if state.queue_user_paused else "Idle"
+        lines.append(waiting + count)
     text = "\n".join(lines)
     return text if len(text) <= TOOLTIP_MAX else text[: TOOLTIP_MAX - 1] + "…"
 
