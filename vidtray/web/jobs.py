@@ -8,14 +8,15 @@ supervisor takes queued jobs), exactly as one from the popup or ``vidtray queue 
 from __future__ import annotations
 
 import dataclasses
-import os
+import hashlib
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from vidtray import params
 from vidtray.config import Config
 from vidtray.services import generation as gen
-from vidtray.services.queue import open_queue
+from vidtray.services.queue import JobQueue, open_queue
 from vidtray.tray import form
 
 #: Finished jobs shown under the running and queued ones (newest first).
@@ -35,19 +36,31 @@ def _plain(job: object) -> Job:
     return out
 
 
+_queues: dict[str, JobQueue] = {}
+_queues_lock = threading.Lock()
+
+
+def _queue(cfg: Config) -> JobQueue:
+    """One queue object for the page process's whole life: its connection is reused, and its change key
+    compares (SQLite's ``data_version`` means something only to the connection that read it before)."""
+    key = str(cfg.queue_dir)
+    with _queues_lock:
+        queue = _queues.get(key)
+        if queue is None:
+            queue = _queues[key] = open_queue(cfg)
+        return queue
+
+
 def version(cfg: Config) -> str:
-    """Changes whenever a job is added, claimed, moves on, finishes or goes (each is a new file in the queue
-    folder), and when the queue is paused or resumed."""
-    try:
-        st = os.stat(cfg.queue_dir)
-    except OSError:
-        return "0"
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}"
+    """Changes whenever the queue may have (a job added, claimed, moving on, finished, gone; a pause or a
+    resume, by any process): the queue's own change key, no row read."""
+    key = repr(_queue(cfg).change_key()).encode()
+    return hashlib.blake2s(key, digest_size=8).hexdigest()
 
 
 def overview(cfg: Config, recent: int = RECENT) -> dict[str, Any]:
     """The running and queued jobs (in the order they run), the latest finished ones, and the pause flag."""
-    queue = open_queue(cfg)
+    queue = _queue(cfg)
     jobs = [_plain(j) for j in queue.list()]
     active = [j for j in jobs if j.get("state") in ("running", "queued")]
     active.sort(key=lambda j: (j.get("state") != "running", j.get("seq", 0)))
@@ -57,13 +70,13 @@ def overview(cfg: Config, recent: int = RECENT) -> dict[str, Any]:
 
 
 def cancel(cfg: Config, job_id: str) -> Job:
-    return _plain(open_queue(cfg).cancel(job_id))
+    return _plain(_queue(cfg).cancel(job_id))
 
 
 def submit(cfg: Config, req: gen.Request, source: params.Source = FORM) -> Job:
     """Queue ``req`` after the checks every job gets (``form.check_request``: the popup's and the CLI's)."""
     form.check_request(cfg, req, source)
-    return _plain(open_queue(cfg).submit(req.as_dict()))
+    return _plain(_queue(cfg).submit(req.as_dict()))
 
 
 def submit_form(cfg: Config, values: Mapping[str, str]) -> tuple[Job | None, dict[str, str]]:
