@@ -299,20 +299,36 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 def tree_size(folder: Path) -> tuple[int, int]:
     """(files, bytes) of regular files under ``folder``, symlinks not followed."""
+    files, size, _newest = tree_stats(folder)
+    return files, size
+
+
+def tree_stats(folder: Path) -> tuple[int, int, float]:
+    """(files, bytes, newest modification) of regular files under ``folder``, symlinks not followed. The
+    newest is the folder's own modification time when it holds no file (0.0 when it cannot be read)."""
     count = size = 0
-    stack = [folder]
+    newest = float("-inf")
+    stack = [os.fspath(folder)]
     while stack:
         try:
-            entries = list(os.scandir(stack.pop()))
+            with os.scandir(stack.pop()) as it:
+                entries = list(it)
         except OSError:
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
+                stack.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 try:
-                    size += entry.stat(follow_symlinks=False).st_size
-                    count += 1
+                    st = entry.stat(follow_symlinks=False)
                 except OSError:
-                    pass
-    return count, size
+                    continue
+                size += st.st_size
+                newest = max(newest, st.st_mtime)
+                count += 1
+    if not count:
+        try:
+            newest = os.stat(folder).st_mtime
+        except OSError:
+            newest = 0.0
+    return count, size, newest
