@@ -319,6 +319,8 @@ def execute(cfg: Config, lib: Library, budget_plan: BudgetPlan) -> BudgetResult:
     if not budget_plan.to_trash:
         result.trashed_bytes = 0
     _execute_cache(cfg, budget_plan, result)
+    order = {(i.kind, i.name): n for n, i in enumerate(budget_plan.items)}
+    result.deleted.sort(key=lambda d: order.get((d["kind"], d["name"]), len(order)))
     return result
 
 
