@@ -285,8 +285,10 @@ def test_older_than_bad_values(cli, cfg, value):
 
 
 def test_cli_storage_does_not_import_heavy_modules(hub):
+    # Not even huggingface_hub: the summary reads the cache with os.scandir (deletes go through huggingface_hub).
     code = ("import sys; from vidtray.cli import main; rc = main(['storage', '--json']); "
-            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'pystray') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'pystray', 'huggingface_hub') "
+            "if m in sys.modules]; "
             "print(heavy, file=sys.stderr); sys.exit(rc or (3 if heavy else 0))")
     import subprocess
 

@@ -276,16 +276,16 @@ class _Broken(Exception):
     """Why huggingface_hub's scan would call a repo folder corrupted."""
 
 
-@dataclass
 class _Store:
     """The shared blob store as listed: payload path -> its lstat, and the hashes that have a manifest."""
 
-    payloads: dict[str, os.stat_result]
-    manifests: set[str]
+    def __init__(self) -> None:
+        self.payloads: dict[str, os.stat_result] = {}
+        self.manifests: set[str] = set()
 
     @classmethod
     def read(cls, root: str) -> _Store:
-        store = cls({}, set())
+        store = cls()
         folder = os.path.join(root, _STORE_DIR)
         try:
             with open(os.path.join(folder, _STORE_MARKER), encoding="utf-8") as fh:
@@ -311,17 +311,17 @@ class _Store:
         return store
 
 
-@dataclass
 class _Blobs:
     """A repo's ``blobs/`` folder: plain blobs, links into the shared store, and partial downloads."""
 
-    plain: dict[str, os.stat_result]
-    linked: dict[str, str]  # name -> the shared payload it links to (one that exists)
-    partials: list[PartialDownload]
+    def __init__(self) -> None:
+        self.plain: dict[str, os.stat_result] = {}
+        self.linked: dict[str, str] = {}  # name -> the shared payload it links to (one that exists)
+        self.partials: list[PartialDownload] = []
 
     @classmethod
     def read(cls, folder: str, store: _Store) -> _Blobs:
-        blobs = cls({}, {}, [])
+        blobs = cls()
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
@@ -380,18 +380,18 @@ def _read_refs(folder: str) -> dict[str, set[str]]:
     return out
 
 
-@dataclass
 class _Snapshots:
-    revisions: list[str]
-    model_index: Path | None
-    files: dict[str, os.stat_result]  # files a snapshot holds itself or links outside blobs/
+    def __init__(self) -> None:
+        self.revisions: list[str] = []
+        self.model_index: Path | None = None
+        self.files: dict[str, os.stat_result] = {}  # files a snapshot holds itself or links outside blobs/
 
 
 def _read_snapshots(repo: str, blobs: _Blobs) -> _Snapshots:
     folder = os.path.join(repo, "snapshots")
     if not os.path.isdir(folder):
         raise _Broken(f"Snapshots dir doesn't exist in cached repo: {folder}")
-    out = _Snapshots([], None, {})
+    out = _Snapshots()
     blobs_dir = os.path.join(repo, "blobs")
     for rev in sorted(_list(folder), key=lambda e: e.name):
         if rev.name in _IGNORED:
@@ -471,7 +471,7 @@ def _broken_repo(path: str, kind: tuple[str, str], reason: str, store: _Store) -
     try:
         blobs = _Blobs.read(os.path.join(path, "blobs"), store)
     except _Broken:
-        blobs = _Blobs({}, {}, [])
+        blobs = _Blobs()
     return BrokenRepo(kind[1], kind[0], Path(path), size, files, reason, newest,
                       tuple(sorted(blobs.partials, key=lambda p: p.path)),
                       tuple(sorted({Path(t) for t in blobs.linked.values()})))

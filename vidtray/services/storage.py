@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import disk_usage, hf_cache_dir, nearest_existing
 from vidtray.services import hub, trash
-from vidtray.services.fsutil import iter_videos, tree_size, video_name_problem
+from vidtray.services.fsutil import iter_videos, tree_size, video_name_problem, walk_stats
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -125,43 +125,37 @@ class VideosReport:
 
 
 def videos_report(videos_dir: Path, partial_dir: Path) -> VideosReport:
-    """One walk of the videos folder, as du makes it: the finished videos (``fsutil.walk_videos``' rule: not in
-    a hidden folder, never through a symlink), the in-progress files in ``.partial/``, and the size of
-    everything in it."""
+    """One walk of the videos folder, as du makes it (``fsutil.walk_stats``): the finished videos (the rule of
+    ``fsutil.walk_videos``: not in a hidden folder, never through a symlink), the in-progress files in
+    ``.partial/``, and the size of everything in it."""
     count = size = total = partial_count = partial_size = 0
-    oldest = newest = None
-    partial = os.path.normpath(partial_dir)
-    stack = [(os.path.normpath(videos_dir), False)]
-    while stack:
-        folder, hidden = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError as exc:
-            if not isinstance(exc, FileNotFoundError | NotADirectoryError):
-                log.warning("cannot list %s: %s", folder, exc)
+    oldest = newest = float("nan")
+    root, partial = os.path.normpath(videos_dir), os.path.normpath(partial_dir)
+    inside = partial + os.sep
+
+    def unlistable(exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            log.warning("cannot list %s: %s", exc.filename, exc.strerror or exc)
+
+    for folder, files in walk_stats(root, unlistable):
+        folder_bytes = sum(st.st_size for _, st in files)
+        total += folder_bytes
+        if folder == partial or folder.startswith(inside):
+            partial_count += len(files)
+            partial_size += folder_bytes
             continue
-        in_partial = folder == partial or folder.startswith(partial + os.sep)
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, hidden or entry.name.startswith(".")))
-                continue
-            if not entry.is_file(follow_symlinks=False):
-                continue  # a symlink (never followed) or something that is not a file
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            total += st.st_size
-            if in_partial:
-                partial_count += 1
-                partial_size += st.st_size
-            elif not hidden and video_name_problem(entry.name) is None:
+        if os.sep + "." in folder[len(root):]:
+            continue  # a hidden folder: nothing in it is a finished video
+        for name, st in files:
+            if video_name_problem(name) is None:
                 count += 1
                 size += st.st_size
-                oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
-                newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
-    return VideosReport(str(videos_dir), count, size, iso(oldest), iso(newest),
+                mtime = st.st_mtime
+                if not oldest <= mtime:  # also true for the first (nan)
+                    oldest = mtime
+                if not newest >= mtime:
+                    newest = mtime
+    return VideosReport(str(videos_dir), count, size, iso(oldest) if count else None, iso(newest) if count else None,
                         PartialReport(str(partial_dir), partial_count, partial_size), total)
 
 
