@@ -10,7 +10,7 @@
 Runs alternate (each command in turn, every round), medians are printed with the ratios, plus the scan alone
 in-process (no interpreter start).
 
-    python benchmarks/storage_scan.py [--rounds 9] [--shape budget|mixed|videos|all]
+    python benchmarks/storage_scan.py [--rounds 9] [--shape budget|mixed|videos|all] [--compare CHECKOUT]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def hf_cli() -> str:
     return found
 
 
-def run(shape: str, rounds: int) -> None:
+def run(shape: str, rounds: int, compare: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if shape == "budget":
@@ -96,8 +96,10 @@ def run(shape: str, rounds: int) -> None:
             du_wall, du_cpu = time_cpu(du_videos, env)
             return hf_wall + du_wall, hf_cpu + du_cpu
 
-        (w_vid, c_vid), (w_du, c_du), (w_peers, c_peers) = medians2(
-            [lambda: time_cpu(vidtray, env, cwd=ROOT), lambda: time_cpu(du, env), peers], rounds)
+        runs = [lambda: time_cpu(vidtray, env, cwd=ROOT), lambda: time_cpu(du, env), peers]
+        if compare is not None:  # another checkout's vidtray, same tree, same rounds (before/after)
+            runs.append(lambda: time_cpu(vidtray, env, cwd=compare))
+        (w_vid, c_vid), (w_du, c_du), (w_peers, c_peers), *other = medians2(runs, rounds)
         code = ("import time; from vidtray.config import load_config; from vidtray.commands.storage "
                 "import build_report; cfg = load_config(); build_report(cfg); t = time.perf_counter(); "
                 "build_report(cfg); print(time.perf_counter() - t)")
@@ -114,6 +116,9 @@ def run(shape: str, rounds: int) -> None:
     print(f"  vidtray storage --json                   {w_vid * 1000:8.1f} ms / {c_vid * 1000:7.1f} ms")
     print(f"    the report in-process {scan * 1000:.1f} ms (its imports done first); "
           f"`storage --help` (interpreter + imports) ~{startup * 1000:.0f} ms")
+    for w_other, c_other in other:
+        print(f"  the same in {compare}: {w_other * 1000:8.1f} ms / {c_other * 1000:7.1f} ms "
+              f"({w_other / w_du:.2f}x du wall)")
     print(f"  vidtray / du:    {w_vid / w_du:5.2f}x wall, {c_vid / c_du:5.2f}x CPU"
           + ("  (goal <= 2x)" if goal else ""))
     print(f"  vidtray / peers: {w_vid / w_peers:5.2f}x wall, {c_vid / c_peers:5.2f}x CPU"
@@ -124,9 +129,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--shape", choices=["budget", "mixed", "videos", "all"], default="all")
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT", help="also time another checkout's vidtray")
     args = ap.parse_args()
     for shape in (["budget", "mixed", "videos"] if args.shape == "all" else [args.shape]):
-        run(shape, args.rounds)
+        run(shape, args.rounds, args.compare)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import disk_usage, hf_cache_dir, nearest_existing
 from vidtray.services import hub, trash
-from vidtray.services.fsutil import iter_videos, tree_size, video_name_problem, walk_stats
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, iter_videos, tree_size, video_name_problem, walk_stats
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -147,7 +147,8 @@ def videos_report(videos_dir: Path, partial_dir: Path) -> VideosReport:
         if os.sep + "." in folder[len(root):]:
             continue  # a hidden folder: nothing in it is a finished video
         for name, st in files:
-            if video_name_problem(name) is None:
+            # The extension first: most files here are sidecars, and this runs for every file.
+            if name[name.rfind("."):].lower() in VIDEO_EXTENSIONS and video_name_problem(name) is None:
                 count += 1
                 size += st.st_size
                 mtime = st.st_mtime
