@@ -331,3 +331,30 @@ def _settings(scene: Scene) -> dict[str, object]:
     import tomllib
 
     return tomllib.loads(scene.config.read_text())
+
+
+def test_the_trash_record_forgets_what_left_the_trash_long_ago(cfg, isolated_env: dict[str, Path]) -> None:
+    """The record keeps what is still in the trash, and for a while what is not (its volume may be away)."""
+    from vidtray.services.storage import PlannedFile
+
+    record = cfg.paths.trash_record_file
+    files = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
+
+    def trashed(name: str) -> PlannedFile:
+        path = cfg.videos_dir / name
+        path.write_bytes(name.encode())
+        planned = PlannedFile.of(path, cfg.videos_dir, os.lstat(path))
+        storage._send_to_trash(path)
+        return planned
+
+    now = time.time()
+    trash.record_trashed(record, [trashed("kept.mp4"), trashed("emptied.mp4")], now - 40 * DAY)
+    (files / "emptied.mp4").unlink()  # the user emptied it from the trash
+    trash.record_trashed(record, [trashed("recent.mp4")], now - DAY)
+    (files / "recent.mp4").unlink()  # emptied too, but only a day ago: remembered a while longer
+    trash.record_trashed(record, [trashed("new.mp4")], now)
+    assert sorted(Path(r.original).name for r in trash.read_record(record)) == ["kept.mp4", "new.mp4", "recent.mp4"]
+    report = trash.report(record)
+    assert (report.files, report.size_bytes) == (2, len(b"kept.mp4") + len(b"new.mp4"))
+    assert report.folders == [str(files.parent)]
+    assert oct(record.stat().st_mode & 0o777) == "0o600"

@@ -200,7 +200,7 @@ def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, is
     time.sleep(0.5)
     tray.xdotool("key", "Return")
     note = tray_host.dunst.wait_for("Videos deleted", timeout=30)
-    assert note.body.startswith("1 video, ")
+    assert note.body.startswith("1 video, ") and note.body.endswith("(frees when the trash is emptied)")
     assert not old.exists() and new.exists()
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
     assert (trash / old.name).exists()  # to the trash, not for good

@@ -115,8 +115,15 @@ def record_trashed(path: Path, files: Iterable[PlannedFile], now: float | None =
     only not counted as vidtray's (logged)."""
     now = time.time() if now is None else now
     new = [Trashed(str(f.path), f.size, f.dev, f.ino, f.mtime_ns, now) for f in files]
+
+    def add(records: list[Trashed]) -> list[Trashed]:
+        # Forget what left the trash (emptied by the user) long ago, so the record stays small.
+        old = [r for r in records if now - r.trashed_ts >= FORGET_AFTER_S]
+        there = {f.record for f in find(old)} if old else set()
+        return [*(r for r in records if r in there or now - r.trashed_ts < FORGET_AFTER_S), *new]
+
     if new:
-        _update(path, lambda records: [*records, *new])
+        _update(path, add)
 
 
 def _update(path: Path, change: Callable[[list[Trashed]], list[Trashed]]) -> None:
@@ -149,16 +156,21 @@ def _candidates(original: str) -> list[Path]:
     return out
 
 
-def find(records: Iterable[Trashed]) -> list[Found]:
-    """The recorded files still in the trash (see the module's rules)."""
+def find(records: Iterable[Trashed], *, check_info: bool = True) -> list[Found]:
+    """The recorded files still in the trash (see the module's rules). Without ``check_info`` a match is
+    device, inode, size and modification time (enough to count them; ``empty_own`` checks the info too)."""
     listings: dict[Path, dict[int, str]] = {}
+    candidates: dict[str, list[Path]] = {}  # per folder the files came from: one mount-point lookup
     found = []
     for rec in records:
-        for folder in _candidates(rec.original):
+        parent = os.path.dirname(rec.original)
+        if parent not in candidates:
+            candidates[parent] = _candidates(rec.original)
+        for folder in candidates[parent]:
             if folder not in listings:
                 listings[folder] = _inodes(folder)
             name = listings[folder].get(rec.ino)
-            if name is not None and (hit := _check(rec, folder, name)) is not None:
+            if name is not None and (hit := _check(rec, folder, name, check_info)) is not None:
                 found.append(hit)
                 break
     return found
@@ -172,7 +184,7 @@ def _inodes(folder: Path) -> dict[int, str]:
         return {}
 
 
-def _check(rec: Trashed, folder: Path, name: str) -> Found | None:
+def _check(rec: Trashed, folder: Path, name: str, check_info: bool) -> Found | None:
     path = folder / name
     try:
         st = os.lstat(path)
@@ -183,7 +195,7 @@ def _check(rec: Trashed, folder: Path, name: str) -> Found | None:
     if folder.name != "files":  # macOS: no info files
         return Found(rec, path, None)
     info = folder.parent / "info" / f"{name}.trashinfo"
-    if _info_name(info) != os.path.basename(rec.original):
+    if check_info and _info_name(info) != os.path.basename(rec.original):
         return None
     return Found(rec, path, info)
 
@@ -203,7 +215,7 @@ def _info_name(info: Path) -> str | None:
 def report(record_file: Path) -> TrashReport:
     if not supported():
         return TrashReport(False, note="vidtray does not look into the recycle bin on Windows")
-    found = find(read_record(record_file))
+    found = find(read_record(record_file), check_info=False)
     folders = sorted({str(f.path.parent.parent if f.info else f.path.parent) for f in found})
     note = "still on the disk: this frees when the trash is emptied" if found else ""
     return TrashReport(True, len(found), sum(f.record.size for f in found), folders, note)

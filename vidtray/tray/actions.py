@@ -238,8 +238,13 @@ class Actions:
         if self.children.dialog("confirm", message, "Delete") is None:
             log.info("delete videos: not confirmed")
             return
-        result = storage.execute_clean(lib, plan, to_trash=self.cfg.prune_to_trash)
-        body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} freed"
+        result = storage.execute_clean(lib, plan, to_trash=self.cfg.prune_to_trash,
+                                       trash_record=self.cfg.paths.trash_record_file)
+        if result.trashed_bytes:  # the trash is on the same disk: nothing is freed until it is emptied
+            body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} moved to the trash " \
+                   "(frees when the trash is emptied)"
+        else:
+            body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} freed"
         if result.skipped:
             body += f"; {plural(len(result.skipped), 'file')} changed since you confirmed, left alone"
         self.notifier.send("Videos deleted", body)
