@@ -197,12 +197,16 @@ def video_candidates(cfg: Config, lib: Library, now: float, out: BudgetPlan) -> 
     for v in sorted(cplan.videos, key=lambda v: (-(v.age_s or 0.0), str(v.video.path))):
         age = (v.age_s or 0.0) / DAY
         extra = _companions(v)
-        why = (f"unpinned, unscheduled, {age:.0f} days old{extra}" if age >= 1
+        why = (f"unpinned, unscheduled, {_days(age)} old{extra}" if age >= 1
                else f"unpinned, unscheduled, new (the newest go last){extra}")
         key = f"video {v.video.path} {v.video.size} {v.video.mtime_ns} {v.video.ino} " + \
             " ".join(f"{c.path}:{c.size}:{c.mtime_ns}" for c in v.companions)
         items.append(PlanItem("video", str(v.video.path), v.size_bytes, why, key, video=v))
     return items
+
+
+def _days(days: float) -> str:
+    return plural(round(days), "day")
 
 
 def _companions(v: storage.PlannedVideo) -> str:
@@ -230,9 +234,9 @@ def model_candidates(scan: hub.CacheScan, now: float, *, unused_days: float, kee
             continue
         days = (now - used) / DAY
         date = (storage.iso(used) or "")[:10]
-        why = (f"last used by vidtray {days:.0f} days ago ({date})"
+        why = (f"last used by vidtray {_days(days)} ago ({date})"
                if recorded is not None and recorded >= repo.last_modified
-               else f"not used by vidtray since it was downloaded {days:.0f} days ago ({date})")
+               else f"not used by vidtray since it was downloaded {_days(days)} ago ({date})")
         why += "; no queued job needs it"
         key = f"model {repo.path} {','.join(repo.revisions)} {repo.own_bytes}"
         items.append(PlanItem("model", repo.repo_id, repo.frees_bytes, why, key, repo=repo, used=used))
@@ -250,13 +254,16 @@ def partial_candidates(scan: hub.CacheScan, now: float, *, keep_days: float,
             continue
         for p in repo.partials:
             if now - p.mtime >= keep_days * DAY:
-                why = f"interrupted download of {repo.repo_id}, {(now - p.mtime) / DAY:.0f} days old"
+                why = f"interrupted download of {repo.repo_id}, {_days((now - p.mtime) / DAY)} old"
                 planned = storage.PlannedFile(p.path, p.path.parent, p.size_bytes, p.mtime_ns, p.dev, p.ino)
                 key = f"partial {p.path} {p.size_bytes} {p.mtime_ns}"
                 found.append((p.mtime, PlanItem("partial", str(p.path), p.size_bytes, why, key, partial=planned)))
     for broken in scan.broken:
         if now - broken.modified >= keep_days * DAY:
-            why = (f"{broken.repo_id}: {broken.reason}; unchanged for {(now - broken.modified) / DAY:.0f} days")
+            age = _days((now - broken.modified) / DAY)
+            why = (f"download interrupted before its first snapshot, {age} old"
+                   if broken.reason.startswith("Snapshots dir doesn't exist")
+                   else f"broken repo, unchanged for {age}: {broken.reason}")
             key = f"broken {broken.path} {broken.size_bytes} {broken.modified}"
             found.append((broken.modified, PlanItem("partial", broken.repo_id, scan.frees([broken.path]), why, key,
                                                     repo=broken)))

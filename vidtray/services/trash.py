@@ -113,6 +113,8 @@ def read_record(path: Path) -> list[Trashed]:
 def record_trashed(path: Path, files: Iterable[PlannedFile], now: float | None = None) -> None:
     """Add these files (just moved to the trash) to the record. Never raises: without the record they are
     only not counted as vidtray's (logged)."""
+    if not supported():
+        return  # nothing would ever be found again (Windows' recycle bin is not searched)
     now = time.time() if now is None else now
     new = [Trashed(str(f.path), f.size, f.dev, f.ino, f.mtime_ns, now) for f in files]
 
