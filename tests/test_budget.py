@@ -358,3 +358,14 @@ def test_the_trash_record_forgets_what_left_the_trash_long_ago(cfg, isolated_env
     assert (report.files, report.size_bytes) == (2, len(b"kept.mp4") + len(b"new.mp4"))
     assert report.folders == [str(files.parent)]
     assert oct(record.stat().st_mode & 0o777) == "0o600"
+
+
+def test_clean_options_before_what_still_count(cfg) -> None:
+    """`clean` takes --dry-run/--yes/--json itself (for --to-budget); given before WHAT they still apply."""
+    video = cfg.videos_dir / "a.mp4"
+    video.write_bytes(b"v" * 10)
+    res = run_cli("clean", "--dry-run", "--json", "videos", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["dry_run"] is True and video.exists()
+    res = run_cli("clean", "--yes", "videos", "--permanent")
+    assert res.returncode == 0 and not video.exists()
