@@ -98,3 +98,18 @@ def test_help_stays_light() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     text = sub.choices["storage"].format_help()
     assert "--config" not in text and "--debug" not in text
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """`vidtray storage` does not pay at start for `generate`'s imports (the worker protocol): the command
+    line names one command, and only its module is imported (all of them for --help or a typo)."""
+    from vidtray.cli import _command_of
+
+    assert _command_of(["--config", "x.toml", "--debug", "storage", "plan"]) == "storage"
+    assert _command_of(["--config=x.toml", "desktop-entry"]) == "desktop-entry"
+    assert _command_of(["--version"]) is None and _command_of(["--", "queue"]) == "queue"
+    code = ("import sys; from vidtray.cli import main; rc = main(['config', 'path']); "
+            "print(sorted(m for m in sys.modules if m.startswith('vidtray.commands.'))); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "['vidtray.commands.config']"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -117,17 +118,30 @@ def test_a_cache_path_that_is_a_file_is_an_empty_cache_everywhere(tmp_path: Path
     assert hub.scan_cache(not_a_folder).repos == ()
 
 
-def test_an_unreadable_cache_is_an_operation_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_cache_is_an_operation_failure(tmp_path: Path) -> None:
+    """In a child that file modes bind (as root too): the scan fails with one clear error, and the popup's
+    list is empty with that error as its warning."""
+    import json
+    import sys
+
+    import unprivileged
+    from conftest import ROOT
+
     cache = tmp_path / "hub"
     make_repo(cache, "org/pipe", {"model_index.json": b"{}"})
-
-    def refuse(_cache_dir: Path) -> None:
-        raise PermissionError(13, "Permission denied", str(cache))
-
-    monkeypatch.setattr("huggingface_hub.scan_cache_dir", refuse)
-    with pytest.raises(OperationFailed, match="cannot read the model cache"):
-        hub.scan_cache(cache)
-    cached, warnings = hub.cached_pipelines(cache)
+    code = ("import json, sys; from pathlib import Path; from vidtray.errors import OperationFailed\n"
+            "from vidtray.services import hub\n"
+            "try:\n    hub.scan_cache(Path(sys.argv[1])); error = None\n"
+            "except OperationFailed as exc:\n    error = str(exc)\n"
+            "print(json.dumps([error, hub.cached_pipelines(Path(sys.argv[1]))]))\n")
+    os.chmod(cache, 0)
+    try:
+        res = unprivileged.run([sys.executable, "-c", code, str(cache)], cwd=ROOT, timeout=60)
+    finally:
+        os.chmod(cache, 0o755)
+    assert res.returncode == 0, res.stderr
+    error, (cached, warnings) = json.loads(res.stdout)
+    assert error.startswith(f"cannot read the model cache {cache}")
     assert cached == [] and "cannot read the model cache" in warnings[0]
 
 

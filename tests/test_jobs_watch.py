@@ -87,7 +87,7 @@ def test_watch_warns_once_pauses_and_prunes(desktop: Desktop, tmp_path: Path,
         paused = desktop.dunst.wait_for("Video generation paused", timeout=10)
         assert f"{threshold:g} GiB" in paused.body
         pruned = desktop.dunst.wait_for("Old videos pruned", timeout=20)
-        assert pruned.body.startswith("Pruned 1 video, freed ")
+        assert pruned.body.startswith("Pruned 1 video (") and "frees when the trash is emptied" in pruned.body
         assert all(n.appname == "vidtray" for n in desktop.dunst.notifications)
         # Many more checks run; still one warning and one pause.
         time.sleep(2.0)

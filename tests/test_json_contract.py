@@ -98,6 +98,7 @@ NOPE = ["--config", "/nonexistent/vidtray.toml"]  # a config file that is not th
 
 CASES: dict[tuple[str, ...], Case] = {
     ("storage",): Case([], NOPE, "usage"),
+    ("storage", "plan"): Case(["--budget", "1000"], ["--budget", "lots"], "usage"),
     ("config", "show"): Case([], NOPE, "usage"),
     ("doctor",): Case(None, NOPE, "usage"),  # success: tests/test_doctor.py (it imports torch in a child)
     ("autostart", "enable"): Case([], [], "failed", _file_where("XDG_CONFIG_HOME/autostart")),
@@ -125,6 +126,7 @@ CASES: dict[tuple[str, ...], Case] = {
     ("models", "list"): Case([], NOPE, "usage"),
     ("models", "pull"): Case(None, ["not a repo id"], "usage"),  # success downloads: never in tests
     ("generate",): Case(None, ["a fox", "--model", "/nonexistent/model"], "usage"),  # success: test_generate_cli
+    ("clean",): Case(["--to-budget", "--budget", "1000", "--dry-run"], ["--to-budget"], "usage"),  # no budget set
     ("clean", "videos"): Case(["--dry-run"], NOPE, "usage"),
     ("clean", "model"): Case([REPO_ID, "--dry-run"], ["org/not-cached"], "usage"),
     ("clean", "models"): Case(["--all", "--dry-run"], ["--all"], "usage"),  # no --yes, no terminal: refused

@@ -29,6 +29,15 @@ KINDS = [
     (lambda n: n.queue_paused("Only 0.4 GiB free on /data; below min_free_gb = 1"), "Video generation paused",
      "Only 0.4 GiB free on /data; below min_free_gb = 1"),
     (lambda n: n.prune_summary(12, 84 * MiB), "Old videos pruned", "Pruned 12 videos, freed 84.0 MiB"),
+    (lambda n: n.prune_summary(2, 3 * MiB, to_trash=True), "Old videos pruned",
+     "Pruned 2 videos (3.0 MiB): moved to the trash, 3.0 MiB frees when the trash is emptied"),
+    (lambda n: n.budget_plan("Storage 1.0 GiB over the budget (40 GiB)", "video a.mp4 (1.0 GiB)\nTotal 1.0 GiB."),
+     "Storage 1.0 GiB over the budget (40 GiB)", "video a.mp4 (1.0 GiB)\nTotal 1.0 GiB."),
+    (lambda n: n.budget_applied("Storage 1.0 GiB over the budget (40 GiB)", "Freed 3.5 GiB: model org/m"),
+     "Storage 1.0 GiB over the budget (40 GiB)", "Freed 3.5 GiB: model org/m"),
+    (lambda n: n.trash_emptied(3, 2 * MiB), "Trash emptied of vidtray's videos",
+     "Emptied 3 files (2.0 MiB) that vidtray had moved to the trash (low_disk_empty_trash); nothing else in the "
+     "trash was touched"),
     (lambda n: n.video_ready(Path("/v/zeroscope_20240101-120000_abcd1234.mp4"),
                              "a red fox   running through snow, cinematic, 4k"),
      "Video ready", "a red fox running through snow, cinematic, 4k\nzeroscope_20240101-120000_abcd1234.mp4"),
@@ -49,9 +58,9 @@ KINDS = [
 def test_every_kind_reaches_the_daemon(desktop: Desktop) -> None:
     notifier = make_notifier(Config.from_mapping({}, "<test>"))
     assert notifier.backend.name == "notify-send"  # what plyer picks here (no dbus-python, no /app)
-    for call, summary, body in KINDS:
+    for n, (call, summary, body) in enumerate(KINDS):
         assert call(notifier) is True
-        note = desktop.dunst.wait_for(summary)
+        note = desktop.dunst.wait_for(summary, after=n)  # summaries repeat: each kind sends exactly one
         assert note.body == body
         assert note.appname == "vidtray"
         # The desktop maps it to the application entry (name and icon in its notification settings).

@@ -99,18 +99,26 @@ def test_the_typed_storage_report_writes_the_json_the_tray_and_scripts_read(hub,
     lib = open_library(cfg)
     lib.edit(lib.add_video(pinned)["id"], pinned=True)
     doc = json.loads(json.dumps(build_report(cfg).as_dict()))
-    assert list(doc) == ["library", "videos", "models", "disk"]
+    # Keys are only ever added, after the ones readers already know (the library page reads it too).
+    assert list(doc) == ["library", "videos", "models", "disk", "trash", "budget"]
     assert doc["library"] == {"path": str(cfg.library_file), "items": 1, "pinned": 1, "scheduled": 0, "missing": 0}
-    assert list(doc["videos"]) == ["dir", "count", "size_bytes", "oldest", "newest", "partial"]
+    assert list(doc["videos"]) == ["dir", "count", "size_bytes", "oldest", "newest", "partial", "folder_bytes"]
     assert doc["videos"]["partial"] == {"dir": str(cfg.partial_dir), "count": 1, "size_bytes": 500}
-    assert list(doc["models"]) == ["cache_dir", "size_bytes", "repos", "broken", "incomplete_bytes"]
+    assert doc["videos"]["folder_bytes"] == 3500
+    assert list(doc["models"]) == ["cache_dir", "size_bytes", "repos", "broken", "incomplete_bytes",
+                                   "shared_store_bytes", "unreferenced_shared_bytes", "xet_dir", "xet_bytes"]
     assert [list(r) for r in doc["models"]["repos"]] == 2 * [
         ["repo_id", "repo_type", "path", "size_bytes", "files", "revisions", "refs", "last_accessed",
-         "last_modified", "incomplete_bytes"]]
+         "last_modified", "incomplete_bytes", "frees_bytes", "shared_bytes", "last_used", "partial_downloads"]]
     assert [list(b) for b in doc["models"]["broken"]] == [
-        ["repo_id", "repo_type", "path", "size_bytes", "files", "reason"]]
+        ["repo_id", "repo_type", "path", "size_bytes", "files", "reason", "modified"]]
     assert list(doc["disk"]) == ["free_bytes", "min_free_gb", "warn_free_gb", "status", "volumes"]
     assert [list(v) for v in doc["disk"]["volumes"]] == [["path", "roles", "free_bytes", "total_bytes", "status"]]
+    assert list(doc["trash"]) == ["available", "files", "size_bytes", "folders", "note"]
+    assert list(doc["budget"]) == ["budget_bytes", "used_bytes", "over_bytes", "videos_bytes", "thumbnails_bytes",
+                                   "cache_bytes", "xet_bytes"]
+    assert doc["models"]["xet_bytes"] == 100  # the hub fixture's xet/chunk
+    assert doc["budget"]["used_bytes"] == 3500 + doc["models"]["size_bytes"] + 100
     view = parse_storage_report(doc)
     assert (view.videos_count, view.videos_bytes) == (1, 3000)
     assert view.models_bytes == doc["models"]["size_bytes"] and len(view.models) == 3
@@ -277,8 +285,10 @@ def test_older_than_bad_values(cli, cfg, value):
 
 
 def test_cli_storage_does_not_import_heavy_modules(hub):
+    # Not even huggingface_hub: the summary reads the cache with os.scandir (deletes go through huggingface_hub).
     code = ("import sys; from vidtray.cli import main; rc = main(['storage', '--json']); "
-            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'pystray') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'pystray', 'huggingface_hub') "
+            "if m in sys.modules]; "
             "print(heavy, file=sys.stderr); sys.exit(rc or (3 if heavy else 0))")
     import subprocess
 

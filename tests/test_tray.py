@@ -94,6 +94,36 @@ def test_storage_report_parsing_and_lines() -> None:
     assert storage_lines(StorageView(error="boom"), None)[0] == "Sizes unknown: boom"
 
 
+def test_storage_menu_shows_last_used_and_the_budget() -> None:
+    doc = {
+        "videos": {"count": 2, "size_bytes": 1024},
+        "models": {"size_bytes": 5 * GB, "repos": [
+            {"repo_id": "org/used", "repo_type": "model", "size_bytes": 4 * GB,
+             "last_used": "2031-03-04T05:06:07+00:00"},
+            {"repo_id": "org/never", "repo_type": "model", "size_bytes": GB, "last_used": None},
+        ], "broken": []},
+        "budget": {"budget_bytes": 4 * GB, "used_bytes": 5 * GB},
+    }
+    lines = storage_lines(parse_storage_report(doc), None)
+    assert lines[2:] == ["    org/used: 4.0 GiB, used 2031-03-04", "    org/never: 1.0 GiB",
+                         "Budget: 5.0 GiB of 4.0 GiB (over)", "Free: unknown"]
+
+
+def test_the_free_space_question_lists_the_plan_and_the_trash() -> None:
+    from vidtray.tray.actions import free_space_question
+
+    items = [{"kind": "video", "name": f"/v/clip{n}.mp4", "size_bytes": 1024} for n in range(11)]
+    items.append({"kind": "model", "name": "org/old", "size_bytes": GB})
+    plan = {"items": items, "used_bytes": 6 * GB, "over_bytes": 2 * GB, "budget_bytes": 4 * GB,
+            "total_bytes": GB + 11 * 1024, "trashed_bytes": 11 * 1024, "meets_budget": False, "kept_bytes": 3 * GB}
+    text = free_space_question(plan).split("\n")
+    assert text[0] == "6.0 GiB used, 2.0 GiB over the storage budget (4.0 GiB). Free 1.0 GiB, in this order?"
+    assert text[2:5] == ["1. video clip0.mp4 (1.0 KiB)", "2. video clip1.mp4 (1.0 KiB)", "3. video clip2.mp4 (1.0 KiB)"]
+    assert text[12] == "... and 2 more items"
+    assert text[-2:] == ["Videos move to the trash: 11.0 KiB frees when the trash is emptied.",
+                         "Still over the budget after it: 3.0 GiB are pinned or in use."]
+
+
 # -- backend choice -----------------------------------------------------------------------------
 
 GTK_ONLY = {"Gtk": ["3.0"], "AppIndicator3": [], "AyatanaAppIndicator3": []}

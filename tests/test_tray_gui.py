@@ -202,7 +202,7 @@ def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, is
     icon = tray.wait_icon()
     wait_until(lambda: "Idle - 2 videos" in tray.title(icon), 20, "the watcher to import both videos")
 
-    tray.pick_in_storage(icon, 1)  # "Delete videos older than N days..."
+    tray.pick_in_storage(icon, 2)  # "Delete videos older than N days..."
     _dialog(tray_host)  # how many days? (30 is filled in)
     time.sleep(0.5)
     tray.xdotool("key", "Return")
@@ -212,7 +212,7 @@ def test_storage_menu_deletes_old_videos_after_asking(tray_host, cfg: Config, is
     time.sleep(0.5)
     tray.xdotool("key", "Return")
     note = tray_host.dunst.wait_for("Videos deleted", timeout=30)
-    assert note.body.startswith("1 video, ")
+    assert note.body.startswith("1 video, ") and note.body.endswith("(frees when the trash is emptied)")
     assert not old.exists() and new.exists()
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
     assert (trash / old.name).exists()  # to the trash, not for good
@@ -229,7 +229,7 @@ def test_storage_menu_deletes_exactly_the_videos_the_dialog_named(tray_host, cfg
     icon = tray.wait_icon()
     wait_until(lambda: "Idle - 2 videos" in tray.title(icon), 20, "the watcher to import both videos")
 
-    tray.pick_in_storage(icon, 0)  # "Delete generated videos..."
+    tray.pick_in_storage(icon, 1)  # "Delete generated videos..."
     _dialog(tray_host)  # "Delete 2 generated videos (...) to the trash?"
     # A third video arrives while the question is open: the answer was not about it.
     arrived = shutil.copy2(late, cfg.videos_dir / late.name)
@@ -248,19 +248,54 @@ def test_storage_menu_deletes_a_cached_model_after_asking(tray_host, isolated_en
     icon = tray.wait_icon()
     # The sizes arrive from a `vidtray storage --json` child a moment after start.
     wait_until(lambda: "(1 models)" in _log(isolated_env), 60, "the storage sizes")
-    tray.pick_in_storage(icon, 2)  # the first "Delete <model>..." after the two video actions
+    tray.pick_in_storage(icon, 3)  # the first "Delete <model>..." after Free space and the two video actions
     _dialog(tray_host)
     time.sleep(0.5)
     tray.xdotool("key", "Escape")  # changed my mind: nothing is deleted
     time.sleep(1.0)
     assert repo.exists()
-    tray.pick_in_storage(icon, 2)
+    tray.pick_in_storage(icon, 3)
     _dialog(tray_host)
     time.sleep(0.5)
     tray.xdotool("key", "Return")
     note = tray_host.dunst.wait_for("Model deleted", timeout=30)
     assert note.body.startswith("org/tiny-video: ")
     assert not repo.exists()
+    assert tray.stop() == 0
+
+
+def test_free_space_shows_the_plan_and_frees_it_after_asking(tray_host, cfg: Config, isolated_env,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    from hf_cache import age_repo
+
+    old = write_mp4(cfg.videos_dir / "old_20240101-000000_aaaaaaaa.mp4")
+    month_ago = time.time() - 40 * 86400
+    os.utime(old, (month_ago, month_ago))
+    open_library(cfg).add_video(old, added=iso(month_ago))
+    repo = age_repo(make_repo(isolated_env["HF_HOME"] / "hub", "org/unused", {"w.bin": b"w" * 4096}), 100)
+    config = tmp_path / "config.toml"
+    # Over any budget; the scheduled check only says so (budget_action = "notify"), the menu item asks.
+    config.write_text("prune_after_days = 0\nstorage_budget_gb = 0.000001\n")
+    tray = TrayProcess(tray_host, ["--config", str(config)])
+    icon = tray.wait_icon()
+    wait_until(lambda: "Idle - 1 video" in tray.title(icon), 20, "the watcher to import the video")
+    note = tray_host.dunst.wait_for(lambda n: "over the budget" in n.summary, timeout=30)
+    assert "org/unused" in note.body and old.name in note.body and old.exists()
+
+    tray.pick_in_storage(icon, 0)  # "Free space..."
+    _dialog(tray_host)  # the plan, in order, and the question
+    time.sleep(0.5)
+    tray.xdotool("key", "Escape")  # not now: nothing goes
+    time.sleep(1.0)
+    assert old.exists() and repo.exists()
+    tray.pick_in_storage(icon, 0)
+    _dialog(tray_host)
+    time.sleep(0.5)
+    tray.xdotool("key", "Return")
+    done = tray_host.dunst.wait_for("Space freed", timeout=60)
+    assert done.body.startswith("Freed ") and "frees when it is emptied" in done.body
+    assert not old.exists() and not repo.exists()
+    assert (isolated_env["XDG_DATA_HOME"] / "Trash" / "files" / old.name).exists()
     assert tray.stop() == 0
 
 

@@ -270,6 +270,26 @@ def test_a_cached_hub_repo_loads_offline_and_records_its_revision(cfg: Config, t
     assert json.loads(Path(result["sidecar"]).read_text())["model"] == TINY_REPO
 
 
+def test_the_worker_records_when_it_used_a_cached_model(cfg: Config, tiny_pipeline: Path,
+                                                         isolated_env: dict[str, Path]) -> None:
+    """"Last used" for the storage budget: recorded when a job uses a hub model (not a local folder), also
+    when the loaded pipeline is reused."""
+    import time
+
+    from vidtray.services.modeluse import read_use
+
+    install_in_hf_cache(tiny_pipeline, isolated_env["HF_HOME"] / "hub")
+    worker, _ = make_worker(cfg)
+    worker.run_job("local", request(tiny_pipeline, seed=1))
+    assert read_use(cfg.paths.model_use_file) == {}
+    start = time.time()
+    worker.run_job("hub1", request(TINY_REPO, seed=3))
+    first = read_use(cfg.paths.model_use_file)[TINY_REPO]
+    worker.run_job("hub2", request(TINY_REPO, seed=4))  # the same pipeline, reused
+    assert start <= first <= read_use(cfg.paths.model_use_file)[TINY_REPO] <= time.time()
+    assert oct(cfg.paths.model_use_file.stat().st_mode & 0o777) == "0o600"
+
+
 def test_stale_partials_of_dead_workers_are_cleaned(cfg: Config) -> None:
     import subprocess
     import sys

@@ -110,17 +110,35 @@ class Context:
         return answer.strip().lower() in ("y", "yes")
 
 
-def build_parser() -> Parser:
+def build_parser(command: str | None = None) -> Parser:
+    """The whole command line; with ``command`` (the one ``argv`` names, see ``_command_of``) only that
+    command's module is imported, so a command does not pay at start for every other one's imports."""
     parser = Parser(prog="vidtray", description="Local AI video generation helper: tray, library, storage.")
     parser.add_argument("--version", action="version", version=f"vidtray {__version__}")
     _global_options(parser, hidden=False)
     # Nested subcommands inherit the class (argparse uses type(self)), so every level takes them.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
-    # Every module in vidtray.commands registers its own subcommands (alphabetical in --help).
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    # Every module in vidtray.commands registers its own command, named like it (desktop_entry is
+    # `desktop-entry`), alphabetical in --help.
+    names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    wanted = command.replace("-", "_") if command and not command.startswith("_") else None
+    for name in [wanted] if wanted in names else names:
+        importlib.import_module(f"{commands.__name__}.{name}").register(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not a global option), if any."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config":
+            next(args, None)
+        elif arg == "--":
+            return next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +171,7 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command_of(argv)).parse_args(argv)
     except UserError as exc:
         return _fail(exc, debug, Context(None) if _wants_json(argv) else None)
     from vidtray.logs import setup_logging

@@ -26,6 +26,7 @@ DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
 #: The library page's port when ``library_port`` is 0 (and it is free; else any free port).
 LIBRARY_PORT = 47480
+BUDGET_ACTIONS = ("notify", "apply")
 
 
 T = TypeVar("T")
@@ -75,6 +76,13 @@ class Config:
     library_port: int = _key(f"the library page's port (0 = {LIBRARY_PORT} if free, else any free one)", 0)
     library_page_idle_s: float = _key("seconds without a request before a library page started by the tray "
                                       "stops (0 = never)", 1800.0)
+    storage_budget_gb: float = _key("GiB for videos, thumbnails, latents, the model cache, xet/ and "
+                                    "partial downloads; 0 = off", 0.0)
+    model_unused_days: float = _key("a model vidtray has not used for this long may go to meet the budget", 30.0)
+    partial_keep_days: float = _key("younger interrupted downloads are kept (a pull resumes them)", 7.0)
+    budget_action: str = _key(" | ".join(BUDGET_ACTIONS) + " (the plan), when over the budget or below "
+                              "warn_free_gb", "notify")
+    low_disk_empty_trash: bool = _key("below min_free_gb, empty what vidtray itself put in the trash", False)
     generation: Generation = field(default_factory=Generation)
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
@@ -252,6 +260,8 @@ def _path(value: object, source: str, key: str) -> Path:
 #: vidtray waits for is useful beyond these.
 YEAR_S = 365 * 86400
 MAX_DAYS = 36500
+#: A budget beyond this (a billion GiB) is a typo, not a disk.
+MAX_BUDGET_GB = 1e9
 
 
 #: A key's parser: (value, source, key) -> the key's typed value, or ConfigError.
@@ -327,6 +337,11 @@ _PARSERS: dict[str, Parser[object]] = {
     "notifications": _bool,
     "library_port": _port,
     "library_page_idle_s": _number(0, strict=False, maximum=YEAR_S),
+    "storage_budget_gb": _number(0, strict=False, maximum=MAX_BUDGET_GB),
+    "model_unused_days": _number(0, strict=False, maximum=MAX_DAYS),
+    "partial_keep_days": _number(0, strict=False, maximum=MAX_DAYS),
+    "budget_action": _choice(BUDGET_ACTIONS),
+    "low_disk_empty_trash": _bool,
 }
 
 

@@ -3,7 +3,7 @@
 - Per-user folders (platformdirs): the config file, the default data folder, the log folder, the tray lock.
 - ``Paths.of(data_dir, library_path)``: everything under the data folder (DESIGN.md "Data").
   ``Config`` derives its paths through it; tests build one on ``tmp_path``.
-- The Hugging Face hub cache, computed now from the environment.
+- The Hugging Face hub cache and the Xet cache beside it, computed now from the environment.
 - Free space of the volume that holds a path (a folder not created yet counts on its parent's volume).
 
 Cheap to import (stdlib and platformdirs): the CLI, the tray and the popup all use it.
@@ -67,6 +67,8 @@ class Paths:
     jobs_state_file: Path  # the scheduled jobs' own state (when the last prune ran)
     page_token_file: Path  # the library page's access token (0600): per user, kept across restarts
     page_server_file: Path  # the running library page server's port, pid and URL (so a second open reuses it)
+    model_use_file: Path  # when vidtray's worker last used each model (``services.modeluse``)
+    trash_record_file: Path  # what vidtray moved to the trash (``services.trash``)
 
     @classmethod
     def of(cls, data_dir: Path, library_path: Path | None = None) -> Paths:
@@ -77,6 +79,7 @@ class Paths:
             queue_dir=queue, pause_flag=queue / PAUSE_FILE,
             state_dir=state, removed_file=state / "removed.json", jobs_state_file=state / "jobs.json",
             page_token_file=state / "page-token", page_server_file=state / "page-server.json",
+            model_use_file=state / "models_used.json", trash_record_file=state / "trashed.json",
         )
 
 
@@ -91,11 +94,23 @@ def hf_cache_dir() -> Path:
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(name):
             return Path(_expand(os.environ[name]))
+    return hf_home() / "hub"
+
+
+def hf_home() -> Path:
+    """``HF_HOME``, else ``XDG_CACHE_HOME``/huggingface (``~/.cache/huggingface``): where huggingface_hub keeps
+    the login token, the hub cache and the Xet cache."""
     home = os.environ.get("HF_HOME")
     if not home:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         home = os.path.join(xdg, "huggingface")
-    return Path(_expand(home)) / "hub"
+    return Path(_expand(home))
+
+
+def hf_xet_dir() -> Path:
+    """The Xet cache of hf_xet (chunks and shards of Xet downloads): ``HF_XET_CACHE``, else ``HF_HOME``/xet."""
+    override = os.environ.get("HF_XET_CACHE")
+    return Path(_expand(override)) if override else hf_home() / "xet"
 
 
 def _expand(path: str) -> str:

@@ -26,13 +26,16 @@ def register(sub: Subparsers) -> None:
     pull.set_defaults(handler=_pull)
 
 
-def cached_models(cache_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Model repos in the hub cache (size, revisions, pipeline class) and the scan's warnings."""
+def cached_models(cache_dir: Path, last_used: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Model repos in the hub cache (size, revisions, pipeline class, when vidtray last used it) and the
+    scan's warnings."""
     from vidtray.services.hub import scan_cache
 
     scan = scan_cache(cache_dir)
+    used = last_used or {}
     out = [{"repo_id": r.repo_id, "size_bytes": r.size_bytes, "files": r.files, "revisions": list(r.revisions),
-            "refs": list(r.refs), "last_modified": r.last_modified, "pipeline": r.pipeline(), "path": str(r.path)}
+            "refs": list(r.refs), "last_modified": r.last_modified, "pipeline": r.pipeline(), "path": str(r.path),
+            "last_used": used.get(r.repo_id), "frees_bytes": r.frees_bytes, "incomplete_bytes": r.incomplete_bytes}
            for r in sorted(scan.repos, key=lambda r: r.repo_id.lower()) if r.repo_type == "model"]
     return out, list(scan.warnings)
 
@@ -41,9 +44,10 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.paths import hf_cache_dir
     from vidtray.services.fsutil import human_size
     from vidtray.services.generation import KNOWN_MODELS
+    from vidtray.services.modeluse import read_use
 
     cache = hf_cache_dir()
-    cached, warnings = cached_models(cache)
+    cached, warnings = cached_models(cache, read_use(ctx.cfg.paths.model_use_file))
     have = {m["repo_id"] for m in cached}
     known = [{"repo_id": k.repo_id, "pipeline": k.pipeline, "download": k.download,
               "gpu_memory": k.gpu_memory, "licence": k.licence, "note": k.note, "cached": k.repo_id in have}

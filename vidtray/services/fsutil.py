@@ -297,22 +297,69 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+#: Where a folder can be listed through a descriptor and its files stat'ed relative to it (``fstatat``, as du
+#: does): the kernel then resolves one name per file, not the whole path.
+_BY_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
+
+
+def walk_stats(root: str | os.PathLike[str], on_error: Callable[[OSError], None] | None = None,
+               ) -> Iterator[tuple[str, list[tuple[str, os.stat_result]]]]:
+    """Every folder under ``root`` with its plain files and their lstat: one listing per folder and one stat
+    per file, as du walks (the storage report's pass over the videos folder). Never enters a symlink (``root``
+    itself may be one); ``on_error`` hears of each folder that cannot be listed (by default: nothing)."""
+    stack = [os.fspath(root)]
+    while stack:
+        folder = stack.pop()
+        files: list[tuple[str, os.stat_result]] = []
+        try:
+            if _BY_FD:
+                fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+                try:
+                    with os.scandir(fd) as it:
+                        _list_into(it, folder, stack, files)
+                finally:
+                    os.close(fd)
+            else:
+                with os.scandir(folder) as it:
+                    _list_into(it, folder, stack, files)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(exc)
+            continue
+        yield folder, files
+
+
+def _list_into(entries: Iterator[os.DirEntry[str]], folder: str, stack: list[str],
+               files: list[tuple[str, os.stat_result]]) -> None:
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            stack.append(os.path.join(folder, entry.name))
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                files.append((entry.name, entry.stat(follow_symlinks=False)))
+            except OSError:
+                continue
+
+
 def tree_size(folder: Path) -> tuple[int, int]:
     """(files, bytes) of regular files under ``folder``, symlinks not followed."""
+    files, size, _newest = tree_stats(folder)
+    return files, size
+
+
+def tree_stats(folder: Path) -> tuple[int, int, float]:
+    """(files, bytes, newest modification) of regular files under ``folder``, symlinks not followed. The
+    newest is the folder's own modification time when it holds no file (0.0 when it cannot be read)."""
     count = size = 0
-    stack = [folder]
-    while stack:
+    newest = float("-inf")
+    for _folder, files in walk_stats(folder):
+        for _name, st in files:
+            size += st.st_size
+            newest = max(newest, st.st_mtime)
+        count += len(files)
+    if not count:
         try:
-            entries = list(os.scandir(stack.pop()))
+            newest = os.stat(folder).st_mtime
         except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                try:
-                    size += entry.stat(follow_symlinks=False).st_size
-                    count += 1
-                except OSError:
-                    pass
-    return count, size
+            newest = 0.0
+    return count, size, newest

@@ -2,9 +2,10 @@
 
 - Naming a model: a local diffusers folder or a repo id (``looks_like_path``, ``is_repo_id``,
   ``check_repo_id``), found with ``resolve_model`` / ``cached_snapshot``; ``hf_offline``.
-- The cache scan (``scan_cache``): complete repos, broken ones and partial downloads, read through
-  ``huggingface_hub.scan_cache_dir``. The storage report, ``vidtray models list``, the popup's model list
-  (``cached_pipelines``) and model cleanup are views of it.
+- The cache scan (``scan_cache``): complete repos, broken ones, partial downloads and the shared blob store,
+  read with ``os.scandir`` as du would (huggingface_hub's layout, judged by its rules). The storage report,
+  the budget plan, ``vidtray models list``, the popup's model list (``cached_pipelines``) and model cleanup
+  are views of it; every delete goes through huggingface_hub (``delete_revisions``).
 - Downloads: what a pipeline download fetches (``select_pipeline_files``, ``plan_download``,
   ``estimate_download``, ``download_size``), the room it needs (``check_download_space``), and the
   download itself (``pull_model``).
@@ -15,22 +16,23 @@ The cache folder is ``vidtray.paths.hf_cache_dir()``, passed to every huggingfac
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import free_bytes, hf_cache_dir
-from vidtray.services.fsutil import human_size, tree_size
+from vidtray.services.fsutil import human_size, tree_stats
 
 if TYPE_CHECKING:
-    from huggingface_hub import CachedRepoInfo, HFCacheInfo
     from tqdm.auto import tqdm
 
 log = logging.getLogger("vidtray.hub")
@@ -148,8 +150,50 @@ def cached_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path | No
 
 
 # -- the cache scan --------------------------------------------------------------------------------
+# One pass of os.scandir over the cache, as du walks it (no huggingface_hub import: the storage report, the
+# popup and `models list` stay light), reading the layout huggingface_hub writes and judging it by the rules
+# of its own ``scan_cache_dir``: a repo folder it would call corrupted is a BrokenRepo here too. Every delete
+# still goes through huggingface_hub (``delete_revisions``), which scans again for itself.
 
 _REPO_PREFIXES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+#: What huggingface_hub's scan passes over inside a repo folder.
+_IGNORED = frozenset({".DS_Store"})
+#: huggingface_hub's cache-wide shared blob store (``huggingface_hub.utils._shared_blobs``): one payload per
+#: Xet file at ``<cache>/blobs/<2 hex>/<xet hash>`` with a ``<hash>.refs`` manifest; each repo's
+#: ``blobs/<etag>`` is a symlink to it. The store counts only when its marker file says so.
+_STORE_DIR, _STORE_MARKER, _STORE_VERSION = "blobs", ".huggingface-shared-blobs", "1\n"
+_XET_HASH = re.compile(r"[0-9a-f]{64}")
+_INCOMPLETE = ".incomplete"
+
+
+@dataclass(frozen=True)
+class PartialDownload:
+    """An interrupted download, ``<repo>/blobs/<etag>.incomplete``: a pull resumes it."""
+
+    path: Path
+    size_bytes: int
+    mtime_ns: int
+    dev: int
+    ino: int
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> PartialDownload:
+        return cls(Path(path), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+
+@dataclass(frozen=True)
+class SharedBlob:
+    """A payload of the shared blob store and the repo folders whose ``blobs/`` link to it. huggingface_hub
+    removes it when it deletes the last repo that links to it, and only through its manifest."""
+
+    path: Path
+    size_bytes: int
+    repos: tuple[Path, ...]
+    manifest: bool
 
 
 @dataclass(frozen=True)
@@ -159,7 +203,7 @@ class CachedRepo:
     repo_id: str
     repo_type: str  # model | dataset | space
     path: Path
-    size_bytes: int  # on disk, without its partial downloads
+    size_bytes: int  # its files (shared ones included), without its partial downloads
     files: int
     revisions: tuple[str, ...]  # commit hashes, sorted
     refs: tuple[str, ...]  # sorted
@@ -167,6 +211,11 @@ class CachedRepo:
     last_modified: float
     incomplete_bytes: int  # its partial downloads
     model_index: Path | None  # a revision's top-level model_index.json: the repo is a diffusers pipeline
+    own_bytes: int = 0  # what only this folder holds: its plain blobs and its partial downloads
+    shared_bytes: int = 0  # of size_bytes, what lies in the shared blob store
+    frees_bytes: int = 0  # what deleting this repo alone frees (own, and shared blobs no other repo links to)
+    partials: tuple[PartialDownload, ...] = ()
+    shared_blobs: tuple[Path, ...] = ()  # the shared payloads its blobs link to
 
     def pipeline(self) -> str | None:
         """The diffusers pipeline class it holds, or None."""
@@ -176,7 +225,7 @@ class CachedRepo:
 @dataclass(frozen=True)
 class BrokenRepo:
     """A repo folder huggingface_hub cannot read (a download interrupted before its first snapshot, a
-    damaged layout): still shown with its size on disk, and still removable."""
+    half-deleted or damaged layout): still shown with its size on disk, and still removable."""
 
     repo_id: str
     repo_type: str
@@ -184,6 +233,13 @@ class BrokenRepo:
     size_bytes: int
     files: int
     reason: str
+    modified: float = 0.0  # the newest modification inside it (an interrupted download's age)
+    partials: tuple[PartialDownload, ...] = ()
+    shared_blobs: tuple[Path, ...] = ()
+
+    @property
+    def own_bytes(self) -> int:
+        return self.size_bytes
 
 
 @dataclass(frozen=True)
@@ -191,73 +247,288 @@ class CacheScan:
     cache_dir: Path
     repos: tuple[CachedRepo, ...] = ()  # by (repo_type, repo_id)
     broken: tuple[BrokenRepo, ...] = ()
-    warnings: tuple[str, ...] = ()  # what the scan reported (broken or partial repos)
-    size_bytes: int = 0  # everything on disk: repos, broken repos, the repos' partial downloads
+    warnings: tuple[str, ...] = ()  # why each broken repo is broken
+    size_bytes: int = 0  # everything on disk: repos, broken repos, partial downloads, the shared store
     incomplete_bytes: int = 0  # all partial downloads
+    shared: tuple[SharedBlob, ...] = ()
+    shared_store_bytes: int = 0  # the shared store's payloads (each counted once)
+
+    def frees(self, repo_paths: Iterable[Path]) -> int:
+        """What deleting these repo folders together frees: what each holds alone, and each shared payload
+        that only they link to (huggingface_hub collects it with the last complete repo of them)."""
+        chosen = set(repo_paths)
+        complete = {r.path for r in self.repos} & chosen
+        own = sum(r.own_bytes for r in self.folders() if r.path in chosen)
+        return own + sum(b.size_bytes for b in self.shared
+                         if b.manifest and b.repos and set(b.repos) <= chosen and complete & set(b.repos))
+
+    def folders(self) -> list[CachedRepo | BrokenRepo]:
+        """Every repo folder, complete or broken."""
+        return [*self.repos, *self.broken]
+
+    @property
+    def unreferenced_shared_bytes(self) -> int:
+        """Shared payloads no repo links to any more (``hf cache prune`` removes them)."""
+        return sum(b.size_bytes for b in self.shared if not b.repos)
 
 
-def scan_cache(cache_dir: Path | None = None) -> CacheScan:
-    """What the hub cache holds (``huggingface_hub.scan_cache_dir``); OperationFailed if it cannot be read.
-    A cache that does not exist yet is empty."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
-    # No repo folders, nothing to scan: skip importing the scanner (~0.1 s) for a cache with no models.
-    info = _scan_info(cache_dir) if _repo_folders(cache_dir) else None
-    if info is None:
-        return CacheScan(cache_dir)
-    incomplete: dict[Path, int] = {}
-    for f in info.incomplete_files:
-        incomplete[f.file_path.parent.parent] = incomplete.get(f.file_path.parent.parent, 0) + f.size_on_disk
-    repos = tuple(_cached_repo(r, incomplete.get(r.repo_path, 0))
-                  for r in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)))
-    good = {r.path for r in repos}
-    warnings = tuple(str(w) for w in info.warnings)
-    broken = []
-    # The folder as the scan resolved it (newer huggingface_hub versions type it as optional).
-    scanned = Path(info.cache_dir) if info.cache_dir is not None else cache_dir
-    for path, (repo_type, repo_id) in sorted(_repo_folders(scanned).items()):
-        if path not in good:
-            files, size = tree_size(path)
-            reason = next((w for w in warnings if str(path) in w), "not a complete cached repo")
-            broken.append(BrokenRepo(repo_id, repo_type, path, size, files, reason))
-    size = info.size_on_disk + sum(b.size_bytes for b in broken) + sum(v for k, v in incomplete.items() if k in good)
-    return CacheScan(cache_dir, repos, tuple(broken), warnings, size,
-                     sum(f.size_on_disk for f in info.incomplete_files))
+class _Broken(Exception):
+    """Why huggingface_hub's scan would call a repo folder corrupted."""
 
 
-def _scan_info(cache_dir: Path) -> HFCacheInfo | None:
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+class _Store:
+    """The shared blob store as listed: payload path -> its lstat, and the hashes that have a manifest."""
 
+    def __init__(self) -> None:
+        self.payloads: dict[str, os.stat_result] = {}
+        self.manifests: set[str] = set()
+
+    @classmethod
+    def read(cls, root: str) -> _Store:
+        store = cls()
+        folder = os.path.join(root, _STORE_DIR)
+        try:
+            with open(os.path.join(folder, _STORE_MARKER), encoding="utf-8") as fh:
+                if fh.read() != _STORE_VERSION:
+                    return store
+            prefixes = [e for e in os.scandir(folder) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+        except (OSError, UnicodeError):
+            return store  # no store (or not one huggingface_hub would use)
+        for prefix in prefixes:
+            try:
+                entries = list(os.scandir(prefix.path))
+            except OSError as exc:
+                log.warning("cannot list %s: %s", prefix.path, exc)
+                continue
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".refs"):
+                    store.manifests.add(name[:-5])
+                elif _XET_HASH.fullmatch(name) and name.startswith(prefix.name) \
+                        and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        store.payloads[entry.path] = entry.stat(follow_symlinks=False)
+        return store
+
+
+class _Blobs:
+    """A repo's ``blobs/`` folder: plain blobs, links into the shared store, and partial downloads."""
+
+    def __init__(self) -> None:
+        self.plain: dict[str, os.stat_result] = {}
+        self.linked: dict[str, str] = {}  # name -> the shared payload it links to (one that exists)
+        self.partials: list[PartialDownload] = []
+
+    @classmethod
+    def read(cls, folder: str, store: _Store) -> _Blobs:
+        blobs = cls()
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return blobs
+        except OSError as exc:
+            raise _Broken(f"cannot read {folder}: {exc.strerror or exc}") from None
+        for entry in entries:
+            if entry.is_symlink():
+                target = _link_target(entry.path)
+                if target in store.payloads:
+                    blobs.linked[entry.name] = target
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if entry.name.endswith(_INCOMPLETE):
+                    blobs.partials.append(PartialDownload.of(entry.path, st))
+                else:
+                    blobs.plain[entry.name] = st
+        return blobs
+
+
+def _link_target(link: str) -> str | None:
     try:
-        return scan_cache_dir(cache_dir)
-    except CacheNotFound:
+        return os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    except OSError:
         return None
-    except (ValueError, OSError) as exc:  # the cache path is a file, or a folder we may not read
-        raise OperationFailed(f"cannot read the model cache {cache_dir}: {exc}") from exc
 
 
-def _cached_repo(repo: CachedRepoInfo, incomplete_bytes: int) -> CachedRepo:
-    index = next((Path(f.file_path) for rev in repo.revisions for f in rev.files
-                  if f.file_name == "model_index.json" and f.file_path.parent == rev.snapshot_path), None)
+def _read_refs(folder: str) -> dict[str, set[str]]:
+    """commit hash -> the refs naming it (``refs/main``, ``refs/refs/pr/1``)."""
+    out: dict[str, set[str]] = {}
+    if os.path.isfile(folder):
+        raise _Broken(f"Refs directory cannot be a file: {folder}")
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise _Broken(f"cannot read {current}: {exc.strerror or exc}") from None
+        for entry in entries:
+            if entry.is_dir():
+                stack.append(entry.path)
+            elif entry.name not in _IGNORED:
+                try:
+                    with open(entry.path, encoding="utf-8") as fh:
+                        commit = fh.read()
+                except (OSError, UnicodeError) as exc:
+                    raise _Broken(f"cannot read the ref {entry.path}: {exc}") from None
+                name = os.path.relpath(entry.path, folder).replace(os.sep, "/")
+                out.setdefault(commit, set()).add(name)
+    return out
+
+
+class _Snapshots:
+    def __init__(self) -> None:
+        self.revisions: list[str] = []
+        self.model_index: Path | None = None
+        self.files: dict[str, os.stat_result] = {}  # files a snapshot holds itself or links outside blobs/
+
+
+def _read_snapshots(repo: str, blobs: _Blobs) -> _Snapshots:
+    folder = os.path.join(repo, "snapshots")
+    if not os.path.isdir(folder):
+        raise _Broken(f"Snapshots dir doesn't exist in cached repo: {folder}")
+    out = _Snapshots()
+    blobs_dir = os.path.join(repo, "blobs")
+    for rev in sorted(_list(folder), key=lambda e: e.name):
+        if rev.name in _IGNORED:
+            continue
+        if not rev.is_dir():
+            raise _Broken(f"Snapshots folder corrupted. Found a file: {rev.path}")
+        out.revisions.append(rev.name)
+        stack = [rev.path]
+        while stack:
+            for entry in _list(stack.pop()):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                _snapshot_file(entry, blobs_dir, blobs, out)
+                if entry.name == "model_index.json" and out.model_index is None \
+                        and os.path.dirname(entry.path) == rev.path:
+                    out.model_index = Path(entry.path)
+    return out
+
+
+def _snapshot_file(entry: os.DirEntry[str], blobs_dir: str, blobs: _Blobs, out: _Snapshots) -> None:
+    """Check one file of a snapshot: its blob must be there (a link into ``blobs/`` is the usual case)."""
+    if entry.is_symlink():
+        target = _link_target(entry.path)
+        if target is not None and os.path.dirname(target) == blobs_dir:
+            name = os.path.basename(target)
+            if name in blobs.plain or name in blobs.linked:
+                return
+            raise _Broken(f"Blob missing (broken symlink): {target}")
+        path = target or entry.path
+    else:
+        path = entry.path
+    try:
+        out.files[path] = os.stat(path)
+    except OSError:
+        raise _Broken(f"Blob missing (broken symlink): {path}") from None
+
+
+def _list(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except OSError as exc:
+        raise _Broken(f"cannot read {folder}: {exc.strerror or exc}") from None
+
+
+def _cached_repo(path: str, kind: tuple[str, str], store: _Store) -> CachedRepo:
+    """One complete repo folder, or _Broken saying why huggingface_hub would not read it."""
+    blobs = _Blobs.read(os.path.join(path, "blobs"), store)
+    refs = _read_refs(os.path.join(path, "refs"))
+    snaps = _read_snapshots(path, blobs)
+    dangling = {commit: names for commit, names in refs.items() if commit not in snaps.revisions}
+    if dangling:
+        raise _Broken(f"Reference(s) refer to missing commit hashes: {dangling} ({path}).")
+    shared = [store.payloads[t] for t in blobs.linked.values()]
+    stats = [*blobs.plain.values(), *shared, *snaps.files.values()]
+    if stats:
+        accessed, modified = max(s.st_atime for s in stats), max(s.st_mtime for s in stats)
+    else:
+        st = os.stat(path)
+        accessed, modified = st.st_atime, st.st_mtime
+    inside = path + os.sep
+    incomplete = sum(p.size_bytes for p in blobs.partials)
+    own = sum(s.st_size for s in blobs.plain.values()) + incomplete + \
+        sum(s.st_size for p, s in snaps.files.items() if p.startswith(inside))
     return CachedRepo(
-        repo_id=repo.repo_id, repo_type=repo.repo_type, path=Path(repo.repo_path), size_bytes=repo.size_on_disk,
-        files=repo.nb_files, revisions=tuple(sorted(r.commit_hash for r in repo.revisions)),
-        refs=tuple(sorted(ref for r in repo.revisions for ref in r.refs)), last_accessed=repo.last_accessed,
-        last_modified=repo.last_modified, incomplete_bytes=incomplete_bytes, model_index=index,
+        repo_id=kind[1], repo_type=kind[0], path=Path(path), size_bytes=sum(s.st_size for s in stats),
+        files=len(stats), revisions=tuple(snaps.revisions),
+        refs=tuple(sorted(name for names in refs.values() for name in names)), last_accessed=accessed,
+        last_modified=modified, incomplete_bytes=incomplete, model_index=snaps.model_index, own_bytes=own,
+        shared_bytes=sum(s.st_size for s in shared), partials=tuple(sorted(blobs.partials, key=lambda p: p.path)),
+        shared_blobs=tuple(sorted({Path(t) for t in blobs.linked.values()})),
     )
 
 
-def _repo_folders(cache_dir: Path) -> dict[Path, tuple[str, str]]:
-    """Repo folders in the cache (``models--org--name``) -> (repo_type, repo_id)."""
-    out: dict[Path, tuple[str, str]] = {}
+def _broken_repo(path: str, kind: tuple[str, str], reason: str, store: _Store) -> BrokenRepo:
+    files, size, newest = tree_stats(Path(path))
     try:
-        entries = list(os.scandir(cache_dir))
-    except OSError:
-        return out
+        blobs = _Blobs.read(os.path.join(path, "blobs"), store)
+    except _Broken:
+        blobs = _Blobs()
+    return BrokenRepo(kind[1], kind[0], Path(path), size, files, reason, newest,
+                      tuple(sorted(blobs.partials, key=lambda p: p.path)),
+                      tuple(sorted({Path(t) for t in blobs.linked.values()})))
+
+
+def scan_cache(cache_dir: Path | None = None) -> CacheScan:
+    """What the hub cache holds: complete repos, broken ones, partial downloads and the shared blob store.
+    A cache that does not exist yet (or is a file) is empty; one that cannot be listed is OperationFailed.
+    A repo folder that cannot be read is a broken repo, with the reason."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
+    root = os.path.realpath(cache_dir)
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return CacheScan(cache_dir)
+    except OSError as exc:
+        raise OperationFailed(f"cannot read the model cache {cache_dir}: {exc.strerror or exc}") from exc
+    store = _Store.read(root)
+    repos: list[CachedRepo] = []
+    broken: list[BrokenRepo] = []
+    for path, kind in sorted(_repo_folders(entries).items(), key=lambda pk: (pk[1], pk[0])):
+        try:
+            repos.append(_cached_repo(path, kind, store))
+        except (_Broken, OSError) as exc:
+            broken.append(_broken_repo(path, kind, str(exc), store))
+    folders: list[CachedRepo | BrokenRepo] = [*repos, *broken]
+    shared = _shared(store, folders)
+    alone = {b.repos[0]: 0 for b in shared}
+    for b in shared:
+        if b.manifest and len(b.repos) == 1:
+            alone[b.repos[0]] += b.size_bytes
+    repos = [dataclasses.replace(r, frees_bytes=r.own_bytes + alone.get(r.path, 0)) for r in repos]
+    store_bytes = sum(b.size_bytes for b in shared)
+    return CacheScan(
+        cache_dir, tuple(repos), tuple(broken), tuple(b.reason for b in broken),
+        size_bytes=sum(r.own_bytes for r in repos) + sum(b.size_bytes for b in broken) + store_bytes,
+        incomplete_bytes=sum(p.size_bytes for r in folders for p in r.partials),
+        shared=shared, shared_store_bytes=store_bytes)
+
+
+def _shared(store: _Store, repos: Sequence[CachedRepo | BrokenRepo]) -> tuple[SharedBlob, ...]:
+    linked: dict[Path, list[Path]] = {}
+    for repo in repos:
+        for blob in repo.shared_blobs:
+            linked.setdefault(blob, []).append(repo.path)
+    return tuple(SharedBlob(Path(p), st.st_size, tuple(sorted(linked.get(Path(p), []))),
+                            os.path.basename(p) in store.manifests)
+                 for p, st in sorted(store.payloads.items()))
+
+
+def _repo_folders(entries: Iterable[os.DirEntry[str]]) -> dict[str, tuple[str, str]]:
+    """Repo folders in the cache (``models--org--name``) -> (repo_type, repo_id)."""
+    out: dict[str, tuple[str, str]] = {}
     for entry in entries:
         prefix, sep, rest = entry.name.partition("--")
         if sep and prefix in _REPO_PREFIXES and entry.is_dir(follow_symlinks=False):
-            out[Path(entry.path)] = (_REPO_PREFIXES[prefix], rest.replace("--", "/"))
+            out[entry.path] = (_REPO_PREFIXES[prefix], rest.replace("--", "/"))
     return out
 
 
@@ -274,10 +545,20 @@ def cached_pipelines(cache_dir: Path | None = None) -> tuple[list[CachedRepo], l
 
 
 def delete_revisions(cache_dir: Path, revisions: list[str]) -> None:
-    """Delete these revisions (commit hashes) with huggingface_hub, which knows which blobs they share."""
-    info = _scan_info(cache_dir)
-    if info is not None and revisions:
-        info.delete_revisions(*revisions).execute()
+    """Delete these revisions (commit hashes) with huggingface_hub, which knows which blobs they share (and
+    collects a shared payload with the last repo that links to it)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    if not revisions:
+        return
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return
+    except (ValueError, OSError) as exc:
+        raise OperationFailed(f"cannot read the model cache {cache_dir}: {exc}") from exc
+    info.delete_revisions(*revisions).execute()
 
 
 # -- downloads -------------------------------------------------------------------------------------

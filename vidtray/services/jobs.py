@@ -1,8 +1,9 @@
-"""Scheduled jobs: the disk check and the prune, as plain functions of ``now``.
+"""Scheduled jobs: the disk check, the prune and the storage budget, as plain functions of ``now``.
 
 ``Jobs`` holds the little state the jobs need (which volumes were already warned about, where
-the last prune time is kept) and has no scheduler inside, so tests call ``check_disk(now)`` and
-``prune(now)`` with a fake clock and a fake free-space function. ``JobScheduler`` wires them to an
+the last prune time is kept, which budget plan was last announced) and has no scheduler inside, so tests
+call ``check_disk(now)``, ``prune(now)`` and ``enforce_budget(now)`` with a fake clock and a fake free-space
+function. ``JobScheduler`` wires them to an
 APScheduler 3.x ``BackgroundScheduler`` (the daemon owns one).
 
 Which thread calls it: the scheduler's single worker thread ("vidtray-jobs"); the two jobs never
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from vidtray.config import Config
+    from vidtray.services.budget import BudgetPlan
     from vidtray.services.library import Library
     from vidtray.services.notify import Notifier
 
@@ -76,6 +78,16 @@ def _iso(now: float) -> str:
 
 
 @dataclass(frozen=True)
+class BudgetOutcome:
+    action: str  # none | notified | applied | unchanged (already announced) | failed
+    items: int = 0  # in the plan
+    freed_bytes: int = 0  # applied: what left the budget
+    trashed_bytes: int = 0  # of which in the trash (frees when it is emptied)
+    trash_emptied_bytes: int = 0  # vidtray's own trash emptied (low_disk_empty_trash)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class PruneOutcome:
     deleted: int
     freed_bytes: int
@@ -104,6 +116,8 @@ class Jobs:
         self.low: set[str] = set()
         # Places whose free space could not be read, so that is logged once, not every check.
         self._unreadable: set[str] = set()
+        # The budget plan last announced (its id, when), so "notify" says it once, not at every check.
+        self._announced: tuple[str, float] | None = None
 
     # -- disk ----------------------------------------------------------------------------------
     def watched_places(self) -> list[tuple[str, Path]]:
@@ -278,14 +292,95 @@ class Jobs:
             log.info("prune: left %s alone (changed or gone since the plan)",
                      plural(len(result.skipped), "file"))
         if deleted:
-            log.info("pruned %s older than %g days, freed %s (%s)", plural(len(deleted), "video"),
+            log.info("pruned %s older than %g days, %s (%s)", plural(len(deleted), "video"),
                      self.cfg.prune_after_days, human_size(result.freed_bytes),
                      "to the trash" if self.cfg.prune_to_trash else "permanently")
-            self.notifier.prune_summary(len(deleted), result.freed_bytes)
+            self.notifier.prune_summary(len(deleted), result.freed_bytes, to_trash=self.cfg.prune_to_trash)
         else:
             log.info("prune: nothing older than %g days", self.cfg.prune_after_days)
         self._record_prune(now)
         return PruneOutcome(len(deleted), result.freed_bytes, len(result.kept))
+
+    # -- storage budget ------------------------------------------------------------------------
+    def enforce_budget(self, now: float) -> BudgetOutcome:
+        """Over the storage budget, or below ``warn_free_gb``: the budget plan (``services.budget``), and one
+        notification saying what would go (``budget_action = "notify"``, once until the plan changes, at
+        most once per ``prune_interval_s``) or what went (``"apply"``). Below ``min_free_gb`` with
+        ``low_disk_empty_trash``, what vidtray itself put in the trash is emptied first."""
+        cfg = self.cfg
+        emptied = self._empty_own_trash(now)
+        need = self._disk_need()
+        if cfg.storage_budget_gb <= 0 and need <= 0:
+            self._announced = None
+            return BudgetOutcome("none", trash_emptied_bytes=emptied)
+        from vidtray.services import budget
+
+        lib = self._library()
+        plan = budget.plan(cfg, lib, budget_bytes=int(cfg.storage_budget_gb * GiB), now=now, disk_need_bytes=need)
+        if not plan.over_bytes and need <= 0:
+            self._announced = None
+            return BudgetOutcome("none", trash_emptied_bytes=emptied)
+        headline = self._headline(plan)
+        if not plan.items:
+            if not plan.over_bytes:  # low on disk, but nothing vidtray may free (the disk check warned)
+                return BudgetOutcome("none", reason="nothing vidtray may free", trash_emptied_bytes=emptied)
+            return self._announce(now, plan, headline, plan.cannot_meet()[:1].upper() + plan.cannot_meet()[1:],
+                                  emptied)
+        if cfg.budget_action != "apply":
+            text = "vidtray would free, in order (vidtray clean --to-budget, or the tray's Free space...):\n"
+            return self._announce(now, plan, headline, text + budget.summary(plan), emptied)
+        try:
+            result = budget.execute(cfg, lib, plan)
+        except OperationFailed as exc:
+            log.error("freeing space for the budget failed: %s", exc)
+            self.notifier.budget_applied("Freeing space failed", str(exc))
+            return BudgetOutcome("failed", len(plan.items), reason=str(exc), trash_emptied_bytes=emptied)
+        went = "; ".join(f"{d['kind']} {Path(d['name']).name if d['kind'] == 'video' else d['name']}"
+                         for d in result.deleted[:8])
+        body = f"Freed {human_size(result.freed_bytes)}: {went}" + ("..." if len(result.deleted) > 8 else "")
+        if result.trashed_bytes:
+            body += f". Videos moved to the trash: {human_size(result.trashed_bytes)} frees when it is emptied"
+        log.info("budget: %s", body)
+        self.notifier.budget_applied(headline, body)
+        self._announced = None
+        return BudgetOutcome("applied", len(plan.items), result.freed_bytes, result.trashed_bytes, emptied)
+
+    def _disk_need(self) -> int:
+        """Bytes to free so the fullest volume is back above ``warn_free_gb`` (0 when it is)."""
+        frees = [r.free_bytes for r in self.measure() if r.free_bytes is not None]
+        if not frees:
+            return 0
+        return max(0, int(self.cfg.warn_free_gb * GiB * (1 + REARM_FRACTION)) - min(frees)) \
+            if min(frees) < self.cfg.warn_free_gb * GiB else 0
+
+    def _empty_own_trash(self, now: float) -> int:
+        if not self.cfg.low_disk_empty_trash:
+            return 0
+        frees = [r.free_bytes for r in self.measure() if r.free_bytes is not None]
+        if not frees or min(frees) >= self.cfg.min_free_gb * GiB:
+            return 0
+        from vidtray.services import trash
+
+        files, size = trash.empty_own(self.cfg.paths.trash_record_file, now)
+        if files:
+            log.warning("below min_free_gb: emptied %s vidtray had moved to the trash (%s)", plural(files, "file"),
+                        human_size(size))
+            self.notifier.trash_emptied(files, size)
+        return size
+
+    def _headline(self, plan: BudgetPlan) -> str:
+        if plan.over_bytes:
+            return f"Storage {human_size(plan.over_bytes)} over the budget ({gib(self.cfg.storage_budget_gb)})"
+        return f"vidtray can free {human_size(plan.total_bytes)} (low disk space)"
+
+    def _announce(self, now: float, plan: BudgetPlan, headline: str, body: str, emptied: int) -> BudgetOutcome:
+        last = self._announced
+        if last is not None and (last[0] == plan.plan_id or now - last[1] < self.cfg.prune_interval_s):
+            return BudgetOutcome("unchanged", len(plan.items), trash_emptied_bytes=emptied)
+        log.info("budget: %s: %s", headline, body.replace("\n", "; "))
+        self.notifier.budget_plan(headline, body)
+        self._announced = (plan.plan_id, now)
+        return BudgetOutcome("notified", len(plan.items), trash_emptied_bytes=emptied)
 
     def _library(self) -> Library:
         if self._lib is None:
@@ -353,6 +448,12 @@ class JobScheduler:
                 log.info("prune scheduled every %gs, next at %s", cfg.prune_interval_s, _iso(first))
             else:
                 log.info("prune off (prune_after_days = 0)")
+            # After the disk check (same interval, one worker): over the budget or low on disk, the plan.
+            scheduler.add_job(
+                self._guarded, IntervalTrigger(seconds=cfg.disk_check_interval_s, timezone=UTC),
+                args=("budget", self.jobs.enforce_budget), id="budget", name="storage budget",
+                next_run_time=_dt(now + 1),
+            )
             scheduler.start()
             self._scheduler = scheduler
             log.info("scheduler started (disk check every %gs)", cfg.disk_check_interval_s)

@@ -45,6 +45,7 @@ TIMEOUT_S = 10
 SEND_TIMEOUT_S = 10.0
 PROMPT_CHARS = 80
 REASON_CHARS = 300
+PLAN_CHARS = 600
 
 
 class NotifyError(Exception):
@@ -213,9 +214,26 @@ class Notifier:
     def queue_resumed(self, reason: str) -> bool:
         return self._notify("queue_resumed", "Video generation resumed", _clip(reason, REASON_CHARS))
 
-    def prune_summary(self, count: int, freed_bytes: int) -> bool:
-        return self._notify("prune_summary", "Old videos pruned",
-                            f"Pruned {plural(count, 'video')}, freed {human_size(freed_bytes)}")
+    def prune_summary(self, count: int, freed_bytes: int, *, to_trash: bool = False) -> bool:
+        if to_trash:  # the trash is on the same disk: say so rather than "freed"
+            body = (f"Pruned {plural(count, 'video')} ({human_size(freed_bytes)}): moved to the trash, "
+                    f"{human_size(freed_bytes)} frees when the trash is emptied")
+        else:
+            body = f"Pruned {plural(count, 'video')}, freed {human_size(freed_bytes)}"
+        return self._notify("prune_summary", "Old videos pruned", body)
+
+    def budget_plan(self, headline: str, plan: str) -> bool:
+        """What the storage plan would free (``budget_action = "notify"``)."""
+        return self._notify("budget_plan", headline, _clip(plan, PLAN_CHARS))
+
+    def budget_applied(self, headline: str, went: str) -> bool:
+        """What the storage plan freed (``budget_action = "apply"``)."""
+        return self._notify("budget_applied", headline, _clip(went, PLAN_CHARS))
+
+    def trash_emptied(self, files: int, size: int) -> bool:
+        body = (f"Emptied {plural(files, 'file')} ({human_size(size)}) that vidtray had moved to the trash "
+                "(low_disk_empty_trash); nothing else in the trash was touched")
+        return self._notify("trash_emptied", "Trash emptied of vidtray's videos", body)
 
     def prune_failed(self, reason: str) -> bool:
         return self._notify("prune_failed", "Pruning old videos failed", _clip(reason, REASON_CHARS),

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import disk_usage, hf_cache_dir, nearest_existing
-from vidtray.services import hub
-from vidtray.services.fsutil import iter_videos, tree_size, walk_videos
+from vidtray.services import hub, trash
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, iter_videos, tree_size, video_name_problem, walk_stats
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -118,23 +118,46 @@ class VideosReport:
     oldest: str | None  # ISO-8601 mtimes
     newest: str | None
     partial: PartialReport
+    folder_bytes: int = 0  # everything in the folder: videos, sidecars, in-progress files and latents, the rest
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def videos_report(videos_dir: Path, partial_dir: Path) -> VideosReport:
-    count = size = 0
-    oldest: float | None = None
-    newest: float | None = None
-    for _, st in walk_videos(str(videos_dir)):
-        count += 1
-        size += st.st_size
-        oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
-        newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
-    partial_count, partial_size = tree_size(partial_dir)
-    return VideosReport(str(videos_dir), count, size, iso(oldest), iso(newest),
-                        PartialReport(str(partial_dir), partial_count, partial_size))
+    """One walk of the videos folder, as du makes it (``fsutil.walk_stats``): the finished videos (the rule of
+    ``fsutil.walk_videos``: not in a hidden folder, never through a symlink), the in-progress files in
+    ``.partial/``, and the size of everything in it."""
+    count = size = total = partial_count = partial_size = 0
+    oldest = newest = float("nan")
+    root, partial = os.path.normpath(videos_dir), os.path.normpath(partial_dir)
+    inside = partial + os.sep
+
+    def unlistable(exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            log.warning("cannot list %s: %s", exc.filename, exc.strerror or exc)
+
+    for folder, files in walk_stats(root, unlistable):
+        folder_bytes = sum(st.st_size for _, st in files)
+        total += folder_bytes
+        if folder == partial or folder.startswith(inside):
+            partial_count += len(files)
+            partial_size += folder_bytes
+            continue
+        if os.sep + "." in folder[len(root):]:
+            continue  # a hidden folder: nothing in it is a finished video
+        for name, st in files:
+            # The extension first: most files here are sidecars, and this runs for every file.
+            if name[name.rfind("."):].lower() in VIDEO_EXTENSIONS and video_name_problem(name) is None:
+                count += 1
+                size += st.st_size
+                mtime = st.st_mtime
+                if not oldest <= mtime:  # also true for the first (nan)
+                    oldest = mtime
+                if not newest >= mtime:
+                    newest = mtime
+    return VideosReport(str(videos_dir), count, size, iso(oldest) if count else None, iso(newest) if count else None,
+                        PartialReport(str(partial_dir), partial_count, partial_size), total)
 
 
 def parse_days(text: str) -> float:
@@ -260,16 +283,23 @@ class CleanResult:
     deleted: list[DeletedVideo] = field(default_factory=list)
     kept: list[LeftAlone] = field(default_factory=list)
     skipped: list[LeftAlone] = field(default_factory=list)  # planned, but changed or gone: left alone
-    freed_bytes: int = 0
+    freed_bytes: int = 0  # what left the videos folder (to the trash: still on the disk, see trashed_bytes)
     dry_run: bool = False
     to_trash: bool = True
     older_than_days: float | None = None
+    trashed: list[PlannedFile] = field(default_factory=list, repr=False)  # what went to the trash (record)
+
+    @property
+    def trashed_bytes(self) -> int:
+        """Of ``freed_bytes``, what is in the trash now: it frees the disk only when the trash is emptied."""
+        return self.freed_bytes if self.to_trash else 0
 
     def as_dict(self) -> dict[str, object]:
         return {"deleted": self.deleted, "kept": self.kept, "skipped": self.skipped,
                 "freed_bytes": self.freed_bytes, "dry_run": self.dry_run, "to_trash": self.to_trash,
                 "older_than_days": self.older_than_days,
-                "age_from": AGE_FROM if self.older_than_days is not None else None}
+                "age_from": AGE_FROM if self.older_than_days is not None else None,
+                "trashed_bytes": self.trashed_bytes}
 
     @property
     def deleted_paths(self) -> list[Path]:
@@ -419,6 +449,8 @@ def _delete(planned: PlannedFile, to_trash: bool, result: CleanResult, companion
     if planned.still_there():
         return skip("still there after the delete")
     log.info("%s %s", "trashed" if to_trash else "deleted", planned.path)
+    if to_trash:
+        result.trashed.append(planned)
     return True
 
 
@@ -489,15 +521,18 @@ def plan_clean(cfg: Config, lib: Library, *, older_than_days: float | None, now:
                        thumbnails=thumbnails, thumbnails_dir=cfg.thumbnails_dir)
 
 
-def execute_clean(lib: Library, plan: CleanPlan, *, to_trash: bool) -> CleanResult:
+def execute_clean(lib: Library, plan: CleanPlan, *, to_trash: bool,
+                  trash_record: Path | None = None) -> CleanResult:
     """Execute ``plan``; what really went leaves the library (deleted on purpose, so not ``missing``),
-    also when a later file fails."""
+    also when a later file fails. What went to the trash is added to ``trash_record`` (``services.trash``)."""
     result = CleanResult()
     try:
         execute_plan(plan, to_trash=to_trash, result=result)
     finally:
         if result.deleted:
             lib.remove_paths(result.deleted_paths)
+        if trash_record is not None and result.trashed:
+            trash.record_trashed(trash_record, result.trashed)
     return result
 
 
@@ -505,10 +540,21 @@ def clean_videos(cfg: Config, lib: Library, *, older_than_days: float | None, no
                  dry_run: bool) -> CleanResult:
     """Plan and execute at once (the prune job; the CLI and the tray ask in between)."""
     plan = plan_clean(cfg, lib, older_than_days=older_than_days, now=now)
-    return plan.preview(to_trash) if dry_run else execute_clean(lib, plan, to_trash=to_trash)
+    if dry_run:
+        return plan.preview(to_trash)
+    return execute_clean(lib, plan, to_trash=to_trash, trash_record=cfg.paths.trash_record_file)
 
 
 # -- model cache -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartialDownloadReport:
+    """An interrupted download (``blobs/<etag>.incomplete``): a pull resumes it."""
+
+    path: str
+    size_bytes: int
+    modified: str | None
 
 
 @dataclass(frozen=True)
@@ -522,9 +568,13 @@ class RepoReport:
     files: int
     revisions: list[str]
     refs: list[str]
-    last_accessed: str | None  # ISO-8601
+    last_accessed: str | None  # ISO-8601 (access times are unreliable: see last_used)
     last_modified: str | None
     incomplete_bytes: int  # its partial downloads
+    frees_bytes: int = 0  # what deleting it frees (blobs it shares with other repos stay)
+    shared_bytes: int = 0  # of size_bytes, what lies in huggingface_hub's shared blob store
+    last_used: str | None = None  # when vidtray's worker last used it (services.modeluse); None: never
+    partial_downloads: list[PartialDownloadReport] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -537,6 +587,7 @@ class BrokenRepoReport:
     size_bytes: int
     files: int
     reason: str
+    modified: str | None = None  # the newest file in it (an interrupted download's age)
 
 
 @dataclass(frozen=True)
@@ -546,22 +597,37 @@ class ModelsReport:
     repos: list[RepoReport]
     broken: list[BrokenRepoReport]
     incomplete_bytes: int
+    shared_store_bytes: int = 0  # the shared blob store, each payload once (within size_bytes)
+    unreferenced_shared_bytes: int = 0  # payloads no repo links to any more (`hf cache prune` removes them)
+    xet_dir: str = ""  # hf_xet's chunk cache beside the hub cache (not within size_bytes)
+    xet_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def models_report(cache_dir: Path | None = None) -> ModelsReport:
-    """The model cache for ``vidtray storage --json``: the hub cache scan (``hub.scan_cache``)."""
-    scan = hub.scan_cache(cache_dir)
+def models_report(cache_dir: Path | None = None, *, last_used: Mapping[str, float] | None = None,
+                  scan: hub.CacheScan | None = None, xet_dir: Path | None = None) -> ModelsReport:
+    """The model cache for ``vidtray storage --json``: the hub cache scan (``hub.scan_cache``), vidtray's
+    record of when it used each model, and the size of the Xet cache."""
+    from vidtray.paths import hf_xet_dir
+
+    scan = scan if scan is not None else hub.scan_cache(cache_dir)
+    used = last_used or {}
+    xet = xet_dir if xet_dir is not None else hf_xet_dir()
     return ModelsReport(
         cache_dir=str(scan.cache_dir), size_bytes=scan.size_bytes,
         repos=[RepoReport(r.repo_id, r.repo_type, str(r.path), r.size_bytes, r.files, list(r.revisions),
-                          list(r.refs), iso(r.last_accessed), iso(r.last_modified), r.incomplete_bytes)
+                          list(r.refs), iso(r.last_accessed), iso(r.last_modified), r.incomplete_bytes,
+                          r.frees_bytes, r.shared_bytes,
+                          iso(used.get(r.repo_id)) if r.repo_type == "model" else None,
+                          [PartialDownloadReport(str(p.path), p.size_bytes, iso(p.mtime)) for p in r.partials])
                for r in scan.repos],
-        broken=[BrokenRepoReport(b.repo_id, b.repo_type, str(b.path), b.size_bytes, b.files, b.reason)
+        broken=[BrokenRepoReport(b.repo_id, b.repo_type, str(b.path), b.size_bytes, b.files, b.reason,
+                                 iso(b.modified) if b.modified else None)
                 for b in scan.broken],
-        incomplete_bytes=scan.incomplete_bytes,
+        incomplete_bytes=scan.incomplete_bytes, shared_store_bytes=scan.shared_store_bytes,
+        unreferenced_shared_bytes=scan.unreferenced_shared_bytes, xet_dir=str(xet), xet_bytes=tree_size(xet)[1],
     )
 
 
@@ -575,13 +641,36 @@ class LibraryReport:
 
 
 @dataclass(frozen=True)
+class BudgetReport:
+    """What the storage budget (``storage_budget_gb``) covers, and how much of it is used."""
+
+    budget_bytes: int  # 0: no budget
+    used_bytes: int
+    over_bytes: int  # 0 when under the budget (or none is set)
+    videos_bytes: int  # the videos folder: videos, sidecars, in-progress files and kept latents
+    thumbnails_bytes: int
+    cache_bytes: int  # the hub cache: repos, shared blobs, partial downloads
+    xet_bytes: int
+
+
+def budget_report(budget_gb: float, videos: VideosReport, thumbnails_bytes: int, models: ModelsReport) -> BudgetReport:
+    budget = int(budget_gb * GB)
+    used = videos.folder_bytes + thumbnails_bytes + models.size_bytes + models.xet_bytes
+    return BudgetReport(budget, used, max(0, used - budget) if budget else 0, videos.folder_bytes,
+                        thumbnails_bytes, models.size_bytes, models.xet_bytes)
+
+
+@dataclass(frozen=True)
 class StorageReport:
-    """``vidtray storage --json`` (the tray reads it: ``tray.state.parse_storage_report``)."""
+    """``vidtray storage --json`` (the tray reads it: ``tray.state.parse_storage_report``; the library page
+    too). Keys are only ever added."""
 
     library: LibraryReport
     videos: VideosReport
     models: ModelsReport
     disk: DiskReport
+    trash: trash.TrashReport | None = None  # how much of the trash is vidtray's own
+    budget: BudgetReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -590,13 +679,32 @@ class StorageReport:
 @dataclass
 class ModelCleanPlan:
     cache_dir: Path
-    targets: list[dict[str, Any]]  # repo_id, repo_type, path, size_bytes, broken
+    targets: list[dict[str, Any]]  # repo_id, repo_type, path, size_bytes, frees_bytes, broken
     revisions: list[str]
     broken_paths: list[Path]
+    frees: int = 0  # what deleting them together frees (a blob shared only among them counted once)
 
     @property
     def expected_freed_bytes(self) -> int:
-        return sum(t["size_bytes"] for t in self.targets)
+        return self.frees
+
+
+def model_clean_plan(scan: hub.CacheScan, repos: Iterable[hub.CachedRepo | hub.BrokenRepo]) -> ModelCleanPlan:
+    """Delete these repos of ``scan``: complete ones through huggingface_hub, broken ones as folders."""
+    chosen = list(repos)
+    targets: list[dict[str, Any]] = []
+    revisions: list[str] = []
+    broken: list[Path] = []
+    for repo in chosen:
+        is_broken = isinstance(repo, hub.BrokenRepo)
+        targets.append({"repo_id": repo.repo_id, "repo_type": repo.repo_type, "path": str(repo.path),
+                        "size_bytes": repo.size_bytes, "frees_bytes": scan.frees([repo.path]),
+                        "broken": is_broken})
+        if isinstance(repo, hub.CachedRepo) and repo.revisions:
+            revisions.extend(repo.revisions)
+        else:  # nothing for huggingface_hub to delete: remove the folder
+            broken.append(repo.path)
+    return ModelCleanPlan(scan.cache_dir, targets, revisions, broken, scan.frees(r.path for r in chosen))
 
 
 def plan_model_cleanup(repo_id: str | None, cache_dir: Path | None = None) -> ModelCleanPlan:
@@ -604,34 +712,26 @@ def plan_model_cleanup(repo_id: str | None, cache_dir: Path | None = None) -> Mo
     cache_dir = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
     if repo_id is not None:
         hub.check_repo_id(repo_id)
-    report = models_report(cache_dir)
-    targets, revisions, broken = [], [], []
-    for repo in report.repos:
-        if repo_id is None or (repo.repo_type == "model" and repo.repo_id == repo_id):
-            targets.append({**asdict(repo), "broken": False})
-            revisions.extend(repo.revisions)
-            if not repo.revisions:  # nothing for huggingface_hub to delete: remove the empty folder
-                broken.append(Path(repo.path))
-    for gone in report.broken:
-        if repo_id is None or (gone.repo_type == "model" and gone.repo_id == repo_id):
-            targets.append({**asdict(gone), "broken": True})
-            broken.append(Path(gone.path))
-    if repo_id is not None and not targets:
+    scan = hub.scan_cache(cache_dir)
+    chosen = [r for r in scan.folders()
+              if repo_id is None or (r.repo_type == "model" and r.repo_id == repo_id)]
+    if repo_id is not None and not chosen:
         raise UserError(f"{repo_id} is not in the model cache ({cache_dir})")
-    return ModelCleanPlan(cache_dir, targets, revisions, broken)
+    return model_clean_plan(scan, chosen)
 
 
 def execute_model_cleanup(plan: ModelCleanPlan) -> int:
     """Delete what ``plan`` names (for good: the cache is re-downloadable); returns bytes really freed."""
     before = _cache_bytes(plan.cache_dir)
-    hub.delete_revisions(plan.cache_dir, plan.revisions)
     root = plan.cache_dir.resolve()
     for path in plan.broken_paths:
-        # huggingface_hub cannot read a broken repo, so it cannot delete it: remove the folder
-        # ourselves, but only a real (non-symlink) repo folder directly inside the cache.
+        # huggingface_hub cannot read a broken repo, so it cannot delete it: remove the folder ourselves,
+        # but only a real (non-symlink) repo folder directly inside the cache. First, so that its links into
+        # the shared blob store are gone when huggingface_hub collects the payloads after the rest.
         if path.parent.resolve() == root and not path.is_symlink() and path.is_dir():
             shutil.rmtree(path)
             log.info("deleted broken cache repo %s", path)
+    hub.delete_revisions(plan.cache_dir, plan.revisions)
     # Incomplete blobs of a deleted repo go with its folder; re-scan for what was really freed.
     return max(0, before - _cache_bytes(plan.cache_dir))
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vidtray.config import Config, config_path, config_template
 from vidtray.services.fsutil import human_size, plural
@@ -43,6 +43,25 @@ def open_path(path: Path) -> None:
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
         raise OSError(f"{opener} is not installed (package: xdg-utils)") from None
+
+
+def free_space_question(plan: dict[str, Any], limit: int = 10) -> str:
+    """The confirmation for the tray's "Free space...": the plan's lines (``clean --to-budget --json``)."""
+    def name(item: dict[str, Any]) -> str:
+        return Path(item["name"]).name if item["kind"] == "video" else item["name"]
+
+    lines = [f"{n}. {item['kind']} {name(item)} ({human_size(item['size_bytes'])})"
+             for n, item in enumerate(plan["items"][:limit], 1)]
+    if len(plan["items"]) > limit:
+        lines.append(f"... and {plural(len(plan['items']) - limit, 'more item')}")
+    head = (f"{human_size(plan['used_bytes'])} used, {human_size(plan['over_bytes'])} over the storage budget "
+            f"({human_size(plan['budget_bytes'])}). Free {human_size(plan['total_bytes'])}, in this order?")
+    tail = []
+    if plan["trashed_bytes"]:
+        tail.append(f"Videos move to the trash: {human_size(plan['trashed_bytes'])} frees when the trash is emptied.")
+    if not plan["meets_budget"]:
+        tail.append(f"Still over the budget after it: {human_size(plan['kept_bytes'])} are pinned or in use.")
+    return "\n".join([head, "", *lines, *([""] + tail if tail else [])])
 
 
 class Actions:
@@ -188,7 +207,32 @@ class Actions:
 
         self._act(f"delete {repo}", work)
 
+    def free_space(self) -> None:
+        self._act("free space", self._free_space)
+
     # -- on tray-action ------------------------------------------------------------------------------------
+    def _free_space(self) -> None:
+        # The plan comes from a `vidtray clean --to-budget` child (models go through huggingface_hub, which the
+        # tray never imports); the answer names the plan's id, so exactly the plan shown is carried out (a
+        # plan that changed meanwhile is refused, and nothing goes).
+        plan = json.loads(self.children.run_cli(["clean", "--to-budget", "--dry-run", "--json"], read_only=True))
+        if not plan["items"]:
+            self.notifier.send("Nothing to free", f"Under the storage budget: {human_size(plan['used_bytes'])} of "
+                                                  f"{human_size(plan['budget_bytes'])} used.")
+            return
+        if self.children.dialog("confirm", free_space_question(plan), "Free space") is None:
+            log.info("free space: not confirmed")
+            return
+        done = json.loads(self.children.run_cli(["clean", "--to-budget", "--yes", "--json",
+                                                 "--plan-id", plan["plan_id"]]))["result"]
+        body = f"Freed {human_size(done['freed_bytes'])} of the budget"
+        if done["trashed_bytes"]:
+            body += f"; videos are in the trash: {human_size(done['trashed_bytes'])} frees when it is emptied"
+        if done["skipped"]:
+            body += f"; {plural(len(done['skipped']), 'item')} changed since you confirmed, left alone"
+        self.notifier.send("Space freed", body)
+        self.refresh_storage()
+
     def _delete_videos(self, older_than: float | None) -> None:
         # In this process, not through `vidtray clean` children: the dialog asks about one plan and
         # exactly that plan is executed, so a video that arrives while the dialog is open stays.
@@ -213,8 +257,13 @@ class Actions:
         if self.children.dialog("confirm", message, "Delete") is None:
             log.info("delete videos: not confirmed")
             return
-        result = storage.execute_clean(lib, plan, to_trash=self.cfg.prune_to_trash)
-        body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} freed"
+        result = storage.execute_clean(lib, plan, to_trash=self.cfg.prune_to_trash,
+                                       trash_record=self.cfg.paths.trash_record_file)
+        if result.trashed_bytes:  # the trash is on the same disk: nothing is freed until it is emptied
+            body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} moved to the trash " \
+                   "(frees when the trash is emptied)"
+        else:
+            body = f"{plural(len(result.deleted), 'video')}, {human_size(result.freed_bytes)} freed"
         if result.skipped:
             body += f"; {plural(len(result.skipped), 'file')} changed since you confirmed, left alone"
         self.notifier.send("Videos deleted", body)

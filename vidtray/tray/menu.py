@@ -69,6 +69,7 @@ class MenuBuilder:
         for line in storage_lines(state.storage, state.free_bytes):
             yield item(line, None, enabled=False)
         yield sep
+        yield item("Free space...", self.actions.free_space)
         yield item("Delete generated videos...", self.actions.delete_videos)
         yield item("Delete videos older than N days...", self.actions.delete_older)
         view = state.storage

@@ -36,6 +36,9 @@ class StorageView:
     models: tuple[tuple[str, int, bool], ...] = ()  # (repo_id, bytes, broken), model repos only
     models_bytes: int = 0
     error: str | None = None
+    last_used: tuple[tuple[str, str], ...] = ()  # (repo_id, ISO date) of the models vidtray has used
+    budget_bytes: int = 0  # storage_budget_gb (0: none)
+    budget_used_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,14 @@ def storage_lines(view: StorageView | None, free_bytes: int | None) -> list[str]
     else:
         lines = [f"Videos: {view.videos_count}, {human_size(view.videos_bytes)}",
                  f"Model cache: {human_size(view.models_bytes)}"]
+        used = dict(view.last_used)
         lines += [f"    {repo}{' (broken)' if broken else ''}: {human_size(size)}"
+                  + (f", used {used[repo][:10]}" if repo in used else "")
                   for repo, size, broken in view.models]
+        if view.budget_bytes:
+            over = view.budget_used_bytes > view.budget_bytes
+            lines.append(f"Budget: {human_size(view.budget_used_bytes)} of {human_size(view.budget_bytes)}"
+                         + (" (over)" if over else ""))
     lines.append(f"Free: {'unknown' if free_bytes is None else human_size(free_bytes)}")
     return lines
 
@@ -134,9 +143,13 @@ def parse_storage_report(doc: dict[str, Any]) -> StorageView:
              if r.get("repo_type", "model") == "model"]
     repos += [(b["repo_id"], int(b.get("size_bytes", 0)), True) for b in models.get("broken", [])
               if b.get("repo_type", "model") == "model"]
+    budget = doc.get("budget") or {}
     return StorageView(
         videos_count=int(videos.get("count", 0)),
         videos_bytes=int(videos.get("size_bytes", 0)),
         models=tuple(sorted(repos, key=lambda r: -r[1])),
         models_bytes=int(models.get("size_bytes", 0)),
+        last_used=tuple((r["repo_id"], str(r["last_used"])) for r in models.get("repos", []) if r.get("last_used")),
+        budget_bytes=int(budget.get("budget_bytes", 0)),
+        budget_used_bytes=int(budget.get("used_bytes", 0)),
     )

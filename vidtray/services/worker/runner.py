@@ -18,7 +18,7 @@ from vidtray.config import Config
 from vidtray.params import Source
 from vidtray.paths import hf_cache_dir
 from vidtray.services import generation as gen
-from vidtray.services import hub
+from vidtray.services import hub, modeluse
 from vidtray.services.protocol import (
     AnyEvent,
     Download,
@@ -79,6 +79,8 @@ class Worker:
             family = gen.family_for(source.class_name())
             params = gen.resolve_params(request, self.cfg, family, origin)
             loaded, reused = self._ensure_loaded(job_id, source, device, params)
+            if source.repo_id is not None:  # "last used", for the budget (access times cannot tell)
+                modeluse.record_use(self.cfg.paths.model_use_file, source.repo_id)
             if loaded.family is not family:  # model_index.json lied or was missing: redo with the real one
                 params = gen.resolve_params(dataclasses.replace(request, seed=params.seed), self.cfg,
                                             loaded.family, origin)
