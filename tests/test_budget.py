@@ -44,9 +44,12 @@ def used(scene: Scene) -> int:
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file under ``roots``; the queue's SQLite files aside (reading the queue
+    checkpoints its write-ahead log into the database file: the same jobs, other bytes)."""
     out = {}
     for root in roots:
         for dirpath, dirs, files in os.walk(root):
+            files = [f for f in files if not f.startswith("queue.sqlite3")]
             for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
                 st = os.lstat(os.path.join(dirpath, name))
                 out[os.path.join(dirpath, name)] = (st.st_size, st.st_mtime_ns)

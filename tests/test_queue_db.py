@@ -387,7 +387,7 @@ def test_processes_opening_the_old_queue_at_once_import_each_job_once(tmp_path: 
         p.stdin.write("go\n")
         p.stdin.flush()
     outs = [p.communicate(timeout=120) for p in procs]
-    assert [int(out) for out, _err in outs] == [60, 60, 60], outs
+    assert [out.strip() for out, _err in outs] == ["60", "60", "60"], outs
     assert not any("Traceback" in err or "cannot move" in err for _out, err in outs)
     with JobQueue(qdir) as q:
         assert [j.id for j in q.list()] == ids

@@ -352,7 +352,7 @@ class JobQueue:
                                check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(conn)
             # Every commit reaches the disk before it returns: a queued job survives a power cut too.
             conn.execute("PRAGMA synchronous = FULL")
             self._ident = _identity(self.path)
@@ -362,6 +362,21 @@ class JobQueue:
             raise
         self._backup(imported)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, waiting for other processes as for any lock: SQLite does not call the busy handler for
+        a journal-mode change, so several processes creating the queue at once would get "database is
+        locked" at once."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED") \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self, conn: sqlite3.Connection) -> builtins.list[Path]:
         """Create the schema on first use and import the old queue's JSON job files (also any left behind
