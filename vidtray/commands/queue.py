@@ -81,7 +81,7 @@ def _cancel(args: argparse.Namespace, ctx: Context) -> int:
 def _add(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.queue import open_queue
 
-    req = request_from_args(args)
+    req = request_from_args(args, ctx.cfg)
     check_before_worker(req, ctx.cfg)
     job = open_queue(ctx.cfg).submit(req.as_dict())
     if args.json:
