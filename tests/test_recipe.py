@@ -249,7 +249,13 @@ def test_queue_add_from_a_video_takes_its_recipe_with_overrides(recipe_clip: Pat
     assert proc.returncode == 0, proc.stderr
     req = json.loads(proc.stdout)["request"]
     assert req["prompt"] == "a new prompt" and req["seed"] != 1234 and req["frames"] == 8
-    assert len(open_queue(cfg).list()) == 2
+    # the sidecar file itself, given instead of its video
+    side = sidecar_path(recipe_clip.with_name("other.mp4"))
+    side.write_text(json.dumps(a_recipe(model=req["model"], seed=555)))
+    proc = run_cli("queue", "add", "--from", str(side), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["request"]["seed"] == 555
+    assert len(open_queue(cfg).list()) == 3
 
 
 def test_from_a_library_id_prefix(recipe_clip: Path, cfg: Config) -> None:
