@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import gen_fixtures
 import numpy as np
 import pytest
+import tmpfs
 from conftest import run_cli
 from helpers import wait_for
 from hf_cache import make_repo
@@ -36,6 +38,7 @@ from vidtray.services.worker.output import encode_mp4
 
 # the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
 tiny_pipeline = gen_fixtures.tiny_pipeline
+small_disk = tmpfs.small_disk  # a real full disk (a tmpfs)
 
 #: A prompt that a careless writer would break: quotes, a newline, ffmetadata's own escapes, non-ASCII,
 #: and few enough letters for the tiny pipeline's 77-token limit.
@@ -167,6 +170,25 @@ def test_a_batch_probe_gives_each_file_its_own_tags(tmp_path: Path) -> None:
     found = [recipe.from_tags(r.tags) for r in results]
     assert [d and d["seed"] for d in found] == [1, None, 2, None]
     assert results[3].tags["title"] == "holiday"
+
+
+def test_a_full_temp_folder_never_fails_a_probe(tmp_path: Path, small_disk: tmpfs.SmallDisk,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tags go through small files in the temp folder; with no room there, the probe runs without them
+    # (the file is imported, as before recipes) instead of reporting every video as broken.
+    clip = clip_with_tags(tmp_path / "clip.mp4", recipe.container_tags(a_recipe(seed=8)))
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk.root))
+    (small_disk.root / "vidtray-probe-room").mkdir()  # a folder made before the disk filled: mkdtemp's way
+    small_disk.fill()
+    [r] = media.probe_many([clip])  # no room for a folder
+    assert r.ok and r.error is None and r.tags == {}, r.error
+    with monkeypatch.context() as m:  # a folder, no room for the files in it
+        m.setattr(tempfile, "mkdtemp", lambda *a, **kw: str(small_disk.root / "vidtray-probe-room"))
+        [r] = media.probe_many([clip])
+    assert r.ok and r.error is None and r.tags == {}, r.error
+    small_disk.free()
+    [r] = media.probe_many([clip])
+    assert r.ok and recipe.from_tags(r.tags) == a_recipe(seed=8)
 
 
 def test_an_import_reads_the_embedded_recipe_when_no_sidecar_says_more(tmp_path: Path) -> None:

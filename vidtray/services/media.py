@@ -141,26 +141,39 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
 
 def _run_ffmpeg_probe(results: list[ProbeResult]) -> tuple[int, str]:
     """Decode every input to a null output, and copy each one's tags into ``results[k].tags``; returns
-    ffmpeg's status and verbose log."""
+    ffmpeg's status and verbose log. The tags are extra: where their small files cannot be written (a full
+    temp folder), the inputs are probed without them rather than failed."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="vidtray-probe-", ignore_cleanup_errors=True) as tmp:
+            rc, text = _run_ffmpeg(results, Path(tmp))
+            if rc != 0 and tmp in text:
+                log.info("probing without tags: ffmpeg could not write them in %s", tmp)
+                return _run_ffmpeg(results, None)
+            for k, r in enumerate(results):
+                r.tags = _read_tag_file(Path(tmp) / f"{k}.txt")
+            return rc, text
+    except OSError as exc:
+        log.info("probing without tags: no temp folder for them (%s)", exc)
+        return _run_ffmpeg(results, None)
+
+
+def _run_ffmpeg(results: list[ProbeResult], tags_dir: Path | None) -> tuple[int, str]:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "verbose"]
     for r in results:
         # One decoder thread per input: tiny clips decode faster without the thread start-up.
         cmd += ["-threads", "1", "-i", _arg(r.path)]
     for k in range(len(results)):
         cmd += ["-map", f"{k}:V:0", "-f", "null", "-"]
-    with tempfile.TemporaryDirectory(prefix="vidtray-probe-") as tmp:
-        tag_files = [Path(tmp) / f"{k}.txt" for k in range(len(results))]
-        for k, dest in enumerate(tag_files):
-            cmd += _tags_output(k, dest)
-        try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S * max(1, len(results) // 8))
-        except subprocess.TimeoutExpired:
-            return -1, "probe timed out"
-        except OSError as exc:
-            return -1, f"cannot run ffmpeg: {exc}"
-        for r, dest in zip(results, tag_files, strict=True):
-            r.tags = _read_tag_file(dest)
+    if tags_dir is not None:
+        for k in range(len(results)):
+            cmd += _tags_output(k, tags_dir / f"{k}.txt")
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S * max(1, len(results) // 8))
+    except subprocess.TimeoutExpired:
+        return -1, "probe timed out"
+    except OSError as exc:
+        return -1, f"cannot run ffmpeg: {exc}"
     return proc.returncode, proc.stderr.decode("utf-8", "replace")
 
 
