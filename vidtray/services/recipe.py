@@ -33,7 +33,7 @@ from vidtray import params
 from vidtray.errors import UserError
 from vidtray.services import generation as gen
 from vidtray.services.libitem import Fields, LibraryItem, is_video_item
-from vidtray.services.sidecar import fields_of, read_sidecar, sidecar_fields
+from vidtray.services.sidecar import SUFFIX, fields_of, is_vidtray_doc, read_sidecar, sidecar_fields
 
 if TYPE_CHECKING:
     from vidtray.config import Config
@@ -245,8 +245,6 @@ def load_from(text: str, cfg: Config) -> Recipe:
 def from_file(path: Path) -> Recipe | None:
     """The recipe of a video file (its sidecar, else its tags), or of a sidecar file itself."""
     if path.name.lower().endswith(".json"):  # the sidecar itself
-        from vidtray.services.sidecar import SUFFIX, is_vidtray_doc
-
         try:
             doc = json.loads(path.read_bytes())
         except (OSError, ValueError):
