@@ -11,6 +11,9 @@
 3. Resident memory of a ``vidtray watch`` process whose library holds 50,000 items, next to one whose
    library is empty.
 
+With ``--recipes`` every clip carries a vidtray recipe in its tags (as generated videos do), which the
+import reads from the probe's own ffmpeg run; the check then also asks that every item got its prompt.
+
 Run: ``python benchmarks/ingest.py`` (add ``--files 200 --items 5000`` for a quick run).
 """
 
@@ -34,12 +37,25 @@ from vidtray.services.libdoc import dumps  # noqa: E402
 from vidtray.services.library import Library  # noqa: E402
 from vidtray.services.watcher import Watcher  # noqa: E402
 
+#: A recipe as the worker embeds it (about 700 bytes of JSON), for ``--recipes``.
+RECIPE = {"vidtray_recipe": 1, "prompt": "a corgi surfing a wave at sunset, cinematic, golden light, spray",
+          "negative_prompt": "blurry, low quality", "seed": 1234567, "steps": 40, "frames": 24, "width": 576,
+          "height": 320, "fps": 8, "guidance_scale": 9.0, "scheduler": "DPMSolverMultistepScheduler",
+          "model": "cerspense/zeroscope_v2_576w", "revision": "6963642a64dbefa93663d1ecebb4ceda2d9ecb28",
+          "pipeline": "TextToVideoSDPipeline", "device": "cuda", "dtype": "float16", "torch_version": "2.13.0",
+          "diffusers_version": "0.42.1", "vidtray_version": "0.1.0", "created": "2026-01-01T12:00:00+00:00"}
 
-def make_videos(folder: Path, count: int) -> list[Path]:
-    """``count`` distinct 1-second clips from one ffmpeg process (the segment muxer)."""
+
+def make_videos(folder: Path, count: int, recipes: bool = False) -> list[Path]:
+    """``count`` distinct 1-second clips from one ffmpeg process (the segment muxer), each with a recipe in
+    its tags if ``recipes``."""
+    from vidtray.services import recipe
+
     folder.mkdir(parents=True, exist_ok=True)
+    tags = recipe.container_tags(RECIPE) if recipes else {}
     subprocess.run(
         [media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=8",
+         *[arg for key, value in tags.items() for arg in ("-metadata", f"{key}={value}")],
          "-t", str(count), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "8",
          "-f", "segment", "-segment_time", "1", "-segment_format", "mp4",
          "-reset_timestamps", "1", str(folder / "clip_%05d.mp4")],
@@ -49,12 +65,12 @@ def make_videos(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def bench_ingest(work: Path, count: int) -> dict[str, float]:
+def bench_ingest(work: Path, count: int, recipes: bool = False) -> dict[str, float]:
     staging = work / "staging"
     watched = work / "watched"
     watched.mkdir()
     t0 = time.perf_counter()
-    files = make_videos(staging, count)
+    files = make_videos(staging, count, recipes)
     print(f"generated {count} videos in {time.perf_counter() - t0:.1f} s")
 
     # Baseline: the naive path, one ffmpeg process per file, one after the other.
@@ -81,6 +97,8 @@ def bench_ingest(work: Path, count: int) -> dict[str, float]:
             thumbs_s = time.perf_counter() - t0
             break
         time.sleep(0.05)
+    if recipes and not all(i.data.get("prompt") == RECIPE["prompt"] for i in lib.items()):
+        raise SystemExit("not every item got the prompt of the recipe in its file")
     stats = dict(watcher.stats)
     thumb_writes = watcher._thumbs.writes if watcher._thumbs is not None else 0
     watcher.stop()
@@ -167,11 +185,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--items", type=int, default=50_000)
+    ap.add_argument("--recipes", action="store_true", help="every clip carries a vidtray recipe in its tags")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vidtray-bench-") as tmp:
         work = Path(tmp)
-        print(f"ingest: {args.files} videos moved into a watched folder (cpus: {os.cpu_count()})")
-        r = bench_ingest(work, args.files)
+        with_recipes = " (each with a recipe in its tags)" if args.recipes else ""
+        print(f"ingest: {args.files} videos{with_recipes} moved into a watched folder (cpus: {os.cpu_count()})")
+        r = bench_ingest(work, args.files, args.recipes)
         naive_rate = args.files / r["naive_s"]
         rate = args.files / r["ready_s"]
         verdict = "PASS" if rate >= 100 else "FAIL"

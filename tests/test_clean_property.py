@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 from vidtray.services import storage
 from vidtray.services.fsutil import is_finished_video_name
+from vidtray.services.sidecar import sidecar_path
 
 NOW = time.time()
 names = st.sampled_from(["a", "b", "clip", "x y", "ünï", "~lock", ".hidden", "c.part"])
-exts = st.sampled_from([".mp4", ".webm", ".MOV", ".json", ".txt", ".mp4.tmp", ".crdownload"])
+exts = st.sampled_from([".mp4", ".webm", ".MOV", ".json", ".vidtray.json", ".txt", ".mp4.tmp", ".crdownload"])
+#: An old-style ``<stem>.json``: vidtray's own (it goes with its video) or another tool's (it stays).
+LEGACY_OURS, FOREIGN = b'{"vidtray_version": "0.1.0"}', b'{"prompt": "another tool"}'
 folders = st.lists(st.sampled_from(["", "sub", "sub/deep", ".partial", ".partial/x", "linkdir", "other"]),
                    min_size=1, max_size=1)
 # When the library first listed the file: days ago, not listed (None: counts as now), or listed without
@@ -54,7 +57,7 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             if kind == "file":
-                path.write_bytes(os.urandom(8))
+                path.write_bytes((LEGACY_OURS if age % 2 else FOREIGN) if ext == ".json" else os.urandom(8))
                 os.utime(path, (NOW - age * 86400,) * 2)
             elif kind == "link_in" and created:
                 path.symlink_to(created[0])
@@ -76,9 +79,12 @@ def test_nothing_outside_the_selection_is_deleted(entries, older, protect, to_tr
                     and (older is None or max(first_seen.get(path, NOW), path.stat().st_mtime)
                          <= NOW - older * 86400)):
                 expected.add(path)
-                sidecar = path.with_suffix(".json")
+                sidecar = sidecar_path(path)
                 if sidecar.is_file() and not sidecar.is_symlink():
                     expected.add(sidecar)
+                legacy = path.with_suffix(".json")
+                if legacy.is_file() and not legacy.is_symlink() and legacy.read_bytes() == LEGACY_OURS:
+                    expected.add(legacy)
 
         result = storage.delete_videos(root, older_than_days=older, now=NOW, protected=protected,
                                        first_seen=first_seen, to_trash=to_trash, dry_run=False)
@@ -111,7 +117,7 @@ VIDEO_CHANGES = ("touch", "append", "delete", "replace")
 
 def _change(root: Path, name: str, sidecar: bool, change: str) -> None:
     """Make ``change`` to the planned video ``name`` (or to its sidecar) after the plan."""
-    video, side = root / f"{name}.mp4", root / f"{name}.json"
+    video, side = root / f"{name}.mp4", root / f"{name}.vidtray.json"
     if change == "touch":
         os.utime(video, (NOW, NOW))
     elif change == "append":
@@ -135,7 +141,7 @@ def _change(root: Path, name: str, sidecar: bool, change: str) -> None:
 
 def _fate(root: Path, name: str, sidecar: bool, change: str) -> tuple[set[Path], set[Path]]:
     """What executing the plan must do after ``change``: the files that go, and those left alone."""
-    video, side = root / f"{name}.mp4", root / f"{name}.json"
+    video, side = root / f"{name}.mp4", root / f"{name}.vidtray.json"
     if change in VIDEO_CHANGES:
         return set(), {video}  # it and its sidecar stay
     if sidecar and change in ("sidecar_touch", "sidecar_delete"):
@@ -156,7 +162,7 @@ def test_executing_a_plan_deletes_only_what_was_planned_and_is_unchanged(videos,
             (root / f"{name}.mp4").write_bytes(os.urandom(16))
             os.utime(root / f"{name}.mp4", (old, old))
             if sidecar:
-                (root / f"{name}.json").write_text("{}")
+                (root / f"{name}.vidtray.json").write_text("{}")
         plan = storage.plan_videos(root, older_than_days=None, now=NOW)
 
         expected_gone: set[Path] = set()

@@ -17,6 +17,7 @@ from vidtray.config import Config
 from vidtray.services.jobs import Jobs, JobScheduler
 from vidtray.services.library import Change, open_library
 from vidtray.services.notify import RecordingNotifier
+from vidtray.services.sidecar import sidecar_path
 from vidtray.services.storage import iso
 
 DAY = 86400.0
@@ -49,12 +50,20 @@ class Scene:
             ages[path] = days
             shutil.copyfile(sample, path)
             if sidecar:
-                path.with_suffix(".json").write_text(json.dumps({"prompt": f"prompt of {name}", "seed": 1}))
-                aged(path.with_suffix(".json"), days)
+                sidecar_path(path).write_text(json.dumps({"prompt": f"prompt of {name}", "seed": 1}))
+                aged(sidecar_path(path), days)
             return aged(path, days)
 
         self.old = video("zeroscope_20240101-000000_aaaaaaaa.mp4", 40)
         self.old2 = video("imported_old.mp4", 31, sidecar=False)
+        # An older vidtray's sidecar name (vidtray's own: it goes with the video), and another tool's
+        # clip.json beside a clip (not vidtray's: it stays).
+        self.legacy = v / "zeroscope_20240101-000000_aaaaaaaa.json"
+        self.legacy.write_text(json.dumps({"prompt": "p", "vidtray_version": "0.1.0"}))
+        aged(self.legacy, 40)
+        self.foreign = v / "imported_old.json"
+        self.foreign.write_text(json.dumps({"prompt": "another tool's notes", "seed": 3}))
+        aged(self.foreign, 31)
         self.new = video("zeroscope_20240301-000000_bbbbbbbb.mp4", 2)
         self.pinned = video("pinned_old.mp4", 90)
         self.scheduled = video("scheduled_old.mp4", 90)
@@ -120,16 +129,16 @@ def test_prune_to_trash_keeps_pinned_scheduled_new_and_foreign(tmp_path: Path, s
     outcome = jobs.prune(NOW)
 
     assert outcome.deleted == 2
-    for gone in (scene.old, scene.old.with_suffix(".json"), scene.old2, scene.thumb):
+    for gone in (scene.old, sidecar_path(scene.old), scene.legacy, scene.old2, scene.thumb):
         assert not gone.exists(), gone
     for kept in (scene.new, scene.pinned, scene.scheduled, scene.partial, scene.outside,
-                 scene.new.with_suffix(".json"), scene.pinned.with_suffix(".json")):
+                 sidecar_path(scene.new), sidecar_path(scene.pinned), scene.foreign):
         assert kept.exists(), kept
     assert scene.link.is_symlink()
     # In the real trash (XDG_DATA_HOME points into tmp_path), sidecar and thumbnail with them.
     trash = isolated_env["XDG_DATA_HOME"] / "Trash"
     trashed = sorted(p.name for p in (trash / "files").iterdir())
-    assert trashed == sorted([scene.old.name, scene.old.with_suffix(".json").name, scene.old2.name,
+    assert trashed == sorted([scene.old.name, sidecar_path(scene.old).name, scene.legacy.name, scene.old2.name,
                               scene.thumb.name])
     info = (trash / "info" / f"{scene.old.name}.trashinfo").read_text()
     assert f"Path={scene.old}" in info

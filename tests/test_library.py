@@ -20,6 +20,7 @@ from media_helpers import write_mp4
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.libdoc import SCHEMA_VERSION, dumps
 from vidtray.services.library import Change, Library, open_library
+from vidtray.services.sidecar import sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,7 +254,7 @@ def test_newer_schema_is_read_but_never_rewritten(tmp_path: Path) -> None:
 def test_corrupt_file_is_set_aside_byte_for_byte_and_rebuilt(tmp_path: Path, content: bytes) -> None:
     videos = tmp_path / "videos"
     write_mp4(videos / "good.mp4")
-    (videos / "good.json").write_text(json.dumps({"prompt": "a cat", "model": "m", "seed": 7,
+    (videos / "good.vidtray.json").write_text(json.dumps({"prompt": "a cat", "model": "m", "seed": 7,
                                                   "created": "2024-01-01T00:00:00+00:00"}))
     write_mp4(videos / "plain.mp4")
     data = write_mp4(tmp_path / "full.mp4", frames=24).read_bytes()
@@ -412,7 +413,7 @@ def test_generated_videos_are_titled_by_their_prompt(tmp_path: Path) -> None:
 
     folder = tmp_path / "videos"
     gen = write_mp4(folder / "zeroscope_20250101-120000_abcd1234.mp4")
-    gen.with_suffix(".json").write_text(json.dumps({"prompt": "a lighthouse in a storm, waves crashing"}))
+    sidecar_path(gen).write_text(json.dumps({"prompt": "a lighthouse in a storm, waves crashing"}))
     plain = write_mp4(folder / "holiday.mp4")
     lib = Library(tmp_path / "library.json")
     Watcher(lib, [folder]).reconcile()
@@ -435,11 +436,11 @@ def test_a_late_sidecar_sets_the_default_title_but_never_a_users(tmp_path: Path)
     ib = lib.get(lib.find_by_path(b).id)
     lib.edit(ib.id, title="My edit")
     for p in (a, b):
-        p.with_suffix(".json").write_text(json.dumps({"prompt": "a slow pan over hills"}))
+        sidecar_path(p).write_text(json.dumps({"prompt": "a slow pan over hills"}))
     lib.add_videos([(a, sidecar_fields(a)), (b, sidecar_fields(b))])
     assert lib.find_by_path(a).title == "a slow pan over hills"
     assert lib.find_by_path(b).title == "My edit"
     # A later prompt change leaves a title that is no longer the default alone too.
-    a.with_suffix(".json").write_text(json.dumps({"prompt": "something else"}))
+    sidecar_path(a).write_text(json.dumps({"prompt": "something else"}))
     lib.add_video(a, **sidecar_fields(a))
     assert lib.find_by_path(a).title == "a slow pan over hills"

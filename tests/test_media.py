@@ -122,14 +122,20 @@ def test_thumbnails_are_jpegs_of_an_early_frame(samples: dict[str, Path], tmp_pa
 def test_import_entries_keeps_only_clean_videos_and_reads_sidecars(samples: dict[str, Path],
                                                                     tmp_path: Path) -> None:
     good = shutil.copyfile(samples["mp4"], tmp_path / "gen.mp4")
-    (tmp_path / "gen.json").write_text('{"prompt": "a fox", "model": "zeroscope", "seed": 5, "steps": 4}')
+    (tmp_path / "gen.vidtray.json").write_text('{"prompt": "a fox", "model": "zeroscope", "seed": 5, "steps": 4}')
+    old = shutil.copyfile(samples["mp4"], tmp_path / "old.mp4")  # an older vidtray's sidecar name
+    (tmp_path / "old.json").write_text('{"prompt": "a hare", "seed": 6, "vidtray_version": "0.1.0"}')
     plain = shutil.copyfile(samples["mkv"], tmp_path / "plain.mkv")
+    # another tool's clip.json beside its clip: not vidtray's, so not a recipe
+    (tmp_path / "plain.json").write_text('{"prompt": "not ours", "seed": 1}')
     cut = shutil.copyfile(samples["cut_mp4"], tmp_path / "cut.mp4")
-    entries, skipped = media.import_entries([good, plain, cut])
+    entries, skipped = media.import_entries([good, old, plain, cut])
     fields = dict(entries)
     assert fields[good]["source"] == "generated" and fields[good]["prompt"] == "a fox"
     assert fields[good]["seed"] == 5 and "steps" not in fields[good]
+    assert (fields[old]["source"], fields[old]["prompt"], fields[old]["seed"]) == ("generated", "a hare", 6)
     assert fields[plain]["source"] == "imported" and fields[plain]["codec"] == "h264"
+    assert "prompt" not in fields[plain]
     assert [p for p, _ in skipped] == [cut]
 
 
@@ -164,10 +170,12 @@ def test_a_matroska_file_being_written_is_not_ok_until_its_writer_finishes(tmp_p
     verdicts = []
     try:
         while writer.poll() is None:
-            if dest.exists() and dest.stat().st_size > 0:
+            if dest.exists() and (size := dest.stat().st_size) > 0:
+                # the size the probe started from: the file grows while it runs, and a probe that opened
+                # 706 bytes says "End of file" however big the file is when it is done
                 r = media.probe(dest)
                 if writer.poll() is None:  # still writing when the probe finished
-                    verdicts.append((dest.stat().st_size, r.ok, r.error))
+                    verdicts.append((size, r.ok, r.error))
             time.sleep(0.2)
     finally:
         writer.wait(30)

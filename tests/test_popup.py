@@ -127,6 +127,35 @@ def test_submit_checks_the_models_own_rules_and_names_the_popup_field(cfg: Confi
     assert open_queue(cfg).list() == []
 
 
+# -- a recipe from a video ------------------------------------------------------------------------------
+
+
+def recipe_clip(path: Path, model: str, **kw: object) -> Path:
+    """A real mp4 carrying a recipe in its own tags (as the worker writes it), no sidecar beside it."""
+    import numpy as np
+
+    from vidtray.services import recipe
+    from vidtray.services.worker.output import encode_mp4
+
+    doc = {"vidtray_recipe": 1, "prompt": "a red fox\nin \"deep\" snow", "negative_prompt": "blurry", "seed": 77,
+           "steps": 6, "frames": 16, "width": 64, "height": 48, "fps": 12, "model": model, **kw}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encode_mp4(np.zeros((4, 32, 32, 3), dtype=np.uint8), path, 8.0, tags=recipe.container_tags(doc))
+    return path
+
+
+def test_load_recipe_gives_the_form_its_fields(tmp_path: Path) -> None:
+    from media_helpers import write_mp4
+
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    loaded = form.load_recipe(recipe_clip(tmp_path / "clip.mp4", model))
+    assert loaded.values == {"prompt": 'a red fox\nin "deep" snow', "negative_prompt": "blurry", "seed": "77",
+                             "model": model, "frames": "16", "steps": "6", "width": "64", "height": "48"}
+    assert loaded.fps == 12
+    with pytest.raises(UserError, match="plain.mp4 carries no vidtray recipe"):
+        form.load_recipe(write_mp4(tmp_path / "plain.mp4"))
+
+
 # -- the window, under Xvfb -------------------------------------------------------------------------------
 
 
@@ -243,6 +272,85 @@ def test_the_popup_warns_when_the_worker_would_refuse_the_download(tk_root: tk.T
         time.sleep(0.02)
     assert win.disk_info.cget("text").endswith("not enough space for the model download")
     assert hub.space_needed(size) > size + 1
+
+
+@pytest.mark.gui
+def test_load_from_video_fills_the_fields_and_the_job_gets_the_recipe(tk_root: tk.Tk, cfg: Config,
+                                                                       tmp_path: Path) -> None:
+    from media_helpers import write_mp4
+
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    clip = recipe_clip(tmp_path / "elsewhere" / "clip.mp4", model)
+    plain = write_mp4(tmp_path / "plain.mp4")
+    chosen = [str(plain)]
+    asked: list[Path] = []
+
+    def choose(master: tk.Misc, start: Path) -> str:
+        asked.append(start)
+        return chosen.pop(0) if chosen else ""
+
+    win = PopupWindow(tk_root, cfg, models=[DEFAULT_MODEL], cached={}, submit=lambda spec: form.submit_job(cfg, spec),
+                      size_lookup=lambda m: (None, "off"), choose_video=choose)
+    _type(tk_root, win.entries["prompt"], "my own prompt")
+    win.load_button.invoke()  # a video without a recipe: said, nothing changed
+    tk_root.update()
+    assert asked == [cfg.videos_dir]
+    assert win.status.cget("text") == "Not loaded: plain.mp4 carries no vidtray recipe (no sidecar beside it, " \
+                                      "none in the file)"
+    assert win.vars["prompt"].get() == "my own prompt"
+    win.load_button.invoke()  # cancelled: nothing happens
+    assert win.vars["prompt"].get() == "my own prompt"
+
+    chosen.append(str(clip))
+    _press(tk_root, "<Control-o>")  # the keyboard way
+    assert win.status.cget("text") == "Loaded from clip.mp4, 12 fps"
+    values = win.values()
+    assert {k: values[k] for k in ("negative_prompt", "model", "frames", "steps", "seed", "width", "height")} == {
+        "negative_prompt": "blurry", "model": model, "frames": "16", "steps": "6", "seed": "77", "width": "64",
+        "height": "48"}
+    assert win.errors == {}
+    _press(tk_root, "<Return>")
+    assert win.submitted is not None
+    [job] = open_queue(cfg).list()
+    req = job.request
+    assert (req["prompt"], req["seed"], req["steps"], req["frames"], req["fps"], req["model"]) == (
+        'a red fox in "deep" snow', 77, 6, 16, 12, model)
+
+
+@pytest.mark.gui
+def test_load_from_video_through_tks_own_file_dialog(desktop, cfg: Config, tmp_path: Path) -> None:
+    """The real popup process: Ctrl+O opens Tk's file dialog, a person types the video's path and presses
+    Enter, then Enter again queues the job with the recipe's values."""
+    model = pipeline_folder(tmp_path / "pipe")
+    clip = recipe_clip(tmp_path / "clips" / "fox.mp4", str(model))
+    config = tmp_path / "config.toml"
+    config.write_text(f'model = "{model}"\n')
+    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
+        assert found.stdout.split(), found.stderr
+        time.sleep(1.0)  # the popup puts the keyboard into its prompt field 150 ms after it maps
+        desktop.run(["xdotool", "key", "ctrl+o"])
+        dialog = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "Load the recipe of a video"],
+                             timeout=30)
+        assert dialog.stdout.split(), dialog.stderr
+        time.sleep(0.5)
+        desktop.run(["xdotool", "type", "--delay", "10", str(clip)])
+        desktop.run(["xdotool", "key", "Return"])
+        time.sleep(1.0)
+        desktop.run(["xdotool", "key", "Return"])
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    job = open_queue(Config.from_path(config)).get(json.loads(out)["queued"])
+    req = job.request
+    assert (req["prompt"], req["seed"], req["frames"], req["fps"], req["model"]) == (
+        'a red fox in "deep" snow', 77, 16, 12, str(model))
 
 
 def _alive(root: tk.Tk) -> bool:

@@ -12,6 +12,7 @@ from hf_cache import make_broken_repo, make_repo
 from vidtray.errors import UserError
 from vidtray.paths import free_bytes
 from vidtray.services import storage
+from vidtray.services.sidecar import sidecar_path
 
 MB = 1024 * 1024
 
@@ -35,9 +36,9 @@ def _video(folder: Path, name: str, size: int = 1000, age_days: float = 0, sidec
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"v" * size)
     if sidecar:
-        path.with_suffix(".json").write_text('{"prompt": "x"}')
+        sidecar_path(path).write_text('{"prompt": "x"}')
     t = time.time() - age_days * 86400
-    for p in (path, path.with_suffix(".json")):
+    for p in (path, sidecar_path(path)):
         if p.exists():
             os.utime(p, (t, t))
     return path
@@ -188,16 +189,20 @@ def test_clean_videos_to_trash_with_sidecar(cli, cfg, isolated_env):
     old = _video(cfg.videos_dir, "old.mp4", 4000, age_days=40, sidecar=True)
     new = _video(cfg.videos_dir, "new.mp4", 4000, age_days=1, sidecar=True)
     partial = _video(cfg.partial_dir, "old2.mp4", 10, age_days=90)
+    # another tool's old.json beside old.mp4 (no vidtray_version): not vidtray's, so it stays
+    foreign = cfg.videos_dir / "old.json"
+    foreign.write_text('{"prompt": "someone else\'s notes"}')
     _listed(cfg, old, new, days=40)
     res = cli("clean", "videos", "--older-than", "30d", "--yes", "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert [d["path"] for d in doc["deleted"]] == [str(old)]
     assert doc["freed_bytes"] == 4000 + len('{"prompt": "x"}') and doc["dry_run"] is False
-    assert not old.exists() and not old.with_suffix(".json").exists()
-    assert new.exists() and new.with_suffix(".json").exists() and partial.exists()
+    assert not old.exists() and not sidecar_path(old).exists()
+    assert new.exists() and sidecar_path(new).exists() and partial.exists()
+    assert foreign.read_text() == '{"prompt": "someone else\'s notes"}'
     trash = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
-    assert sorted(p.name for p in trash.iterdir()) == ["old.json", "old.mp4"]
+    assert sorted(p.name for p in trash.iterdir()) == ["old.mp4", "old.vidtray.json"]
 
 
 def test_clean_videos_permanent_and_dry_run(cli, cfg, isolated_env):
@@ -451,7 +456,7 @@ def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entri
 
     with b.open("ab") as fh:  # still being written to
         fh.write(b"more")
-    c.with_suffix(".json").write_text('{"prompt": "edited"}')  # its sidecar changed
+    sidecar_path(c).write_text('{"prompt": "edited"}')  # its sidecar changed
     trash = send2trash.send2trash
 
     def someone_else_deletes_d_first(path):
@@ -468,9 +473,9 @@ def test_a_confirmed_plan_leaves_changed_files_and_the_library_keeps_their_entri
     assert result.freed_bytes == 100 + len('{"prompt": "x"}') + 100
     assert {(Path(s["path"]).name, s["reason"]) for s in result.skipped} == {
         ("b.mp4", "changed since it was planned (size or modification time)"),
-        ("c.json", "changed since it was planned (size or modification time)"),
+        ("c.vidtray.json", "changed since it was planned (size or modification time)"),
         ("d.mp4", "gone before it could be deleted")}
-    assert b.exists() and b.with_suffix(".json").exists() and c.with_suffix(".json").exists()
+    assert b.exists() and sidecar_path(b).exists() and sidecar_path(c).exists()
     # Only what this cleanup really deleted leaves the library; d's entry is the watcher's to mark missing.
     assert sorted(Path(i.path).name for i in lib.items()) == ["b.mp4", "d.mp4"]
     assert result.as_dict()["skipped"] == result.skipped

@@ -242,20 +242,27 @@ def test_sidecar_fills_generation_fields_before_or_after_the_video(env: Env, cli
     side = {"prompt": "a red fox in snow", "model": "cerspense/zeroscope_v2_576w", "seed": 42,
             "created": "2024-05-01T10:00:00+00:00", "steps": 4, "timings": {"total_s": 1.0}}
     # sidecar first (as vidtray's generator writes it), then the video renamed into place
-    (env.folder / "gen.json").write_text(json.dumps(side))
+    (env.folder / "gen.vidtray.json").write_text(json.dumps(side))
     (env.folder / "gen.mp4.part").write_bytes(clip)
     os.rename(env.folder / "gen.mp4.part", env.folder / "gen.mp4")
-    # video first, sidecar later
-    (env.folder / "late.mp4").write_bytes(clip)
-    assert wait_for(lambda: {"gen.mp4", "late.mp4"} <= set(env.by_name()))
+    # video first, sidecar later; and two clips whose <stem>.json comes later: an older vidtray's sidecar
+    # (it has vidtray_version) and another tool's notes (not vidtray's: the clip stays imported)
+    for name in ("late", "legacy", "foreign"):
+        (env.folder / f"{name}.mp4").write_bytes(clip)
+    assert wait_for(lambda: {"gen.mp4", "late.mp4", "legacy.mp4", "foreign.mp4"} <= set(env.by_name()))
     gen = env.by_name()["gen.mp4"]
     assert gen["source"] == "generated" and gen["prompt"] == side["prompt"] and gen["seed"] == 42
     assert gen["model"] == side["model"] and gen["created"] == side["created"]
     assert env.by_name()["late.mp4"]["source"] == "imported"
-    (env.folder / "late.json").write_text(json.dumps({**side, "prompt": "later"}))
+    (env.folder / "foreign.json").write_text(json.dumps({"prompt": "someone's notes", "seed": 1}))
+    (env.folder / "late.vidtray.json").write_text(json.dumps({**side, "prompt": "later"}))
+    (env.folder / "legacy.json").write_text(json.dumps({**side, "prompt": "old name", "vidtray_version": "0.1"}))
     assert wait_for(lambda: env.by_name()["late.mp4"]["source"] == "generated")
-    assert env.by_name()["late.mp4"]["prompt"] == "later"
-    assert "gen.json" not in env.by_name()
+    assert wait_for(lambda: env.by_name()["legacy.mp4"]["source"] == "generated")
+    items = env.by_name()
+    assert (items["late.mp4"]["prompt"], items["legacy.mp4"]["prompt"]) == ("later", "old name")
+    assert items["foreign.mp4"]["source"] == "imported" and items["foreign.mp4"]["prompt"] is None
+    assert not {"gen.vidtray.json", "foreign.json", "legacy.json"} & set(items)
 
 
 def test_a_burst_is_written_in_batches(env: Env, clip: bytes) -> None:

@@ -17,6 +17,7 @@ from gen_fixtures import SMALL, TINY_REPO, TINY_REVISION, install_in_hf_cache
 from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.services.generation import Request
+from vidtray.services.sidecar import sidecar_path
 
 # the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
 tiny_pipeline = gen_fixtures.tiny_pipeline
@@ -74,7 +75,7 @@ def test_generates_real_mp4_with_sidecar_and_library_item(cfg: Config, tiny_pipe
     assert info["codec"].startswith("h264")
 
     sidecar = json.loads(Path(result["sidecar"]).read_text())
-    assert Path(result["sidecar"]) == path.with_suffix(".json")
+    assert Path(result["sidecar"]) == sidecar_path(path)
     for key, want in {"prompt": "a red fox running through snow", "negative_prompt": "blurry", "seed": 42,
                       "steps": 4, "frames": 10, "height": 32, "width": 48, "fps": 5,
                       "model": str(tiny_pipeline), "device": "cpu", "dtype": "float32"}.items():
@@ -172,7 +173,7 @@ def test_failure_while_encoding_removes_the_partial_file(cfg: Config, tiny_pipel
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Path] = []
 
-    def broken_encoder(frames: Any, path: Path, fps: float, should_stop: Any = None) -> None:
+    def broken_encoder(frames: Any, path: Path, fps: float, should_stop: Any = None, tags: Any = None) -> None:
         path.write_bytes(b"half a video")
         seen.append(path)
         raise OSError(28, "No space left on device")

@@ -1,7 +1,9 @@
 """``vidtray generate PROMPT ...``: one video, made in a worker subprocess (this process never imports torch).
 
-Shows a progress bar (step i of n, time left) on a terminal; ``--json`` prints one document. Ctrl-C
-cancels within a step and leaves nothing behind.
+``--from ID_OR_PATH`` makes a video again from its recipe (a library item, or any video that carries one),
+``--vary-seed`` with a new seed; any other option overrides the recipe's value. Shows a progress bar (step
+i of n, time left) on a terminal; ``--json`` prints one document. Ctrl-C cancels within a step and leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -40,15 +42,23 @@ if TYPE_CHECKING:
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
 
-def add_generation_args(p: argparse.ArgumentParser, *, prompt_as: str = "required") -> None:
+def add_generation_args(p: argparse.ArgumentParser, *, prompt_as: str = "required", recipe: bool = False) -> None:
     """The options that describe one video (shared with ``vidtray queue add`` and ``queue edit``), from the
     generation-parameter schema: its limits are checked as argparse reads them. ``prompt_as``: the PROMPT
-    argument ``required``, ``optional`` (another option may give prompts), or a ``--prompt`` ``flag``."""
+    argument ``required``, ``optional`` (another option may give prompts), or a ``--prompt`` ``flag``.
+    ``recipe``: also ``--from`` / ``--vary-seed``, which start from a video's recipe."""
     prompt = params.FIELDS["prompt"]
     if prompt_as == "flag":
         p.add_argument("--prompt", dest=prompt.name, metavar="TEXT", help=prompt.help)
     else:
-        p.add_argument(prompt.name, metavar="PROMPT", help=prompt.help, nargs="?" if prompt_as == "optional" else None)
+        text = f"{prompt.help} (with --from: replaces the recipe's prompt)" if recipe else prompt.help
+        p.add_argument(prompt.name, metavar="PROMPT", help=text, nargs="?" if prompt_as == "optional" else None)
+    if recipe:
+        p.add_argument("--from", dest="from_source", metavar="ID_OR_PATH",
+                       help="start from the recipe of a library item (id or unique prefix) or of a video file "
+                            "(its sidecar, or the recipe inside it); the other options override its values")
+        p.add_argument("--vary-seed", action="store_true",
+                       help="with --from: the same recipe with a new random seed")
     for f in params.FIELDS.values():
         if f.flag is None:
             continue
@@ -61,13 +71,54 @@ def add_generation_args(p: argparse.ArgumentParser, *, prompt_as: str = "require
                            help=f.describe())
 
 
-def request_from_args(args: argparse.Namespace) -> Request:
-    """A validated ``generation.Request`` (UserError, exit 2, on bad input)."""
+def request_from_args(args: argparse.Namespace, cfg: Config | None = None) -> Request:
+    """A validated ``generation.Request`` from the flags, or from ``--from``'s recipe with the flags over
+    it (then ``cfg`` is needed, for the library). UserError (exit 2) on bad input."""
     from vidtray.services.generation import Request
 
+    source = getattr(args, "from_source", None)
+    vary = getattr(args, "vary_seed", False)
+    if vary and args.seed is not None:
+        raise UserError("--seed and --vary-seed exclude each other")
+    if source is not None:
+        if cfg is None:
+            raise UserError("--from is not available here")
+        return request_from_recipe(source, args, cfg, vary_seed=vary)
+    if vary:
+        raise UserError("--vary-seed needs --from ID_OR_PATH (the video whose recipe to vary)")
+    if args.prompt is None:
+        raise UserError("give a PROMPT, or --from ID_OR_PATH to make a video again from its recipe")
     req = Request(**{name: getattr(args, name) for name in params.FIELDS})
     req.validate(params.Source.cli())
     return req
+
+
+def request_from_recipe(source: str, args: argparse.Namespace, cfg: Config, *, vary_seed: bool) -> Request:
+    """``--from``: the recipe of a library item or a video, with the given flags over it. Says on stderr,
+    before anything runs, when the frames may not come out the same (other torch, diffusers or model
+    revision; a recipe that is only a library item's prompt)."""
+    from vidtray.services import hub, recipe
+
+    found = recipe.load_from(source, cfg)
+    req = found.request({name: getattr(args, name) for name in params.FIELDS}, vary_seed=vary_seed)
+    model = req.model or cfg.model
+    if found.partial:
+        _warn(f"{found.where} has only a prompt, model and seed; the other settings are today's defaults")
+        return req
+    try:
+        here = hub.resolve_model(model).revision
+    except UserError:
+        return req  # check_before_worker says what is wrong with the model
+    if model != found.doc.get("model"):
+        here = found.doc.get("revision")  # another model: its revision is not comparable
+    notes = found.differences(here, req.device or cfg.device)
+    if notes:
+        _warn("this may not give the recipe's frames: " + ", ".join(notes))
+    return req
+
+
+def _warn(text: str) -> None:
+    print(f"vidtray: warning: {text}", file=sys.stderr, flush=True)
 
 
 def check_before_worker(req: Request, cfg: Config) -> None:
@@ -84,9 +135,10 @@ def check_before_worker(req: Request, cfg: Config) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("generate", help="generate a video from a prompt (in a worker process)",
-                       description="Generate a video from a prompt. Runs the model in a worker process; "
-                                   "Ctrl-C cancels within a step and leaves nothing behind.")
-    add_generation_args(p)
+                       description="Generate a video from a prompt, or again from a video's recipe (--from). "
+                                   "Runs the model in a worker process; Ctrl-C cancels within a step and "
+                                   "leaves nothing behind.")
+    add_generation_args(p, prompt_as="optional", recipe=True)
     p.add_argument("--json", action="store_true", help="print one JSON document when done")
     p.set_defaults(handler=_generate)
 
@@ -94,8 +146,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _generate(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services import generation as gen
 
-    req = request_from_args(args)
     cfg = ctx.cfg
+    req = request_from_args(args, cfg)
     # The worker checks all this again (the tray path has no CLI in front of it).
     check_before_worker(req, cfg)
     gen.check_output_space(cfg)

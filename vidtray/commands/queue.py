@@ -50,7 +50,7 @@ def register(sub: Subparsers) -> None:
             json_help="print the job as one JSON document")
     add = command("add", "queue videos for the tray / `vidtray watch` to generate", _add,
                   json_help="print the job (a batch: {batch, jobs}) as one JSON document")
-    add_generation_args(add, prompt_as="optional")
+    add_generation_args(add, prompt_as="optional", recipe=True)
     add_batch_args(add)
     command("pause", "stop starting new jobs (a running one finishes) until `queue resume`", _pause)
     command("resume", "start jobs again after `queue pause`", _resume)
@@ -162,22 +162,29 @@ def batch_from_args(args: argparse.Namespace, cfg: Config) -> Batch:
     tokens where the model's tokenizer is here); a bad one is a UserError that names its flag or
     ``FILE:LINE``."""
     batch = args.count is not None or args.seeds is not None or args.prompts_file is not None
+    recipe = getattr(args, "from_source", None) is not None
     prompts: list[tuple[params.Source, str]] = []
     if args.prompt is not None:
         prompts.append((params.Source.cli(), args.prompt))
     if args.prompts_file is not None:
         prompts += read_prompts_file(args.prompts_file)
-    if not prompts:
-        raise UserError("a PROMPT or --prompts-file is needed")
+    if not prompts and not recipe:
+        raise UserError("a PROMPT, --prompts-file or --from is needed")
     for source, prompt in prompts:
         params.check("prompt", prompt, source)
     per_prompt = len(args.seeds) if args.seeds is not None else args.count or 1
-    if len(prompts) * per_prompt > MAX_BATCH:
+    if max(1, len(prompts)) * per_prompt > MAX_BATCH:
         raise UserError(f"that is {len(prompts) * per_prompt} jobs ({len(prompts)} prompts x {per_prompt} each); "
                         f"one `queue add` queues at most {MAX_BATCH}")
     # Drawn per prompt: random seeds differ from one prompt to the next.
-    seeds = [_seed_list(args, batch) for _ in prompts]
-    first = request_from_args(_with(args, prompt=prompts[0][1], seed=seeds[0][0]))
+    seeds = [_seed_list(args, batch) for _ in range(max(1, len(prompts)))]
+    # With --from, the recipe is the base (its prompt and seed unless given); PROMPT / the file replace it.
+    # A batch's seeds are drawn above (random unless given): they vary already.
+    vary = bool(getattr(args, "vary_seed", False)) and seeds[0][0] is None
+    first = request_from_args(_with(args, prompt=prompts[0][1] if prompts else None, seed=seeds[0][0],
+                                    vary_seed=vary), cfg)
+    if not prompts:
+        prompts = [(params.Source.named("the recipe"), first.prompt)]
     check_before_worker(first, cfg)
     limit = _token_limit(first, cfg)
     if limit is not None:
@@ -187,7 +194,7 @@ def batch_from_args(args: argparse.Namespace, cfg: Config) -> Batch:
                 raise source.general(problem) if source.kind == "named" else UserError(problem)
         if first.negative_prompt and (problem := limit.problem(first.negative_prompt, "negative prompt")):
             raise UserError(f"--negative: {problem}")
-    requests = [dataclasses.replace(first, prompt=prompt, seed=seed)
+    requests = [dataclasses.replace(first, prompt=prompt, seed=first.seed if seed is None else seed)
                 for (_source, prompt), row in zip(prompts, seeds, strict=True) for seed in row]
     return Batch(requests, batch)
 

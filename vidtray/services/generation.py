@@ -24,6 +24,7 @@ from vidtray.errors import OperationFailed
 from vidtray.params import MAX_FRAMES, Source
 from vidtray.paths import free_bytes
 from vidtray.services.fsutil import human_size
+from vidtray.services.sidecar import sidecar_path
 
 log = logging.getLogger("vidtray.generation")
 
@@ -217,7 +218,7 @@ def video_stem(params: Params, when: float, videos_dir: Path) -> str:
     base = f"{model_slug(params.model)}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}_" \
            f"{params_hash(params)}"
     stem, n = base, 1
-    while (videos_dir / f"{stem}.mp4").exists() or (videos_dir / f"{stem}.json").exists():
+    while (videos_dir / f"{stem}.mp4").exists() or sidecar_path(videos_dir / f"{stem}.mp4").exists():
         n += 1
         stem = f"{base}-{n}"
     return stem

@@ -3,7 +3,10 @@
 Everything runs imageio-ffmpeg's bundled ffmpeg. Starting ffmpeg costs ~20 ms of CPU, more than
 decoding a short clip, so ``probe_many`` hands up to ``BATCH`` files to one ffmpeg process (one input
 and one null output each) and reads per-input results from its verbose log; a batch that ffmpeg
-refuses as a whole (one file that does not open) is retried file by file.
+refuses as a whole (one file that does not open) is retried file by file. The same run copies each input's
+container tags (title, comment: where vidtray keeps a video's recipe) into a small ``ffmetadata`` file per
+input: the verbose log cuts every tag value at 255 bytes, too short for a recipe, and a second ffmpeg run
+per file would cost more than the probe.
 
 A file is ``ok`` only if it is a video that decodes to its end: it opens as a video container (not a
 still image under a video name), its header states a duration, it decodes without errors, the demuxer
@@ -25,9 +28,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from vidtray.services import recipe
 from vidtray.services.fsutil import atomic_write_bytes, private_dir
 from vidtray.services.libitem import Fields, abs_path, item_id_for
-from vidtray.services.sidecar import sidecar_fields
 
 log = logging.getLogger("vidtray.media")
 
@@ -64,6 +67,8 @@ class ProbeResult:
     transient: bool = False
     #: error lines ffmpeg printed for this input (for the log)
     messages: list[str] = field(default_factory=list)
+    #: the container's global tags, keys lower-case (``title``, ``comment``, ...)
+    tags: dict[str, str] = field(default_factory=dict)
 
     def fields(self) -> Fields:
         """Library item fields: the metadata, and ``status`` ready or broken (with ``error``)."""
@@ -119,13 +124,13 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
         todo.append(n)
     if not todo:
         return results
-    rc, text = _run_ffmpeg_probe([results[n].path for n in todo])
+    rc, text = _run_ffmpeg_probe([results[n] for n in todo])
     if rc == 0 or len(todo) == 1:
         _parse_probe_log(text, [results[n] for n in todo], rc)
     else:
         # One bad input makes ffmpeg give up on all of them: find out which, one by one.
         for n in todo:
-            rc1, text1 = _run_ffmpeg_probe([results[n].path])
+            rc1, text1 = _run_ffmpeg_probe([results[n]])
             _parse_probe_log(text1, [results[n]], rc1)
     for n in todo:
         r = results[n]
@@ -134,21 +139,103 @@ def _probe_chunk(paths: list[Path]) -> list[ProbeResult]:
     return results
 
 
-def _run_ffmpeg_probe(paths: list[Path]) -> tuple[int, str]:
+def _run_ffmpeg_probe(results: list[ProbeResult]) -> tuple[int, str]:
+    """Decode every input to a null output, and copy each one's tags into ``results[k].tags``; returns
+    ffmpeg's status and verbose log. The tags are extra: where their small files cannot be written (a full
+    temp folder), the inputs are probed without them rather than failed."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="vidtray-probe-", ignore_cleanup_errors=True) as tmp:
+            rc, text = _run_ffmpeg(results, Path(tmp))
+            if rc != 0 and tmp in text:
+                log.info("probing without tags: ffmpeg could not write them in %s", tmp)
+                return _run_ffmpeg(results, None)
+            for k, r in enumerate(results):
+                r.tags = _read_tag_file(Path(tmp) / f"{k}.txt")
+            return rc, text
+    except OSError as exc:
+        log.info("probing without tags: no temp folder for them (%s)", exc)
+        return _run_ffmpeg(results, None)
+
+
+def _run_ffmpeg(results: list[ProbeResult], tags_dir: Path | None) -> tuple[int, str]:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "verbose"]
-    for p in paths:
+    for r in results:
         # One decoder thread per input: tiny clips decode faster without the thread start-up.
-        cmd += ["-threads", "1", "-i", _arg(p)]
-    for k in range(len(paths)):
+        cmd += ["-threads", "1", "-i", _arg(r.path)]
+    for k in range(len(results)):
         cmd += ["-map", f"{k}:V:0", "-f", "null", "-"]
+    if tags_dir is not None:
+        for k in range(len(results)):
+            cmd += _tags_output(k, tags_dir / f"{k}.txt")
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S * max(1, len(paths) // 8))
+                              stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S * max(1, len(results) // 8))
     except subprocess.TimeoutExpired:
         return -1, "probe timed out"
     except OSError as exc:
         return -1, f"cannot run ffmpeg: {exc}"
     return proc.returncode, proc.stderr.decode("utf-8", "replace")
+
+
+def _tags_output(k: int, dest: Path) -> list[str]:
+    """An ``ffmetadata`` output of input ``k``'s global tags (no streams, no chapters: nothing decodes)."""
+    return ["-map_metadata", f"{k}", "-map_chapters", "-1", "-f", "ffmetadata", "-y", os.fspath(dest)]
+
+
+def _read_tag_file(path: Path) -> dict[str, str]:
+    try:
+        return parse_ffmetadata(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return {}
+
+
+def read_tags(path: Path) -> dict[str, str]:
+    """The container tags of one file (keys lower-case); {} when it has none or does not open."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _arg(Path(path)),
+           "-map_metadata", "0", "-map_chapters", "-1", "-f", "ffmetadata", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        log.info("cannot read the tags of %s: %s", path, exc)
+        return {}
+    if proc.returncode != 0:
+        return {}
+    return parse_ffmetadata(proc.stdout.decode("utf-8", "replace"))
+
+
+def parse_ffmetadata(text: str) -> dict[str, str]:
+    """The global section of ffmpeg's ``ffmetadata`` format as {key (lower-case): value}.
+
+    A backslash escapes the next character (``=``, ``;``, ``#``, a backslash, or a newline that belongs
+    to the value); ``;`` or ``#`` starts a comment line; the first ``[SECTION]`` ends the global tags."""
+    tags: dict[str, str] = {}
+    line: list[tuple[str, bool]] = []  # (character, escaped)
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":
+            line.append((next(chars, ""), True))
+        elif ch == "\n":
+            if not _tag_line(line, tags):
+                return tags
+            line = []
+        else:
+            line.append((ch, False))
+    _tag_line(line, tags)
+    return tags
+
+
+def _tag_line(line: list[tuple[str, bool]], tags: dict[str, str]) -> bool:
+    """Add one logical line's ``key=value`` to ``tags``; False at a section header (the global tags end)."""
+    if not line or (not line[0][1] and line[0][0] in ";#"):
+        return True
+    if not line[0][1] and line[0][0] == "[":
+        return False
+    for n, (ch, escaped) in enumerate(line):
+        if ch == "=" and not escaped:
+            key = "".join(c for c, _ in line[:n]).lower()
+            tags[key] = "".join(c for c, _ in line[n + 1:])
+            break
+    return True
 
 
 def _arg(path: Path) -> str:
@@ -275,11 +362,12 @@ def _reason(errors: list[str]) -> str | None:
 
 
 def import_fields(path: Path, result: ProbeResult | None = None) -> Fields:
-    """Everything an import writes to an item: probe fields + sidecar fields."""
+    """Everything an import writes to an item: probe fields + how it was made (vidtray's sidecar, else the
+    recipe in the file's own tags)."""
     if result is None:
         result = probe(path)
     fields = result.fields()
-    fields.update(sidecar_fields(Path(path)))
+    fields.update(recipe.import_fields(Path(path), result.tags))
     return fields
 
 

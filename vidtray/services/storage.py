@@ -308,8 +308,10 @@ class CleanResult:
 
 def _companions(video: Path, root: Path, thumb: Path | None, thumbs_root: Path | None) -> tuple[PlannedFile, ...]:
     # The sidecar sits beside the video, in a real folder of the resolved videos folder; the thumbnail
-    # must be inside the thumbnails folder.
-    wanted = [(video.with_suffix(".json"), root)]
+    # must be inside the thumbnails folder. Only sidecars vidtray wrote go: another tool's clip.json stays.
+    from vidtray.services.sidecar import owned_sidecars
+
+    wanted = [(side, root) for side in owned_sidecars(video)]
     if thumb is not None and thumbs_root is not None:
         wanted.append((thumb, thumbs_root))
     out = []

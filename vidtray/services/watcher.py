@@ -213,9 +213,11 @@ class Watcher:
     def _import(self, ready: list[Settled], news: News) -> None:
         probed = self._settle.probe(ready) if ready else Probed()
         self.stats["skipped"] += probed.broken
+        # Only a sidecar that is vidtray's changes an item: another tool's clip.json never makes it generated
+        # (nor takes that away from a clip whose recipe is in the file).
+        sides = {k: side for k in news.sidecars if (side := sidecar_fields(Path(k))).get("source") == "generated"}
         found = Findings(entries=probed.entries, moves=list(news.moves), missing={k for k in news.deleted if gone(k)},
-                         gone_dirs=set(news.gone_dirs), sidecars={k: sidecar_fields(Path(k)) for k in news.sidecars},
-                         idents=probed.idents)
+                         gone_dirs=set(news.gone_dirs), sidecars=sides, idents=probed.idents)
         self._reimport(self._sync.write(found))
         self._settle.imported([os.fspath(path) for path, _ in probed.entries])
         if self._thumbs is not None:

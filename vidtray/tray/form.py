@@ -93,12 +93,14 @@ class JobSpec:
     width: int
     height: int
     seed: int | None
+    #: The popup has no fps field: None leaves it to the model family / config, as the CLI does; a recipe
+    #: loaded from a video brings its own.
+    fps: float | None = None
 
     def request(self) -> gen.Request:
-        """The generation request (fps is left to the model family / config, as the CLI does)."""
         return gen.Request(prompt=self.prompt, negative_prompt=self.negative_prompt or None, model=self.model,
                            frames=self.frames, steps=self.steps, height=self.height, width=self.width,
-                           seed=self.seed)
+                           fps=self.fps, seed=self.seed)
 
 
 def validate(values: Mapping[str, str]) -> tuple[JobSpec | None, dict[str, str]]:
@@ -155,6 +157,42 @@ def model_defaults(model: str, cfg: Config) -> dict[str, int]:
         return {"frames": family.frames, "steps": cfg.generation.steps, "width": family.width,
                 "height": family.height}
     return {"frames": p.frames, "steps": p.steps, "width": p.width, "height": p.height}
+
+
+# -- a recipe from a video ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A recipe as the form takes it: a text for each field it has, and the fps it has no field for."""
+
+    values: dict[str, str]
+    fps: float | None
+    where: str
+
+
+def load_recipe(path: str | Path) -> Loaded:
+    """The recipe of a video (its sidecar, or the recipe inside the file), as field texts. UserError when
+    the file carries none, or its values break the schema (the same rules as ``generate --from``)."""
+    from vidtray.services import recipe
+
+    file = Path(path)
+    found = recipe.from_file(file) if file.is_file() else None
+    if found is None:
+        raise UserError(f"{file.name} carries no vidtray recipe (no sidecar beside it, none in the file)")
+    req = found.request()
+    values = {"prompt": req.prompt, "negative_prompt": req.negative_prompt or "", "seed": _text(req.seed)}
+    if req.model is not None:
+        values["model"] = req.model
+    for name in ("frames", "steps", "width", "height"):
+        value = getattr(req, name)
+        if value is not None:
+            values[name] = str(value)
+    return Loaded(values, req.fps, found.where)
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 # -- submission -----------------------------------------------------------------------------

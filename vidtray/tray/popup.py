@@ -3,7 +3,8 @@
 Own process because Tk and pystray's GTK loop each want the main thread, and because the
 popup imports huggingface_hub (model cache, download sizes), which the tray never pays for.
 Fields are checked on every keystroke; a field with a problem says what is wrong under it,
-and nothing is queued until every field is fine. Enter submits, Esc closes.
+and nothing is queued until every field is fine. Enter submits, Esc closes. "Load from video..."
+(Ctrl+O) fills the fields from the recipe of a video (its sidecar, or the recipe inside the mp4).
 
 Exit status: 0 a job was queued (its id printed as one JSON line), 1 closed without queueing (or
 the window could not open: then a ``vidtray: error:`` line says why), 2 bad config, 3 Tk is not
@@ -13,6 +14,7 @@ installed (``tkhelp.EXIT_MISSING_TK``; the line names the package).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import queue as thread_queue
@@ -26,7 +28,7 @@ from vidtray.config import Config
 from vidtray.errors import VidtrayError
 from vidtray.paths import free_bytes, hf_cache_dir
 from vidtray.services import hub
-from vidtray.services.fsutil import gib, human_size
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, gib, human_size
 from vidtray.tray import form, tkhelp
 
 try:
@@ -66,6 +68,7 @@ class PopupWindow:
         cache_dir: Path | None = None,
         prefill: str = "",
         initial_model: str | None = None,
+        choose_video: Callable[[tk.Misc, Path], str] | None = None,
     ) -> None:
         self.master = master
         self.cfg = cfg
@@ -74,6 +77,9 @@ class PopupWindow:
         self.size_lookup = size_lookup
         self.free_space = free_space
         self.cache_dir = cache_dir
+        self.choose_video = choose_video or ask_video
+        #: the fps of a recipe loaded from a video (the form has no fps field), until another model is chosen
+        self.loaded_fps: float | None = None
         self.submitted: form.Submitted | None = None
         self.vars: dict[str, tk.StringVar] = {}
         self.entries: dict[str, ttk.Entry] = {}
@@ -140,15 +146,18 @@ class PopupWindow:
 
         buttons = ttk.Frame(frame)
         buttons.grid(row=row, column=0, columnspan=2, sticky="e", pady=(10, 0))
-        ttk.Button(buttons, text="Cancel", command=self.close).grid(row=0, column=0, padx=(0, 8))
+        self.load_button = ttk.Button(buttons, text="Load from video...", command=self.load_from_video)
+        self.load_button.grid(row=0, column=0, padx=(0, 24))
+        ttk.Button(buttons, text="Cancel", command=self.close).grid(row=0, column=1, padx=(0, 8))
         self.generate_button = ttk.Button(buttons, text="Generate", command=self.submit, default="active")
-        self.generate_button.grid(row=0, column=1)
+        self.generate_button.grid(row=0, column=2)
 
         for name, var in self.vars.items():
             var.trace_add("write", lambda *_a, n=name: self._changed(n))
         master.bind("<Return>", lambda _e: self.submit())
         master.bind("<KP_Enter>", lambda _e: self.submit())
         master.bind("<Escape>", lambda _e: self.close())
+        master.bind("<Control-o>", lambda _e: self.load_from_video())
         master.protocol("WM_DELETE_WINDOW", self.close)
 
         for name in self.vars:
@@ -197,7 +206,8 @@ class PopupWindow:
         self.entries[name].configure(style=f"Error.{base}" if shown else base)
 
     def _model_chosen(self) -> None:
-        """A model picked from the list brings its own frame count and size."""
+        """A model picked from the list brings its own frame count and size (and its own fps)."""
+        self.loaded_fps = None
         for name, value in form.model_defaults(self.vars["model"].get(), self.cfg).items():
             if name in ("frames", "width", "height"):
                 self.vars[name].set(str(value))
@@ -255,6 +265,30 @@ class PopupWindow:
         self.disk_info.configure(text=", ".join(parts) + warn, style="Error.TLabel" if warn else "Hint.TLabel")
 
     # -- actions ----------------------------------------------------------------------------
+    def load_from_video(self) -> bool:
+        """Ask for a video and fill the fields from its recipe."""
+        path = self.choose_video(self.master, self.cfg.videos_dir)
+        return bool(path) and self.load_recipe(path)
+
+    def load_recipe(self, path: str | Path) -> bool:
+        """Fill the fields from the recipe of the video at ``path``; on failure say why and change nothing."""
+        try:
+            loaded = form.load_recipe(path)
+        except (VidtrayError, OSError) as exc:
+            self._say(f"Not loaded: {exc}", error=True)
+            return False
+        for name, value in loaded.values.items():
+            self.vars[name].set(value)
+        self.loaded_fps = loaded.fps
+        self.touched.update(loaded.values)
+        fps = f", {loaded.fps:g} fps" if loaded.fps is not None else ""
+        self._say(f"Loaded from {Path(path).name}{fps}", error=False)
+        log.info("popup: loaded %s", loaded.where)
+        return True
+
+    def _say(self, text: str, *, error: bool) -> None:
+        self.status.configure(text=text, style="Error.TLabel" if error else "Hint.TLabel")
+
     def submit(self) -> bool:
         """Queue the job if every field is fine; else show every problem and queue nothing."""
         self.touched.update(self.vars)
@@ -264,13 +298,15 @@ class PopupWindow:
         if spec is None:
             first = next(n for n in form.FIELDS if n in errors)
             self.entries[first].focus_set()
-            self.status.configure(text="Not queued: fix the fields marked in red.")
+            self._say("Not queued: fix the fields marked in red.", error=True)
             return False
+        if self.loaded_fps is not None:
+            spec = dataclasses.replace(spec, fps=self.loaded_fps)
         try:
             self.submitted = self.submit_fn(spec)
         except (VidtrayError, OSError) as exc:
             log.warning("could not queue the job: %s", exc, exc_info=True)
-            self.status.configure(text=f"Not queued: {exc}")
+            self._say(f"Not queued: {exc}", error=True)
             return False
         log.info("queued job %s from the popup", self.submitted.job_id)
         self.master.destroy()
@@ -278,6 +314,17 @@ class PopupWindow:
 
     def close(self) -> None:
         self.master.destroy()
+
+
+def ask_video(master: tk.Misc, start: Path) -> str:
+    """Tk's file dialog for a video (or a sidecar); "" when cancelled."""
+    from tkinter import filedialog
+
+    videos = " ".join(f"*{ext}" for ext in sorted(VIDEO_EXTENSIONS))
+    chosen = filedialog.askopenfilename(
+        parent=master, title="Load the recipe of a video", initialdir=str(start) if start.is_dir() else None,
+        filetypes=[("Videos", videos), ("vidtray sidecars", "*.json"), ("All files", "*")])
+    return chosen if isinstance(chosen, str) else ""
 
 
 def build_window(cfg: Config, prefill: str = "", master: tk.Tk | None = None) -> PopupWindow:

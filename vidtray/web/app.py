@@ -89,6 +89,14 @@ class Page:
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
+def _runnable(item: Any) -> bool:
+    """Whether "Generate again" can run this item's recipe (one whose values break the schema cannot)."""
+    try:
+        return recipe_for(item) is not None
+    except UserError:
+        return False
+
+
 def _int(value: str | None, default: int, low: int = 0, high: int = 1 << 30) -> int:
     try:
         return max(low, min(high, int(value))) if value is not None else default
@@ -249,7 +257,7 @@ def _page_routes(page: Page) -> list[Route]:
         row = page.store.row(_item_id(request))
         recipe = recipe_details(row.item)
         context = {"page_name": "item", "row": row, "recipe": views.recipe_rows(row, recipe),
-                   "can_again": recipe is not None and recipe_for(row.item) is not None,
+                   "can_again": recipe is not None and _runnable(row.item),
                    "video_ok": page.store.media_file(row.id, "video") is not None,
                    "to_trash": page.cfg.prune_to_trash}
         fragment = request.query_params.get("fragment") == "details"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from vidtray.services.fsutil import VIDEO_EXTENSIONS
 from vidtray.services.libitem import is_video_name
+from vidtray.services.sidecar import videos_of_sidecar
 from vidtray.services.watch.files import LogOnce, ignore_reason
 from vidtray.services.watch.folders import Spellings, first_folder
 from vidtray.services.watch.settle import SettleQueue
@@ -66,9 +66,10 @@ class Intake:
         self.on_news()
 
     def sidecar(self, sidecar: Path) -> None:
+        """A file named like a sidecar was written: its video is read again (``sidecar.read_sidecar``
+        decides whether it is vidtray's)."""
         with self._mu:
-            for ext in VIDEO_EXTENSIONS:
-                video = sidecar.with_suffix(ext)
+            for video in videos_of_sidecar(sidecar):
                 if os.path.lexists(video):
                     self._news.sidecars.add(os.fspath(video))
         self.on_news()

@@ -61,6 +61,16 @@ class LoadedModel(Protocol):
     @property
     def load_s(self) -> float: ...
 
+    @property
+    def guidance_scale(self) -> float | None:
+        """The guidance scale every job on this model runs with (the pipeline's default), for the recipe."""
+        ...
+
+    @property
+    def scheduler(self) -> str | None:
+        """The scheduler's class name, for the recipe."""
+        ...
+
     def suits(self, source: hub.ModelSource, device: str, params: gen.Params) -> bool:
         """Whether a job with ``params`` can run on this model as loaded (else: close it, load again)."""
         ...
@@ -83,6 +93,10 @@ class LoadedModel(Protocol):
 class Backend(Protocol):
     def pick_device(self, choice: str) -> str:
         """``auto`` or a device name -> the device to use; OperationFailed if it is not there."""
+        ...
+
+    def versions(self) -> dict[str, str | None]:
+        """The versions of the libraries that decide the frames (torch, diffusers), for the recipe."""
         ...
 
     def load(self, source: hub.ModelSource, device: str, offload: str, params: gen.Params) -> LoadedModel:

@@ -173,6 +173,13 @@ class LoadedPipeline:
     token_limit: int | None
     largest_bytes: int = 0
     accepts_frame_rate: bool = False
+    #: the pipeline's default guidance scale (vidtray never changes it), for the recipe
+    guidance_scale: float | None = None
+
+    @property
+    def scheduler(self) -> str | None:
+        scheduler = getattr(self.pipe, "scheduler", None)
+        return None if scheduler is None else type(scheduler).__name__
 
     @property
     def dtype_name(self) -> str:
@@ -323,9 +330,11 @@ def load_pipeline(source: hub.ModelSource, device: str, offload: str, frames: in
     limit = _token_limit(pipe, params)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
+    guidance = params["guidance_scale"].default if "guidance_scale" in params else None
     return LoadedPipeline(pipe, str(source.local_dir or source.repo_id), source, family, class_name, device,
                           dtype, plan, offload, time.perf_counter() - t0, style, limit,
-                          max(_component_sizes(pipe), default=0), "frame_rate" in params)
+                          max(_component_sizes(pipe), default=0), "frame_rate" in params,
+                          float(guidance) if isinstance(guidance, int | float) else None)
 
 
 class DiffusersBackend:
@@ -333,6 +342,11 @@ class DiffusersBackend:
 
     def pick_device(self, choice: str) -> str:
         return pick_device(choice)
+
+    def versions(self) -> dict[str, str | None]:
+        import diffusers
+
+        return {"torch": str(torch.__version__), "diffusers": str(diffusers.__version__)}
 
     def load(self, source: hub.ModelSource, device: str, offload: str, params: gen.Params) -> LoadedPipeline:
         return load_pipeline(source, device, offload, params.frames, params.height, params.width)

@@ -1,6 +1,6 @@
-"""A job's frames -> a finished video: encode into ``.partial/``, write the sidecar, rename the video into
-the videos folder (atomic), then add it to library.json with a thumbnail. A failed or cancelled write
-leaves nothing in the videos folder.
+"""A job's frames -> a finished video: encode into ``.partial/`` with the recipe in the mp4's own tags (the
+same ffmpeg pass), write the sidecar, rename the video into the videos folder (atomic), then add it to
+library.json with a thumbnail. A failed or cancelled write leaves nothing in the videos folder.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from vidtray import __version__
 from vidtray.config import Config
 from vidtray.errors import first_line
 from vidtray.services import generation as gen
+from vidtray.services import recipe
 from vidtray.services.fsutil import atomic_write_bytes, atomic_write_text, private_dir
 from vidtray.services.records import JsonObject
+from vidtray.services.sidecar import sidecar_path
 from vidtray.services.worker.backend import FrameArray, JobCancelled
 from vidtray.services.worker.partials import partial_path
 
@@ -32,8 +33,8 @@ SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking")
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How the frames were made, beside the parameters: what the sidecar records."""
+class HowMade:
+    """How the frames were made, beside the parameters: what the recipe and the sidecar record."""
 
     revision: str | None
     pipeline: str
@@ -44,6 +45,10 @@ class Recipe:
     timings: dict[str, float]
     #: ``time.perf_counter()`` when the job started, for the total.
     started: float
+    guidance_scale: float | None = None
+    scheduler: str | None = None
+    #: torch and diffusers versions as the worker ran them
+    versions: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,18 @@ class Saved:
     doc: JsonObject  # the sidecar's content
 
 
-def encode_mp4(frames: FrameArray, path: Path, fps: float, should_stop: Callable[[], bool] | None = None) -> None:
-    """Write an H.264 mp4 (yuv420p, plays everywhere) with imageio-ffmpeg's bundled ffmpeg."""
+def encode_mp4(frames: FrameArray, path: Path, fps: float, should_stop: Callable[[], bool] | None = None,
+               tags: Mapping[str, str] | None = None) -> None:
+    """Write an H.264 mp4 (yuv420p, plays everywhere) with imageio-ffmpeg's bundled ffmpeg; ``tags``
+    (title, comment) go into the container in the same pass."""
     import imageio_ffmpeg
 
     count, height, width, _ = frames.shape
+    metadata = [arg for key, value in (tags or {}).items() for arg in ("-metadata", f"{key}={value}")]
     writer = imageio_ffmpeg.write_frames(
         str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
-        quality=None, output_params=["-crf", "18", "-movflags", "+faststart"], ffmpeg_log_level="error",
+        quality=None, output_params=["-crf", "18", "-movflags", "+faststart", *metadata],
+        ffmpeg_log_level="error",
     )
     writer.send(None)
     try:
@@ -72,7 +81,7 @@ def encode_mp4(frames: FrameArray, path: Path, fps: float, should_stop: Callable
         writer.close()
 
 
-def write_video(cfg: Config, params: gen.Params, frames: FrameArray, recipe: Recipe,
+def write_video(cfg: Config, params: gen.Params, frames: FrameArray, made: HowMade,
                 should_stop: Callable[[], bool]) -> Saved:
     """Encode, sidecar, rename: the video appears in the videos folder whole, with its sidecar beside it
     already (a watcher that sees the mp4 finds its sidecar there), or not at all."""
@@ -82,25 +91,24 @@ def write_video(cfg: Config, params: gen.Params, frames: FrameArray, recipe: Rec
     stem = gen.video_stem(params, created.timestamp(), videos)
     partial = partial_path(partial_dir, stem)
     final = videos / f"{stem}.mp4"
-    sidecar = videos / f"{stem}.json"
+    sidecar = sidecar_path(final)
+    recipe_doc = recipe.build(
+        params, revision=made.revision, pipeline=made.pipeline, device=made.device, dtype=made.dtype,
+        guidance_scale=made.guidance_scale, scheduler=made.scheduler, versions=made.versions,
+        created=created.isoformat(timespec="seconds"))
     t_enc = time.perf_counter()
     wrote_sidecar = False
     try:
-        encode_mp4(frames, partial, params.fps, should_stop=should_stop)
+        encode_mp4(frames, partial, params.fps, should_stop=should_stop, tags=recipe.container_tags(recipe_doc))
         if should_stop():
             raise JobCancelled()
-        timings = {**recipe.timings, "encode_s": time.perf_counter() - t_enc,
-                   "total_s": time.perf_counter() - recipe.started}
+        timings = {**made.timings, "encode_s": time.perf_counter() - t_enc,
+                   "total_s": time.perf_counter() - made.started}
+        # The sidecar: the recipe, and what the run took (which the file's tags leave out).
         doc = {
-            **params.as_dict(),
-            "revision": recipe.revision,
-            "pipeline": recipe.pipeline,
-            "device": recipe.device,
-            "dtype": recipe.dtype,
-            "memory": {k: v for k, v in recipe.memory.items() if k in SIDECAR_MEMORY_KEYS},
+            **recipe_doc,
+            "memory": {k: v for k, v in made.memory.items() if k in SIDECAR_MEMORY_KEYS},
             "timings": {k: round(v, 3) for k, v in timings.items()},
-            "vidtray_version": __version__,
-            "created": created.isoformat(timespec="seconds"),
         }
         atomic_write_text(sidecar, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         wrote_sidecar = True

@@ -30,7 +30,7 @@ from vidtray.services.protocol import (
     WarningEvent,
 )
 from vidtray.services.worker.backend import Backend, Generated, JobCancelled, LoadedModel
-from vidtray.services.worker.output import Recipe, add_to_library, write_video
+from vidtray.services.worker.output import HowMade, add_to_library, write_video
 
 log = logging.getLogger("vidtray.worker")
 
@@ -142,15 +142,16 @@ class Worker:
     def _write(self, job_id: str, loaded: LoadedModel, reused: bool, params: gen.Params, made: Generated,
                cancel: threading.Event, t_start: float, download_s: float) -> VideoResult:
         self.phase = "encode"
-        recipe = Recipe(
+        how = HowMade(
             revision=loaded.source.revision, pipeline=loaded.class_name, device=loaded.device,
             dtype=loaded.dtype_name, memory=loaded.plan.as_dict(), started=t_start,
             timings={"download_s": download_s, "load_s": 0.0 if reused else loaded.load_s,
                      "denoise_s": made.denoise_s, "decode_s": made.decode_s,
                      "per_step_s": made.denoise_s / max(1, params.steps)},
+            guidance_scale=loaded.guidance_scale, scheduler=loaded.scheduler, versions=self.backend.versions(),
         )
         frames = made.frames
-        saved = write_video(self.cfg, params, frames, recipe, cancel.is_set)
+        saved = write_video(self.cfg, params, frames, how, cancel.is_set)
         library_id = add_to_library(self.cfg, saved, params, frames,
                                     lambda message: self.emit(WarningEvent(message=message, job=job_id)))
         result: VideoResult = {
