@@ -26,6 +26,7 @@ from media_helpers import write_mp4
 
 from vidtray.config import Config
 from vidtray.services.library import open_library
+from vidtray.services.sidecar import sidecar_path
 from vidtray.services.watcher import Watcher, watch_folders
 from vidtray.web import token as tokens
 from vidtray.web.server import PageServer, prepare
@@ -40,7 +41,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def recipe(prompt: str, **kw: Any) -> dict[str, Any]:
-    """A sidecar as the worker writes it (``worker._write``)."""
+    """A sidecar as the worker writes it (``services/worker/output.py``)."""
     doc: dict[str, Any] = {"prompt": prompt, "negative_prompt": None, "model": "cerspense/zeroscope_v2_576w",
                            "frames": 16, "steps": 40, "height": 48, "width": 64, "fps": 8.0, "seed": 7,
                            "revision": "6d2eb0", "pipeline": "TextToVideoSDPipeline", "device": "cpu",
@@ -55,7 +56,7 @@ def add_video(cfg: Config, name: str, *, prompt: str | None = None, folder: Path
     """A real mp4 (and, with ``prompt``, its generation sidecar) in the videos folder (or ``folder``)."""
     path = write_mp4((folder or cfg.videos_dir) / name, frames=frames)
     if prompt is not None:
-        path.with_suffix(".json").write_text(json.dumps(recipe(prompt, **sidecar)), encoding="utf-8")
+        sidecar_path(path).write_text(json.dumps(recipe(prompt, **sidecar)), encoding="utf-8")
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path

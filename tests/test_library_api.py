@@ -16,9 +16,11 @@ from page_helpers import Served, add_video, item_by_name, rescan, served, wait_f
 from test_popup import pipeline_folder
 
 from vidtray.config import Config
+from vidtray.errors import UserError
 from vidtray.services.library import open_library
 from vidtray.services.queue import open_queue
 from vidtray.services.recipe import recipe_details, recipe_for
+from vidtray.services.sidecar import sidecar_path
 from vidtray.web.views import ref, unref
 
 
@@ -92,7 +94,7 @@ def test_delete_refuses_protected_ones_and_trashes_the_rest(page_server: Served,
     assert status == 409 and "scheduled" in doc["error"] and Path(three["owl"]["path"]).exists()
     status, doc = page_server.json("DELETE", f"/api/items/{three['fox']['id']}")
     assert status == 200 and [Path(d["path"]).name for d in doc["deleted"]] == ["fox.mp4"] and doc["to_trash"]
-    assert sorted(doc["deleted"][0]["companions"]) == sorted([str(Path(three["fox"]["path"]).with_suffix(".json")),
+    assert sorted(doc["deleted"][0]["companions"]) == sorted([str(sidecar_path(Path(three["fox"]["path"]))),
                                                               three["fox"]["thumbnail"]])
     assert (trash_in_tmp / "files" / "fox.mp4").exists() and not Path(three["fox"]["path"]).exists()
     assert page_server.json("GET", f"/api/items/{three['fox']['id']}")[0] == 404
@@ -109,7 +111,7 @@ def test_remove_entry_keeps_the_file_and_keeps_it_out(page_server: Served, three
 def test_generate_again_and_vary_queue_the_recipe(page_server: Served, three: dict[str, Any], cfg: Config,
                                                   tmp_path: Path) -> None:
     model = pipeline_folder(tmp_path / "pipe")
-    side = Path(three["fox"]["path"]).with_suffix(".json")
+    side = sidecar_path(Path(three["fox"]["path"]))
     side.write_text(json.dumps({**json.loads(side.read_text()), "model": str(model)}))
     status, doc = page_server.json("POST", f"/api/items/{three['fox']['id']}/again", {})
     assert status == 200
@@ -130,14 +132,19 @@ def test_generate_again_and_vary_queue_the_recipe(page_server: Served, three: di
 
 def test_recipe_reader(cfg: Config, tmp_path: Path) -> None:
     video = add_video(cfg, "v.mp4", prompt="p", seed=3, device="cuda", negative_prompt="blur")
-    req = recipe_for({"path": str(video)})
+    item = {"type": "video", "id": "abc", "path": str(video)}
+    req = recipe_for(item)
     assert req is not None and req.seed == 3 and req.negative_prompt == "blur" and req.device is None
     assert recipe_for(video) == req and recipe_details(str(video))["device"] == "cuda"
-    video.with_suffix(".json").write_text('{"title": "not a generation"}')
+    side = sidecar_path(video)
+    side.rename(video.with_suffix(".json"))
+    video.with_suffix(".json").write_text('{"title": "not a generation"}')  # another tool's clip.json
     assert recipe_for(video) is None and recipe_details(video) is None
-    video.with_suffix(".json").write_text('{"prompt": "p", "frames": -4}')  # edited into something unusable
-    assert recipe_for(video) is None and recipe_details(video) is not None
-    video.with_suffix(".json").write_text("{broken")
+    side.write_text('{"prompt": "p", "frames": -4}')  # edited into something unusable: says so
+    with pytest.raises(UserError, match="frames"):
+        recipe_for(video)
+    assert recipe_details(video) is not None
+    side.write_text("{broken")
     assert recipe_for(video) is None
     assert recipe_for({"path": "relative.mp4"}) is None and recipe_for({"path": 3}) is None
 

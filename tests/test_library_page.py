@@ -26,6 +26,7 @@ from page_helpers import (
 from vidtray.config import Config
 from vidtray.services.daemon import Daemon
 from vidtray.services.library import open_library
+from vidtray.services.sidecar import sidecar_path
 
 pytestmark = pytest.mark.browser
 # the session-scoped tiny pipeline (gen_fixtures.py), shared by the generation test modules
@@ -138,9 +139,9 @@ def test_delete_from_the_page_goes_to_the_trash(cfg: Config, page_server: Served
     with page.expect_navigation():
         page.click("#confirm-ok")
     assert page.url == page_server.base + "/"
-    assert not video.exists() and not video.with_suffix(".json").exists() and not thumb.exists()
+    assert not video.exists() and not sidecar_path(video).exists() and not thumb.exists()
     assert (trash_in_tmp / "files" / "failure.mp4").is_file()
-    assert (trash_in_tmp / "files" / "failure.json").is_file()
+    assert (trash_in_tmp / "files" / sidecar_path(video).name).is_file()
     assert [Path(i["path"]).name for i in json.loads(_library_text(cfg))["items"]] == ["keeper.mp4"]
     assert _titles(page) == ["a good one"]
 

@@ -103,7 +103,7 @@ BAD_BATCHES = [
     (["a" * 80], "the prompt is 82 tokens long; zeroscope models read at most 77"),
     (["x", "--negative", "n" * 90], "--negative: the negative prompt is 92 tokens long"),
     (["--prompts-file", "{tmp}/two.txt", "--count", "600"], "that is 1200 jobs (2 prompts x 600 each)"),
-    ([], "a PROMPT or --prompts-file is needed"),
+    ([], "a PROMPT, --prompts-file or --from is needed"),
 ]
 
 
