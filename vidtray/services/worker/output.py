@@ -29,7 +29,7 @@ from vidtray.services.worker.partials import partial_path
 log = logging.getLogger("vidtray.worker")
 
 #: The memory plan's keys the sidecar keeps (the rest are the figures the decision used).
-SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking")
+SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking", "vae_tiling", "weights_bytes", "peak_bytes")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class HowMade:
     scheduler: str | None = None
     #: torch and diffusers versions as the worker ran them
     versions: Mapping[str, str | None] = field(default_factory=dict)
+    #: more sidecar keys: ``resumed_from_latents``, ``decode`` (how it was decoded), ``speed`` (the speed
+    #: options in use), ``recovered`` (what was done after running out of memory)
+    notes: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def write_video(cfg: Config, params: gen.Params, frames: FrameArray, made: HowMa
         # The sidecar: the recipe, and what the run took (which the file's tags leave out).
         doc = {
             **recipe_doc,
+            **made.notes,
             "memory": {k: v for k, v in made.memory.items() if k in SIDECAR_MEMORY_KEYS},
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
