@@ -69,13 +69,14 @@ class MemoryPlan:
             return 2 if self.forward_chunking else 1
         return 0
 
-    def label(self) -> str:
-        """A person's words for it: "CPU offload", "CPU offload with forward chunking"..."""
+    def label(self, tiling: bool = True) -> str:
+        """A person's words for it: "CPU offload", "CPU offload with forward chunking"... (``tiling``: and
+        whether the VAE decodes in tiles)."""
         words = {"none": "everything on the GPU", "model": "CPU offload",
                  "sequential": "sequential CPU offload"}[self.offload]
         if self.forward_chunking:
             words += " with forward chunking"
-        if self.vae_tiling:
+        if self.vae_tiling and tiling:
             words += " and VAE tiling"
         return words
 

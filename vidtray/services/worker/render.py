@@ -150,7 +150,7 @@ class Render:
         except OutOfMemory as again:
             raise OperationFailed(f"{again}, even with {self.loaded.plan.label()}; ask for fewer frames or a "
                                   "smaller size") from None
-        self._recovered(f"ran with {self.loaded.plan.label()} after running out of GPU memory")
+        self._recovered(f"ran with {self.loaded.plan.label(tiling=False)} after running out of GPU memory")
         planmemory.remember(self.cfg.paths.memory_plans_file, self.plan_key, self.loaded.plan)
         return denoised
 
