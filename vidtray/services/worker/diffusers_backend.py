@@ -382,9 +382,9 @@ class LoadedPipeline:
         vae = self._vae_on_cpu() if attempt.on_cpu else self.pipe.vae
         memplan.set_tiling(vae, attempt.tiling)
         try:
-            with torch.inference_mode():
-                video = self._decode_video(vae, latents, params, attempt.frames_per_batch, should_stop)
-                frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
+            return frames_from_latents(self.pipe, self.kind, latents, frames=params.frames, height=params.height,
+                                       width=params.width, vae=vae, per_batch=attempt.frames_per_batch,
+                                       should_stop=should_stop)
         except torch.cuda.OutOfMemoryError:
             _out_of_memory(self.device)
             raise OutOfMemory(f"out of GPU memory while decoding {params.width}x{params.height}, "
@@ -392,40 +392,6 @@ class LoadedPipeline:
         finally:
             if not attempt.on_cpu:
                 memplan.set_tiling(self.pipe.vae, self.plan.vae_tiling)
-        return to_uint8(frames)
-
-    def _decode_video(self, vae: Any, latents: torch.Tensor, params: gen.Params, per_batch: int | None,
-                      should_stop: Callable[[], bool]) -> torch.Tensor:
-        """The family's own decode (as its pipeline does it after the last step), with ``vae``."""
-        device = _execution_device(vae)
-        z = latents.to(device)
-        if self.kind == "framewise":
-            return _decode_framewise(vae, z, per_batch, should_stop)
-        if self.kind == "wan":
-            z = z.to(vae.dtype)
-            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z)
-            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z)
-            video: torch.Tensor = vae.decode(z / inv_std + mean, return_dict=False)[0]
-            return video
-        if self.kind == "ltx":
-            pipe = self.pipe
-            z = pipe._unpack_latents(
-                z, (params.frames - 1) // pipe.vae_temporal_compression_ratio + 1,
-                params.height // pipe.vae_spatial_compression_ratio, params.width // pipe.vae_spatial_compression_ratio,
-                pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
-            z = pipe._denormalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-            # vidtray leaves decode_timestep at its default 0.0, so the pipeline adds no noise before decoding
-            timestep = torch.tensor([0.0] * z.shape[0], device=device, dtype=z.dtype) \
-                if vae.config.timestep_conditioning else None
-            video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]
-            return video
-        # cogvideox: CogVideoX 1.5 pads the latent frames to its temporal patch size; the padding goes first
-        patch_t = self.pipe.transformer.config.patch_size_t
-        latent_frames = (params.frames - 1) // self.pipe.vae_scale_factor_temporal + 1
-        extra = patch_t - latent_frames % patch_t if patch_t and latent_frames % patch_t else 0
-        z = z[:, extra:].permute(0, 2, 1, 3, 4) / self.pipe.vae_scaling_factor_image
-        video = vae.decode(z.to(vae.dtype)).sample
-        return video
 
     def _vae_on_cpu(self) -> Any:
         """A float32 copy of the VAE on the CPU, read from the model's files (the pipeline's own VAE may sit
@@ -485,6 +451,52 @@ class LoadedPipeline:
         gc.collect()
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def frames_from_latents(pipe: Any, kind: DecodeKind, latents: torch.Tensor, *, frames: int, height: int, width: int,
+                        vae: Any = None, per_batch: int | None = None,
+                        should_stop: Callable[[], bool] = lambda: False) -> FrameArray:
+    """The family's own decode of ``latents`` (what its pipeline does after the last step), with ``vae``
+    (default: the pipeline's), then the pipeline's video post-processing: uint8 frames."""
+    with torch.inference_mode():
+        video = _decode_video(pipe, kind, vae if vae is not None else pipe.vae, latents, frames, height, width,
+                              per_batch, should_stop)
+        out = pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
+    return to_uint8(out)
+
+
+def _decode_video(pipe: Any, kind: DecodeKind, vae: Any, latents: torch.Tensor, frames: int, height: int, width: int,
+                  per_batch: int | None, should_stop: Callable[[], bool]) -> torch.Tensor:
+    device = _execution_device(vae)
+    z = latents.to(device)
+    if kind == "framewise":
+        return _decode_framewise(vae, z, per_batch, should_stop)
+    if kind == "wan":
+        z = z.to(vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z)
+        video: torch.Tensor = vae.decode(z / inv_std + mean, return_dict=False)[0]
+        return video
+    if kind == "ltx":
+        z = pipe._unpack_latents(
+            z, (frames - 1) // pipe.vae_temporal_compression_ratio + 1, height // pipe.vae_spatial_compression_ratio,
+            width // pipe.vae_spatial_compression_ratio, pipe.transformer_spatial_patch_size,
+            pipe.transformer_temporal_patch_size)
+        z = pipe._denormalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        # vidtray leaves decode_timestep at its default 0.0, so the pipeline adds no noise before decoding
+        timestep = torch.tensor([0.0] * z.shape[0], device=device, dtype=z.dtype) \
+            if vae.config.timestep_conditioning else None
+        video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]
+        return video
+    if kind != "cogvideox":
+        raise ValueError(f"no decode for {kind!r} latents")
+    # CogVideoX 1.5 pads the latent frames to its temporal patch size; the padding goes first
+    patch_t = pipe.transformer.config.patch_size_t
+    latent_frames = (frames - 1) // pipe.vae_scale_factor_temporal + 1
+    extra = patch_t - latent_frames % patch_t if patch_t and latent_frames % patch_t else 0
+    z = z[:, extra:].permute(0, 2, 1, 3, 4) / pipe.vae_scaling_factor_image
+    video = vae.decode(z.to(vae.dtype)).sample
+    return video
 
 
 def _execution_device(module: Any) -> torch.device:
