@@ -32,7 +32,7 @@ from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import PAUSE_FILE
 from vidtray.services.fsutil import atomic_write_text, private_dir
-from vidtray.services.jobrecord import FINISHED, InvalidJob, Job, JobProgress, JobState
+from vidtray.services.jobrecord import FINISHED, Executor, InvalidJob, Job, JobProgress, JobState
 from vidtray.services.protocol import VideoResult
 from vidtray.services.records import JsonObject
 
@@ -203,23 +203,25 @@ class JobQueue:
         return read_pause_flag(self.dir / PAUSE_FILE)
 
     # -- changing
-    def submit(self, request: JsonObject) -> Job:
-        """Add a job (the request is a ``generation.Request`` as a dict) and return it."""
+    def submit(self, request: JsonObject, *, executor: Executor | None = None) -> Job:
+        """Add a job (the request is a ``generation.Request`` as a dict) and return it. ``executor``: where
+        it runs (None: the config's ``executor`` when it is claimed)."""
         with self.locked():
             seq = max((j.seq for j in self._all()), default=0) + 1
             job = self._write(Job(id=uuid.uuid4().hex[:12], seq=seq, state="queued", request=request,
-                                  created=now_iso()))
+                                  created=now_iso(), executor=executor))
             self._prune()
         log.info("queued job %s", job.id)
         return job
 
-    def claim_next(self, owner_pid: int | None = None) -> Job | None:
-        """Take the oldest queued job (state -> running, owned by ``owner_pid``), unless paused."""
+    def claim_next(self, owner_pid: int | None = None, accept: Callable[[Job], bool] | None = None) -> Job | None:
+        """Take the oldest queued job (state -> running, owned by ``owner_pid``), unless paused. ``accept``
+        may pass over a job for now (a remote job while its server cannot be reached)."""
         with self.locked():
             if self.paused() is not None:
                 return None
             for job in self._all():
-                if job.state == "queued":
+                if job.state == "queued" and (accept is None or accept(job)):
                     return self._write(dataclasses.replace(
                         job, state="running", owner_pid=owner_pid or os.getpid(), started=now_iso(),
                         attempts=job.attempts + 1, progress=None, error=None))
