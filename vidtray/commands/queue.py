@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
-from vidtray.services.jobrecord import Job
+from vidtray.commands.generate import add_executor_arg, add_generation_args, check_before_worker, request_from_args
+from vidtray.services.jobrecord import Executor, Job
 
 if TYPE_CHECKING:
     from vidtray.cli import Context, Subparsers
@@ -25,6 +25,7 @@ def register(sub: Subparsers) -> None:
     cancel.set_defaults(handler=_cancel)
     add = qsub.add_parser("add", help="queue a video for the tray / `vidtray watch` to generate")
     add_generation_args(add)
+    add_executor_arg(add)
     add.add_argument("--json", action="store_true", help="print the job as one JSON document")
     add.set_defaults(handler=_add)
 
@@ -82,8 +83,10 @@ def _add(args: argparse.Namespace, ctx: Context) -> int:
     from vidtray.services.queue import open_queue
 
     req = request_from_args(args)
-    check_before_worker(req, ctx.cfg)
-    job = open_queue(ctx.cfg).submit(req.as_dict())
+    remote = (args.executor or ctx.cfg.executor) == "remote"
+    executor: Executor = "remote" if remote else "local"
+    check_before_worker(req, ctx.cfg, executor)
+    job = open_queue(ctx.cfg).submit(req.as_dict(), executor=executor)
     if args.json:
         ctx.print_json(job.to_json())
     else:

@@ -68,16 +68,19 @@ class ServerJob:
 
 
 class JobBoard:
-    """See the module docstring. ``slots``: the slot actors' handles, in index order."""
+    """See the module docstring. ``slot_names``: the slot actors' names in ``namespace``, in index order."""
 
-    def __init__(self, slots: list[Any], *, label: str = "", max_unfinished: int = 100,
+    def __init__(self, slot_names: list[str], namespace: str, *, label: str = "", max_unfinished: int = 100,
                  keep_finished_s: float = 86400.0) -> None:
-        self.slots = slots
+        import ray
+
+        # By name, not by handle: a restarted board finds them again (handles would be arguments Ray must keep).
+        self.slots: list[Any] = [ray.get_actor(name, namespace=namespace) for name in slot_names]
         self.label = label
         self.max_unfinished = max_unfinished
         self.keep_finished_s = keep_finished_s
         self.jobs: dict[str, ServerJob] = {}
-        self._free: list[int] = list(range(len(slots)))
+        self._free: list[int] = list(range(len(self.slots)))
         self._waiting: collections.deque[ServerJob] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_sweep = time.monotonic()

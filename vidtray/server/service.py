@@ -60,6 +60,8 @@ class ServerOptions:
     route_prefix: str = "/"
     worker_cmd: tuple[str, ...] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: The name in the URL (default: this machine's name for 0.0.0.0, else ``host``).
+    url_host: str | None = None
 
 
 def display_host(host: str) -> str:
@@ -78,7 +80,7 @@ class Service:
         self.slots: list[Any] = []
         self.board: Any = None
         prefix = options.route_prefix.rstrip("/")
-        self.url = f"https://{display_host(options.host)}:{options.port}{prefix}"
+        self.url = f"https://{options.url_host or display_host(options.host)}:{options.port}{prefix}"
 
     @property
     def board_name(self) -> str:
@@ -96,18 +98,20 @@ class Service:
         opts = self.options
         self._start_serve()
         slot_actor = ray.remote(Slot)
+        names = []
         for spec in self._slot_specs():
             resources: dict[str, Any] = {"num_gpus": 1, "num_cpus": 0} if opts.device == "cuda" else \
                 {"num_cpus": opts.cpus_per_slot}
+            names.append(f"{opts.app}-slot-{spec.index}")
             self.slots.append(slot_actor.options(
-                name=f"{opts.app}-slot-{spec.index}", namespace=NAMESPACE, max_restarts=-1, max_task_retries=0,
+                name=names[-1], namespace=NAMESPACE, max_restarts=-1, max_task_retries=0,
                 max_concurrency=8, **resources).remote(spec))
         # Each slot up before the board hands it work (a slot that cannot start is an error now, not later).
         ray.get([s.describe.remote() for s in self.slots], timeout=120)
         self.board = ray.remote(JobBoard).options(
             name=self.board_name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1,
             resources={"node:__internal_head__": 0.001}).remote(
-                self.slots, label=self.url, keep_finished_s=86400.0)
+                names, NAMESPACE, label=self.url, keep_finished_s=86400.0)
         ray.get(self.board.health.remote(), timeout=60)
         deployment = serve.deployment(**options())(Ingress)
         serve.run(deployment.bind(self.board_name, NAMESPACE, str(self.cfg.paths.server_tokens_file)),
@@ -301,7 +305,7 @@ def run_foreground(cfg: Config, options: ServerOptions, address: str | None,
     started = start_ray(address)
     service = Service(cfg, options)
     try:
-        device_slots = cluster_slots(options.device, options.slots)
+        device_slots = cluster_slots(options.device, options.slots or None)
         service.options = _with_slots(options, device_slots)
         url = service.deploy()
         print(url, flush=True)

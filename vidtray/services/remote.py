@@ -78,6 +78,10 @@ class BadRequest(UserError):
     """The service refused the request (400): the same schema a local job is checked with."""
 
 
+class Damaged(RemoteError):
+    """A file arrived with another size or sha256 than the server said (it was removed here)."""
+
+
 class UnknownJob(RemoteError):
     """The service does not know the job (a restart forgot it, or it was deleted)."""
 
@@ -208,7 +212,7 @@ class RemoteClient:
 
     def download(self, job_id: str, which: str, dest: Path, expect: FileInfo) -> None:
         """Fetch a job's ``which`` file (video or sidecar) into ``dest``, resuming what is there, and check its
-        size and sha256 (OperationFailed, and ``dest`` removed, when they differ)."""
+        size and sha256 (Damaged, and ``dest`` removed, when they differ)."""
         have = dest.stat().st_size if dest.exists() else 0
         if have > expect.size:
             dest.unlink()
@@ -223,7 +227,7 @@ class RemoteClient:
                 size += len(chunk)
         if size != expect.size or digest.hexdigest() != expect.sha256:
             dest.unlink(missing_ok=True)
-            raise OperationFailed(f"the {which} of job {job_id} arrived damaged from {self.url} "
+            raise Damaged(f"the {which} of job {job_id} arrived damaged from {self.url} "
                                   f"({size} bytes, sha256 {digest.hexdigest()[:12]}…; the server said "
                                   f"{expect.size} bytes, {expect.sha256[:12]}…)")
 
@@ -240,7 +244,7 @@ class RemoteClient:
         finally:
             conn.close()
         if len(data) != expect.size or hashlib.sha256(data).hexdigest() != expect.sha256:
-            raise OperationFailed(f"the {which} of job {job_id} arrived damaged from {self.url}")
+            raise Damaged(f"the {which} of job {job_id} arrived damaged from {self.url}")
         return data
 
     # -- HTTP
@@ -349,38 +353,46 @@ def _why(exc: BaseException) -> str:
     return str(text)
 
 
-def probe(remote: Any, timeout: float = 5.0) -> tuple[bool, str, JsonObject | None]:
-    """(reachable, a line for a person, the health document) for the config's ``[remote]`` server."""
+#: What :func:`probe` found: it answers; it cannot be reached (jobs wait); it refused this token or this
+#: machine's settings are not usable (jobs would fail the same way: they run, and fail with the reason).
+ProbeState = str
+OK, UNREACHABLE, REFUSED, MISCONFIGURED = "ok", "unreachable", "refused", "misconfigured"
+
+
+def probe(remote: Any, timeout: float = 5.0) -> tuple[ProbeState, str, JsonObject | None]:
+    """(state, a line for a person, the health document) for the config's ``[remote]`` server."""
     try:
         client = RemoteClient.from_config(remote)
     except UserError as exc:
-        return False, str(exc), None
+        return MISCONFIGURED, str(exc), None
     client.timeout = timeout
     try:
         doc = client.health()
+    except Refused as exc:
+        return REFUSED, str(exc), None
     except RemoteError as exc:
-        return False, str(exc), None
+        return UNREACHABLE, str(exc), None
     finally:
         with contextlib.suppress(Exception):
             client.close()
     slots = doc.get("slots") or []
     busy = sum(1 for s in slots if isinstance(s, dict) and s.get("job"))
     devices = sorted({str(s.get("device_name") or s.get("device")) for s in slots if isinstance(s, dict)})
-    return True, f"{len(slots)} slot(s) ({', '.join(devices) or 'none'}), {busy} busy, " \
-                 f"{doc.get('queued', 0)} queued", doc
+    return OK, f"{len(slots)} slot(s) ({', '.join(devices) or 'none'}), {busy} busy, " \
+               f"{doc.get('queued', 0)} queued", doc
 
 
 class RemoteMonitor:
     """Whether the configured server answers, asked every ``every_s`` on a thread of its own (``every_s / 2``
-    while it does not): what the supervisor holds remote jobs back on, and what the tray shows. ``reachable``
-    is None until the first answer (or the lack of one)."""
+    while it does not): what the supervisor holds remote jobs back on, and what the tray shows. ``state`` is
+    None until the first answer (or the lack of one); ``reachable`` is whether it answered."""
 
     def __init__(self, remote: Any, *, every_s: float = 10.0, timeout: float = 5.0) -> None:
         self.remote = remote
         self.url = str(remote.url)
         self.every_s = every_s
         self.timeout = timeout
-        self.reachable: bool | None = None
+        self.state: ProbeState | None = None
         self.reason = ""
         self.health: JsonObject | None = None
         self._stop = threading.Event()
@@ -408,14 +420,22 @@ class RemoteMonitor:
         """Wait for the first answer (tests, and a CLI that wants to know)."""
         return self._checked.wait(timeout)
 
+    @property
+    def reachable(self) -> bool | None:
+        return None if self.state is None else self.state == OK
+
+    @property
+    def unreachable(self) -> bool:
+        """It cannot be reached (not: it refused us, or this machine's settings are wrong)."""
+        return self.state == UNREACHABLE
+
     def check(self) -> bool:
-        ok, line, doc = probe(self.remote, self.timeout)
-        if ok != self.reachable:
-            (log.info if ok else log.warning)("GPU server %s %s", self.url,
-                                             f"reachable: {line}" if ok else f"unreachable: {line}")
-        self.reachable, self.reason, self.health = ok, "" if ok else line, doc
+        state, line, doc = probe(self.remote, self.timeout)
+        if state != self.state:
+            (log.info if state == OK else log.warning)("GPU server %s: %s: %s", self.url, state, line)
+        self.state, self.reason, self.health = state, "" if state == OK else line, doc
         self._checked.set()
-        return ok
+        return state == OK
 
     def _run(self) -> None:
         while not self._stop.is_set():

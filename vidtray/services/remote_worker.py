@@ -49,6 +49,7 @@ from vidtray.services.protocol import (
 from vidtray.services.records import JsonObject
 from vidtray.services.remote import (
     BadRequest,
+    Damaged,
     RemoteClient,
     RemoteError,
     RemoteJob,
@@ -153,10 +154,10 @@ class RemoteWorker:
         return True
 
     def ask_exit(self, cancel: bool = False) -> bool:
+        """No more jobs: end after the ones submitted (``cancel``: cancel the running one first)."""
         if cancel:
             self.cancel()
         self._stopping.set()
-        self._wake.set()
         self._jobs.put(None)
         return True
 
@@ -196,7 +197,7 @@ class RemoteWorker:
 
     def _job(self, job_id: str, request: JsonObject) -> Outcome:
         with self._mu:
-            if job_id in self._cancelled or self._stopping.is_set():
+            if job_id in self._cancelled:
                 self._cancelled.discard(job_id)
                 return Cancelled(job=job_id)
             self._current = job_id
@@ -295,10 +296,10 @@ class RemoteWorker:
         return failures + 1
 
     def _given_up(self, job_id: str) -> bool:
-        """Whether to stop waiting for the server: this job was cancelled or the worker is stopping (the
-        server, when it comes back, runs or keeps the job until it expires there)."""
+        """Whether to stop waiting for an absent server: this job was cancelled (the server, when it comes
+        back, finishes or cancels the job, and drops it when it expires there)."""
         with self._mu:
-            return job_id in self._cancelled or self._stopping.is_set()
+            return job_id in self._cancelled
 
     def _cancel_on_server(self, server_id: str) -> None:
         try:
@@ -378,7 +379,14 @@ def place_video(cfg: Config, client: RemoteClient, job: RemoteJob, result: Video
         def fetch() -> None:
             client.download(job.id, "video", partial, files["video"])
 
-        (retry or (lambda fn: fn()))(fetch)
+        for attempt in (1, 2):
+            try:
+                (retry or (lambda fn: fn()))(fetch)
+                break
+            except Damaged as exc:  # once more from the start (the damaged file is gone)
+                if attempt == 2:
+                    raise
+                log.warning("%s; fetching it again", exc)
         atomic_write_text(side, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         wrote_sidecar = True
         os.replace(partial, final)

@@ -153,8 +153,10 @@ class Supervisor(WorkerListener):
 
     # -- API for the tray / daemon / tests
     def submit(self, request: JsonObject, executor: Executor | None = None) -> Job:
-        """Queue a job (a ``generation.Request`` as a dict, already validated) and wake the loop."""
-        job = self.queue.submit(request, executor=executor)
+        """Queue a job (a ``generation.Request`` as a dict, already validated) and wake the loop. ``executor``:
+        where it runs (default: the config's, recorded with the job)."""
+        job = self.queue.submit(request, executor=executor or ("remote" if self.cfg.executor == "remote"
+                                                                else "local"))
         self._relay(JobQueued(job=job.id, prompt=request.get("prompt")))
         self._events.put(None)
         return job
@@ -241,9 +243,10 @@ class Supervisor(WorkerListener):
     def _accept(self, job: Job) -> bool:
         """Whether to start ``job`` now: a remote one waits while its server does not answer (unless it may
         run here instead)."""
-        if self._executor_of(job) == "local" or self.remote is None or self.remote.reachable:
-            return True
-        if self.remote.reachable is False and self.cfg.remote_fallback == "local":
+        remote = self.remote
+        if self._executor_of(job) == "local" or remote is None or remote.state is not None and not remote.unreachable:
+            return True  # (refused or misconfigured: it runs, and fails with the reason)
+        if remote.unreachable and self.cfg.remote_fallback == "local":
             return True
         self._held_back = True
         return False
@@ -253,10 +256,10 @@ class Supervisor(WorkerListener):
         remote = self.remote
         if remote is None:
             return
-        if remote.reachable:
+        if not remote.unreachable:
             self._outage_noted = False
             return
-        if remote.reachable is False and not self._outage_noted and (self._held_back or self._ran_here_instead):
+        if not self._outage_noted and (self._held_back or self._ran_here_instead):
             self._outage_noted = True
             if self.notifier is not None:
                 with contextlib.suppress(Exception):
@@ -271,7 +274,7 @@ class Supervisor(WorkerListener):
             self._relay(Failed(job=job.id, error=problem, kind="user"))
             return
         executor = self._executor_of(job)
-        self._ran_here_instead = executor == "remote" and self.remote is not None and not self.remote.reachable
+        self._ran_here_instead = executor == "remote" and self.remote is not None and self.remote.unreachable
         if self._ran_here_instead:
             log.warning("job %s runs here: the GPU server does not answer (remote_fallback = local)", job.id)
             executor = "local"
@@ -304,9 +307,7 @@ class Supervisor(WorkerListener):
 
             worker: JobRunner
             if executor == "remote":
-                from vidtray.services.remote_worker import RemoteWorker
-
-                from vidtray.services.remote_worker import RETRY_S
+                from vidtray.services.remote_worker import RETRY_S, RemoteWorker
 
                 worker = RemoteWorker(sink, self.cfg, retry_s=self.remote_retry_s or RETRY_S)
             else:
