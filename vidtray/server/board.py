@@ -50,6 +50,7 @@ class ServerJob:
     request: JsonObject
     created: float = field(default_factory=time.time)
     state: str = "queued"
+    started: float | None = None
     slot: int | None = None
     slot_info: JsonObject | None = None
     files: dict[str, JsonObject] = field(default_factory=dict)
@@ -62,7 +63,8 @@ class ServerJob:
 
     def public(self) -> JsonObject:
         """What a desktop sees (no server paths)."""
-        return {"id": self.id, "state": self.state, "created": self.created, "finished": self.finished,
+        return {"id": self.id, "state": self.state, "created": self.created, "started": self.started,
+                "finished": self.finished,
                 "slot": self.slot_info, "error": self.error, "events": len(self.events),
                 "files": {name: {"size": f["size"], "sha256": f["sha256"]} for name, f in self.files.items()}}
 
@@ -170,7 +172,7 @@ class JobBoard:
         while self._free and self._waiting:
             job = self._waiting.popleft()
             slot = self._free.pop(0)
-            job.state, job.slot = "running", slot
+            job.state, job.slot, job.started = "running", slot, time.time()
             task = asyncio.get_running_loop().create_task(self._run(job, slot), name=f"job-{job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
