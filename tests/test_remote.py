@@ -330,3 +330,32 @@ def test_ssl_context_pins_the_ca_only(tmp_path) -> None:
     ctx = ssl_context(str(files.ca))
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert len(ctx.get_ca_certs()) == 1  # this CA, not the system's
+
+
+def test_doctor_says_whether_the_server_answers(tmp_path, server, cli) -> None:
+    cfg = remote_cfg(tmp_path, server, executor="remote")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'executor = "remote"\n[remote]\nurl = "{server.url}"\ntoken_file = "{cfg.remote.token_file}"\n'
+                    f'ca_file = "{cfg.remote.ca_file}"\n')
+    Path(cfg.remote.token_file).chmod(0o644)
+    doc = json.loads(cli("--config", str(conf), "doctor", "--json").stdout)["remote"]
+    assert doc["state"] == "ok" and doc["reachable"] is True and doc["health"]["slots"][0]["device_name"] == "Fake GPU"
+    assert doc["token_file_warning"].endswith("is readable by others (chmod 600 it)")
+    server.down = True
+    line = next(x for x in cli("--config", str(conf), "doctor").stdout.splitlines() if x.startswith("GPU server"))
+    assert line.startswith(f"GPU server {server.url} (executor = remote): UNREACHABLE - cannot reach {server.url}")
+    assert "remote jobs wait until it answers" in line
+
+
+def test_the_library_page_says_which_server_made_a_video(tmp_path, server, video) -> None:
+    from vidtray.services.recipe import recipe_details
+    from vidtray.web.views import recipe_rows
+
+    server.script("page", events=[done()], video=video)
+    cfg = remote_cfg(tmp_path, server)
+    outcome, _, _ = run_one(cfg, {"prompt": "page", "model": MODEL})
+    item = open_library(cfg).get(outcome.result["library_id"])
+    recipe = recipe_details(item.path)
+    assert recipe is not None
+    rows = dict(recipe_rows(type("Row", (), {"item": item.data})(), recipe))
+    assert rows["Made on"] == f"{server.url} (slot 0; Fake GPU, gpu-box)" and rows["Device"] == "cuda"

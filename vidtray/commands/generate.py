@@ -223,7 +223,8 @@ def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool, rem
     worker.start()
     dispatcher.submitted(job_id)
     worker.submit(job_id, req.as_dict(), origin="cli")
-    worker.ask_exit()  # after this one job (a local worker started with keep-alive 0 leaves anyway)
+    if remote:
+        worker.ask_exit()  # after this one job (a local worker started with keep-alive 0 leaves by itself)
     cancelling = False
     try:
         terminal.bar.note(f"sending the job to {cfg.remote.url}…" if remote else "starting the worker…")

@@ -26,7 +26,8 @@ from vidtray.services.sidecar import read_sidecar
 log = logging.getLogger("vidtray.recipe")
 
 #: What a recipe may record besides the request's own fields, in the order a person reads them.
-DETAIL_KEYS = ("revision", "pipeline", "device", "dtype", "created", "vidtray_version", "timings", "memory")
+DETAIL_KEYS = ("revision", "pipeline", "device", "remote", "dtype", "created", "vidtray_version", "timings",
+               "memory")
 #: The request fields "Generate again" takes from a recipe: all but ``device`` (where it runs is this
 #: machine's choice, from the config, not the recipe's).
 REQUEST_KEYS = tuple(name for name in params.FIELDS if name != "device")
