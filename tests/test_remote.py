@@ -22,7 +22,7 @@ from vidtray.config import Config
 from vidtray.errors import UserError
 from vidtray.server import tls
 from vidtray.services.library import open_library
-from vidtray.services.protocol import AnyEvent, Cancelled, Done, Failed, Progress, WorkerExit
+from vidtray.services.protocol import AnyEvent, Cancelled, Done, Download, Failed, Progress, WorkerExit
 from vidtray.services.remote import RemoteClient, Unreachable, probe
 from vidtray.services.remote_worker import RemoteWorker, remote_request
 from vidtray.services.supervisor import Supervisor
@@ -99,10 +99,13 @@ def run_one(cfg: Config, request: dict[str, Any], *, cancel_after: float | None 
 
 
 def test_a_remote_job_lands_in_the_library_with_its_server_in_the_sidecar(tmp_path, server, video) -> None:
-    server.script("a fox", events=[*steps(3), done()], video=video)
+    download = {"event": "download", "model": MODEL, "done": 512, "total": 1024}
+    server.script("a fox", events=[download, *steps(3), done()], video=video)
     cfg = remote_cfg(tmp_path, server)
-    outcome, listener, _ = run_one(cfg, {"prompt": "a fox", "model": MODEL})
+    outcome, listener, seen = run_one(cfg, {"prompt": "a fox", "model": MODEL})
     assert isinstance(outcome, Done) and outcome.job == "local-1"
+    # The server's model download shows here as this job's.
+    assert Download(job="local-1", model=MODEL, done=512, total=1024) in seen
     assert [(p.job, p.step) for p in listener.progress_seen] == [("local-1", 1), ("local-1", 2), ("local-1", 3)]
     path = Path(outcome.result["path"])
     assert path.parent == cfg.videos_dir and path.read_bytes() == video

@@ -157,6 +157,10 @@ class Service:
             f"device = {json.dumps(opts.device)}", f"min_free_gb = {cfg.min_free_gb!r}",
             f"keep_alive_s = {keep_alive!r}", ""])
         env = {name: os.environ[name] for name in PASS_ENV if os.environ.get(name)}
+        if opts.device == "cuda" and not os.environ.get("OMP_NUM_THREADS"):
+            # Ray gives an actor without CPUs one CPU thread (OMP_NUM_THREADS=1), which its worker would inherit;
+            # a GPU slot's worker still does CPU work (tokenizing, offloading), so it gets its share of the cores.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, opts.slots)))
         env.update(opts.env)
         base = cfg.paths.server_slots_dir / opts.app
         return [SlotSpec(index=i, device=opts.device, work_dir=str(base / str(i)), config_text=config_text,
