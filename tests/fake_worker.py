@@ -3,7 +3,7 @@
 It reads and writes the protocol's own types (``vidtray.services.protocol``), so a change there reaches it.
 The supervisor tests run it so that crashes, restarts, pauses and cancels take milliseconds. What a
 job does is chosen by its prompt: ``crash`` exits hard mid-job, ``slow`` runs 100 steps of 0.05 s
-(cancellable), anything else finishes at once. Run: ``python fake_worker.py --keep-alive S``.
+(cancellable; ``slower``: 200), anything else finishes at once. Run: ``python fake_worker.py --keep-alive S``.
 
 ``--write-video``: a finished job leaves a real small mp4 and its sidecar in ``$VIDTRAY_DATA_DIR``'s videos
 folder, as the real worker does (what a GPU server's slot hands to a desktop).
@@ -79,7 +79,7 @@ def main() -> int:
             print("Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access",
                   file=sys.stderr, flush=True)
             os._exit(3)
-        steps = 100 if prompt.startswith("slow") else 1
+        steps = 200 if prompt.startswith("slower") else 100 if prompt.startswith("slow") else 1
         for i in range(steps):
             if job in cancelled or ALL in cancelled:
                 emit(Cancelled(job=job))

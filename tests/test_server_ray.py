@@ -268,7 +268,8 @@ def test_a_server_restart_mid_job_and_the_desktop_retries(ray_server: RayServer,
     sup = supervisor(cfg, rec, remote_retry_s=120.0)
     sup.start()
     try:
-        job = sup.submit({"prompt": "slow across a restart", "model": "org/fake"}, executor="remote")
+        # 10 s of steps: the restart (about 2 s until the service is gone) comes well before the end.
+        job = sup.submit({"prompt": "slower, across a restart", "model": "org/fake"}, executor="remote")
         rec.wait_for(lambda e: isinstance(e, Progress) and e.job == job.id and e.step >= 5, timeout=60)
         restart = threading.Thread(target=lambda: (ray_server.services["fake"].stop(),
                                                    ray_server.deploy("fake", slots=2, fake=True)))
@@ -278,5 +279,5 @@ def test_a_server_restart_mid_job_and_the_desktop_retries(ray_server: RayServer,
     finally:
         sup.stop()
     steps = [e.step for e in rec.events if isinstance(e, Progress) and e.job == job.id]
-    assert steps.count(1) == 2 and steps[-1] == 100  # submitted again to the restarted server, and finished
+    assert steps.count(1) == 2 and steps[-1] == 200  # submitted again to the restarted server, and finished
     assert Path(done.result["path"]).is_file() and sup.queue.get(job.id).state == "done"

@@ -140,6 +140,9 @@ class Slot:
         dispatcher.submitted(job_id)
         # Where a job runs is the server's choice: this slot's device, whatever the desktop had.
         worker.submit(job_id, {**request, "device": self.spec.device})  # a dead worker: its exit fails the job
+        with self._mu:
+            if job_id in self._cancelled:  # cancelled while its worker was starting
+                worker.cancel(job_id)
         while True:
             event = self._events.get()
             if isinstance(event, Done | Failed | Cancelled):

@@ -254,8 +254,9 @@ class RemoteWorker:
                         return mine
                     if mine.NAME in RELAYED:
                         self.on_event(mine)
-                # The stream ended without an outcome (the server closed it): ask again.
-                last_contact = time.monotonic()
+                # The stream ended without an outcome (the server closed it): ask again, after a pause if
+                # that keeps happening.
+                raise Unreachable(f"{self.client.url} ended the event stream of job {server_id} early")
             except Unreachable as exc:
                 if exc.certificate:
                     raise
