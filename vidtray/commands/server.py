@@ -42,7 +42,8 @@ def register(sub: Subparsers) -> None:
     up.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                     help="cuda: one slot per GPU (default); cpu: --slots N CPU slots (no GPU)")
     up.add_argument("--address", metavar="RAY_ADDRESS",
-                    help="join this Ray cluster (default $RAY_ADDRESS, else start a local one on loopback)")
+                    help="join this Ray cluster (HEAD_IP:6379, or auto: the one `ray start` runs here); default "
+                         "$RAY_ADDRESS, else a local cluster of its own on loopback")
     up.set_defaults(handler=_up)
 
     status = ssub.add_parser("status", help="whether the server runs here, its URL, slots and jobs")

@@ -176,7 +176,10 @@ class Service:
         try:
             serve.start(http_options=http, proxy_location="HeadOnly")
         except RuntimeError as exc:
-            raise OperationFailed(f"cannot listen on {opts.host}:{opts.port}: {exc}") from None
+            # Ray's message is the proxy actor's traceback; its last line says what happened.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise OperationFailed(f"cannot listen on {opts.host}:{opts.port} (in use? another --port): "
+                                  f"{lines[-1] if lines else exc}") from None
         from ray.serve.context import _get_global_client
 
         client = _get_global_client()

@@ -244,8 +244,10 @@ class Supervisor(WorkerListener):
         """Whether to start ``job`` now: a remote one waits while its server does not answer (unless it may
         run here instead)."""
         remote = self.remote
-        if self._executor_of(job) == "local" or remote is None or remote.state is not None and not remote.unreachable:
-            return True  # (refused or misconfigured: it runs, and fails with the reason)
+        if self._executor_of(job) == "local" or remote is None:
+            return True  # (no [remote] settings: it runs, and fails saying so)
+        if remote.state is not None and not remote.unreachable:
+            return True  # it answers (or refused the token: it runs, and fails with the reason)
         if remote.unreachable and self.cfg.remote_fallback == "local":
             return True
         self._held_back = True
