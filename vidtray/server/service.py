@@ -259,7 +259,11 @@ def start_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
         if address is None:
             ray.init(num_cpus=num_cpus, **kwargs)
         else:
-            ray.init(address=address, **kwargs)
+            # A cluster started elsewhere: its workers get this vidtray's folder when it is a checkout (an
+            # installed vidtray, as on every node of a real cluster, needs nothing).
+            pythonpath = ray_env(local=False).get("PYTHONPATH")
+            runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}} if pythonpath else None
+            ray.init(address=address, runtime_env=runtime_env, **kwargs)
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise OperationFailed(f"cannot start or join {where}: {type(exc).__name__}: {exc}") from None
