@@ -195,6 +195,9 @@ class RecordingNotifier:
     def queue_corrupt(self, moved_to: Path) -> None:
         self.calls.append(("queue_corrupt", (str(moved_to),)))
 
+    def server_unreachable(self, url: str, reason: str, fallback: str) -> None:
+        self.calls.append(("server_unreachable", (url, reason, fallback)))
+
 
 def supervisor(cfg: Config, rec: Recorder, **kw: Any) -> Supervisor:
     keep = kw.pop("keep_alive", 2.0)
