@@ -19,6 +19,7 @@ from gen_fixtures import TINY_REPO, install_in_hf_cache
 from ray_server import free_port, ray_available
 
 from vidtray.config import Config
+from vidtray.services.sidecar import sidecar_path
 
 tiny_pipeline = gen_fixtures.tiny_pipeline
 
@@ -128,7 +129,7 @@ def test_server_up_generate_on_remote_status_down(isolated_env: dict[str, Path],
         video = Path(doc["path"])
         assert video.parent == tmp_path / "desktop-data" / "generated" / "videos" and video.stat().st_size > 0
         assert doc["seed"] == 4 and doc["device"] == "cpu" and doc["library_id"]
-        sidecar = json.loads(video.with_suffix(".json").read_text())
+        sidecar = json.loads(sidecar_path(video).read_text())
         assert sidecar["remote"]["server"] == url
         # status (from the server's own status file, refreshed every few seconds)
         status = json.loads(run_cli("server", "status", "--json").stdout)
