@@ -205,6 +205,37 @@ def secs(n: Any) -> str:
     return f"{n:.3f}" if isinstance(n, int | float) else "-"
 
 
+def run_scenarios(args: argparse.Namespace, names: list[str]) -> list[dict[str, Any]]:
+    """Each scenario in its own process, within the time budget."""
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    for name in names:
+        if time.perf_counter() - started > args.budget:
+            results.append({"scenario": name, "skipped": f"time budget of {args.budget:g}s used up"})
+            continue
+        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--steps", str(args.steps),
+               "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
+        if args.tiny:
+            cmd.append("--tiny")
+        t0 = time.perf_counter()
+        # never run past budget + 30 s in all, whatever one scenario does
+        timeout = min(args.timeout, max(30.0, args.budget + 30 - (time.perf_counter() - started)))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                      p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)})
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            result = json.loads(lines[-1][7:]) if lines else {
+                "scenario": name, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"}
+        except subprocess.TimeoutExpired:
+            result = {"scenario": name, "error": f"timed out after {timeout:.0f}s"}
+        result["process_s"] = round(time.perf_counter() - t0, 1)
+        results.append(result)
+        status = "ok" if "sec_per_step" in result else result.get("error") or result.get("skipped")
+        print(f"  {name}: {status} ({result['process_s']}s)", file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu", "mps"))
@@ -238,31 +269,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown scenario(s): {', '.join(unknown)}")
     started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    for name in names:
-        if time.perf_counter() - started > args.budget:
-            results.append({"scenario": name, "skipped": f"time budget of {args.budget:g}s used up"})
-            continue
-        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--steps", str(args.steps),
-               "--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
-        if args.tiny:
-            cmd.append("--tiny")
-        t0 = time.perf_counter()
-        # never run past budget + 30 s in all, whatever one scenario does
-        timeout = min(args.timeout, max(30.0, args.budget + 30 - (time.perf_counter() - started)))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                      p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)})
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            result = json.loads(lines[-1][7:]) if lines else {
-                "scenario": name, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"}
-        except subprocess.TimeoutExpired:
-            result = {"scenario": name, "error": f"timed out after {timeout:.0f}s"}
-        result["process_s"] = round(time.perf_counter() - t0, 1)
-        results.append(result)
-        status = "ok" if "sec_per_step" in result else result.get("error") or result.get("skipped")
-        print(f"  {name}: {status} ({result['process_s']}s)", file=sys.stderr, flush=True)
+    results = run_scenarios(args, names)
 
     base = next((r for r in results if r["scenario"] == "plain" and r.get("sec_per_step")), None)
     for r in results:

@@ -112,7 +112,7 @@ def test_applying_the_plan_frees_what_it_said_and_nothing_protected(scene: Scene
     assert not scene.repos["org/old-used"].exists() and not scene.repos["org/never"].exists()
     # The videos are in the trash (still on the disk), sidecars and thumbnail with them, and they left the library.
     files = isolated_env["XDG_DATA_HOME"] / "Trash" / "files"
-    assert {"old1.mp4", "old1.json", "old1.jpg", "new.mp4"} <= {p.name for p in files.iterdir()}
+    assert {"old1.mp4", "old1.vidtray.json", "old1.jpg", "new.mp4"} <= {p.name for p in files.iterdir()}
     assert {Path(i.path).name for i in open_library(scene.cfg).items()} == {"pinned.mp4", "scheduled.mp4"}
 
     # Nothing more may go: the budget cannot be met, exit 1, nothing deleted.

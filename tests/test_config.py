@@ -186,7 +186,7 @@ def _uncomment(template: str) -> str:
 def test_settings_template_shows_every_key_with_its_real_default(tmp_path) -> None:
     import dataclasses
 
-    from vidtray.config import _PARSERS, Generation, config_template, default_data_dir
+    from vidtray.config import _PARSERS, _REMOTE_PARSERS, Generation, Remote, config_template, default_data_dir
     from vidtray.params import CONFIG_KEYS
 
     text = config_template()
@@ -199,18 +199,20 @@ def test_settings_template_shows_every_key_with_its_real_default(tmp_path) -> No
     # Every key, once, with a comment; the values are this platform's real defaults.
     settings = re.findall(r"^# ([a-z_]+) = (.+?)  +# \S", text, flags=re.M)
     keys = [k for k, _ in settings]
-    assert keys == [*_PARSERS, *CONFIG_KEYS] and len(set(keys)) == len(keys)
+    assert keys == [*_PARSERS, *CONFIG_KEYS, *_REMOTE_PARSERS]
+    assert len(set(keys)) == len(keys)
+    assert [f.name for f in dataclasses.fields(Remote)] == list(_REMOTE_PARSERS)
     assert [f.name for f in dataclasses.fields(Generation)] == list(CONFIG_KEYS)
     values = dict(settings)
     assert values["data_dir"] == json.dumps(str(default_data_dir()))
     assert values["library_path"] == json.dumps(str(default_data_dir() / "library.json"))
     assert values["warn_free_gb"] == "5" and values["prune_to_trash"] == "true" and values["watch_dirs"] == "[]"
     assert values["keep_alive_s"] == "300" and values["offload"] == '"auto"'
-    assert "# [generation]" in text
+    assert "# [generation]" in text and "# [remote]" in text
     # One source of truth: every field of the dataclasses is a documented key.
-    for cls in (Config, Generation):
+    for cls in (Config, Generation, Remote):
         for f in dataclasses.fields(cls):
-            assert f.name in ("source", "generation") or f.metadata.get("doc"), f.name
+            assert f.name in ("source", "generation", "remote") or f.metadata.get("doc"), f.name
 
 
 def test_settings_template_paths_round_trip(monkeypatch, tmp_path) -> None:

@@ -37,7 +37,12 @@ def wan() -> tuple[Any, dict[str, int], int]:
 
 
 def ltx() -> tuple[Any, dict[str, int], int]:
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
     torch.manual_seed(0)
     transformer = LTXVideoTransformer3DModel(

@@ -127,6 +127,7 @@ CASES: dict[tuple[str, ...], Case] = {
     ("models", "pull"): Case(None, ["not a repo id"], "usage"),  # success downloads: never in tests
     ("generate",): Case(None, ["a fox", "--model", "/nonexistent/model"], "usage"),  # success: test_generate_cli
     ("clean",): Case(["--to-budget", "--budget", "1000", "--dry-run"], ["--to-budget"], "usage"),  # no budget set
+    ("server", "status"): Case([], NOPE, "usage"),  # a running server: tests/test_server_cli.py
     ("clean", "videos"): Case(["--dry-run"], NOPE, "usage"),
     ("clean", "model"): Case([REPO_ID, "--dry-run"], ["org/not-cached"], "usage"),
     ("clean", "models"): Case(["--all", "--dry-run"], ["--all"], "usage"),  # no --yes, no terminal: refused

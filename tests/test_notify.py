@@ -46,6 +46,8 @@ KINDS = [
     (lambda n: n.library_corrupt(Path("/d/library.json.corrupt-20240101-120000")), "Library file set aside",
      "The library file could not be read and was set aside as library.json.corrupt-20240101-120000. "
      "It was rebuilt from the videos on disk."),
+    (lambda n: n.server_unreachable("https://gpu-box:8443", "connection refused", "wait"), "GPU server unreachable",
+     "https://gpu-box:8443: connection refused. Remote jobs wait in the queue until it answers."),
     (lambda n: n.queue_resumed("2.3 GiB free again"), "Video generation resumed", "2.3 GiB free again"),
     (lambda n: n.prune_failed("the trash is not available"), "Pruning old videos failed",
      "the trash is not available"),

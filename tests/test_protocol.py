@@ -243,14 +243,19 @@ def test_the_cli_and_the_fake_worker_speak_through_the_same_types(cfg: Config) -
 
 
 def test_a_job_keeps_keys_it_does_not_know_and_writes_them_back(tmp_path: Path) -> None:
+    import sqlite3
+
     q = JobQueue(tmp_path / "queue")
     job = q.submit({"prompt": "a cat"})
-    path = tmp_path / "queue" / f"{job.id}.json"
-    doc = json.loads(path.read_text())
+    # Another program adds a key of its own to the job's row (the queue keeps the job as JSON in `doc`).
+    db = sqlite3.connect(q.path)
+    doc = json.loads(db.execute("SELECT doc FROM jobs WHERE id = ?", (job.id,)).fetchone()[0])
     doc["otherApp"] = {"priority": 5}
-    path.write_text(json.dumps(doc))
+    with db:
+        db.execute("UPDATE jobs SET doc = ? WHERE id = ?", (json.dumps(doc), job.id))
+    db.close()
     q.set_progress(job.id, JobProgress(step=1, steps=4, eta=2.5))
-    written = json.loads(path.read_text())
+    written = q.get(job.id).to_json()
     assert written["otherApp"] == {"priority": 5}
     assert written["progress"] == {"step": 1, "steps": 4, "eta": 2.5}
     assert list(written)[:5] == ["version", "id", "seq", "state", "request"]

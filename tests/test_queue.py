@@ -198,6 +198,9 @@ class RecordingNotifier:
     def generation_note(self, message: str) -> None:
         self.calls.append(("generation_note", (message,)))
 
+    def server_unreachable(self, url: str, reason: str, fallback: str) -> None:
+        self.calls.append(("server_unreachable", (url, reason, fallback)))
+
 
 def supervisor(cfg: Config, rec: Recorder, **kw: Any) -> Supervisor:
     keep = kw.pop("keep_alive", 2.0)

@@ -470,6 +470,28 @@ def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
     assert link.snapshot()["queue_user_paused"] is False and queue.user_pause() is None
 
 
+def test_link_shows_when_the_gpu_server_does_not_answer(cfg: Config) -> None:
+    from types import SimpleNamespace
+
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.tray.link import ServiceLink
+
+    link = ServiceLink(cfg, RecordingNotifier())
+    assert "problems" not in link.snapshot()  # no daemon, no server
+    monitor = SimpleNamespace(state=None)
+    link.daemon = SimpleNamespace(supervisor=SimpleNamespace(remote=monitor), watching_paused=False)
+    assert "problems" not in link.snapshot()  # not asked yet
+    for state, line in (("unreachable", "GPU server unreachable"), ("refused", "GPU server refused the token"),
+                        ("misconfigured", "GPU server settings incomplete")):
+        monitor.state = state
+        snap = link.snapshot()
+        assert snap["problems"] == (line,)
+        shown = TrayState(problems=snap["problems"])
+        assert tooltip(shown) == f"{line}\nIdle" and icon_name(shown) == "warning"
+    monitor.state = "ok"
+    assert "problems" not in link.snapshot()
+
+
 def test_daemon_pause_watching_imports_what_arrived_on_resume(cfg: Config) -> None:
     from media_helpers import write_mp4
 

@@ -25,6 +25,10 @@ from vidtray.services.speedopts import SPEEDUPS
 
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
+#: Where a job runs: this machine's worker, or a vidtray GPU server (``[remote]``).
+EXECUTORS = ("local", "remote")
+#: What a remote job does while the server cannot be reached: wait for it, or run on this machine.
+REMOTE_FALLBACKS = ("wait", "local")
 #: The library page's port when ``library_port`` is 0 (and it is free; else any free port).
 LIBRARY_PORT = 47480
 BUDGET_ACTIONS = ("notify", "apply")
@@ -59,6 +63,19 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """A vidtray GPU server (``[remote]`` table): where ``executor = "remote"`` jobs run."""
+
+    url: str = _key("https://gpu-box:8443 (HTTPS only)", "")
+    token_file: str = _key("a file holding your token from `vidtray server token create` (keep it 0600)", "")
+    ca_file: str = _key("the server's CA certificate, pinned (empty: the system's CAs)", "")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = _key("videos go to <data_dir>/generated/videos", factory=default_data_dir)
     library_path: Path | None = _key("default <data_dir>/library.json", None)
@@ -88,7 +105,11 @@ class Config:
                          "minute or more, the keep-alive worker keeps it)", False)
     speedups: tuple[str, ...] = _key(f"GPU speed options to use: any of {', '.join(SPEEDUPS)} (measure first: "
                                      "benchmarks/gpu_run.sh)", ())
+    executor: str = _key(" | ".join(EXECUTORS) + ": where new jobs run (remote: the [remote] server)", "local")
+    remote_fallback: str = _key(" | ".join(REMOTE_FALLBACKS) + ": remote jobs while the server cannot be reached",
+                                "wait")
     generation: Generation = field(default_factory=Generation)
+    remote: Remote = field(default_factory=Remote)
     # Where the settings came from (a path, "<string>", or "defaults"); not a TOML key.
     source: str = "defaults"
 
@@ -153,6 +174,8 @@ class Config:
         for key, value in raw.items():
             if key == "generation":
                 values["generation"] = _parse_generation(value, source)
+            elif key == "remote":
+                values["remote"] = _parse_remote(value, source)
             elif key in _PARSERS:
                 values[key] = _PARSERS[key](value, source, key)
             else:
@@ -160,6 +183,8 @@ class Config:
         if env.get("VIDTRAY_DATA_DIR"):
             values["data_dir"] = _path(env["VIDTRAY_DATA_DIR"], "VIDTRAY_DATA_DIR", "data_dir")
         cfg = cls(**values)
+        if cfg.executor == "remote" and not cfg.remote.url:
+            raise ConfigError(source, "is \"remote\" but [remote] has no url", "executor")
         if "warn_free_gb" in raw or "min_free_gb" in raw:
             if cfg.warn_free_gb < cfg.min_free_gb:
                 raise ConfigError(source, "must be >= min_free_gb", "warn_free_gb")
@@ -170,7 +195,7 @@ class Config:
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "generation":
+            if f.name in ("generation", "remote"):
                 value = dataclasses.asdict(value)
             elif isinstance(value, Path):
                 value = str(value)
@@ -195,7 +220,7 @@ def config_template() -> str:
     ]
     defaults = Config()
 
-    def entries(obj: Config | Generation) -> list[str]:
+    def entries(obj: Config | Generation | Remote) -> list[str]:
         out = []
         for f in dataclasses.fields(obj):
             if "doc" not in f.metadata:
@@ -211,6 +236,8 @@ def config_template() -> str:
     lines += entries(defaults)
     lines += ["", "# [generation]  # defaults for new jobs (the popup and `vidtray generate` start from these)"]
     lines += entries(defaults.generation)
+    lines += ["", "# [remote]  # a vidtray GPU server (`vidtray server up` on it); README \"Shared GPU servers\""]
+    lines += entries(defaults.remote)
     return "\n".join(lines) + "\n"
 
 
@@ -358,6 +385,8 @@ _PARSERS: dict[str, Parser[object]] = {
     "low_disk_empty_trash": _bool,
     "compile": _bool,
     "speedups": _speedups,
+    "executor": _choice(EXECUTORS),
+    "remote_fallback": _choice(REMOTE_FALLBACKS),
 }
 
 
@@ -371,3 +400,50 @@ def _parse_generation(value: object, source: str) -> Generation:
             raise ConfigError(source, "unknown key", f"generation.{key}")
         out[key] = params.check(key, v, params.Source.config(source))
     return Generation(**out)
+
+
+def _string(value: object, source: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(source, f"must be a string, got {_type_name(value)}", key)
+    return value.strip()
+
+
+def _remote_url(value: object, source: str, key: str) -> str:
+    """``https://host[:port][/prefix]``; plain HTTP is refused (a token would cross the network readable)."""
+    from urllib.parse import urlsplit
+
+    url = _string(value, source, key)
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(source, f"is not a URL ({exc}): {url!r}", key) from None
+    if parts.scheme != "https":
+        raise ConfigError(source, f"must start with https:// (the server speaks HTTPS only), got {url!r}", key)
+    if not parts.hostname or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(source, f"must be https://HOST[:PORT], got {url!r}", key)
+    return url.rstrip("/")
+
+
+def _file(value: object, source: str, key: str) -> str:
+    text = _string(value, source, key)
+    return str(Path(text).expanduser()) if text else ""
+
+
+_REMOTE_PARSERS: dict[str, Parser[str]] = {"url": _remote_url, "token_file": _file, "ca_file": _file}
+
+
+def _parse_remote(value: object, source: str) -> Remote:
+    """The ``[remote]`` table."""
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"must be a table, got {_type_name(value)}", "remote")
+    out: dict[str, str] = {}
+    for key, v in value.items():
+        if key not in _REMOTE_PARSERS:
+            raise ConfigError(source, "unknown key", f"remote.{key}")
+        out[key] = _REMOTE_PARSERS[key](v, source, f"remote.{key}")
+    if out.get("url") and not out.get("token_file"):
+        raise ConfigError(source, "is needed with remote.url (a file with your token)", "remote.token_file")
+    return Remote(**out)

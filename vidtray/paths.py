@@ -70,6 +70,27 @@ class Paths:
     model_use_file: Path  # when vidtray's worker last used each model (``services.modeluse``)
     trash_record_file: Path  # what vidtray moved to the trash (``services.trash``)
     memory_plans_file: Path  # the memory plan that worked after running out of GPU memory (``services.planmemory``)
+    server_dir: Path  # a GPU server's own things (`vidtray server`): tokens, TLS, its slots' work folders
+
+    @property
+    def server_tokens_file(self) -> Path:
+        """The server's access tokens, hashed (0600)."""
+        return self.server_dir / "tokens.json"
+
+    @property
+    def server_tls_dir(self) -> Path:
+        """``--self-signed``: the CA (``ca.pem``, handed to desktops) and the server's key and certificate."""
+        return self.server_dir / "tls"
+
+    @property
+    def server_state_file(self) -> Path:
+        """The running ``vidtray server up``: its pid, URL and Ray address (for ``status`` and ``down``)."""
+        return self.server_dir / "server.json"
+
+    @property
+    def server_slots_dir(self) -> Path:
+        """One work folder per slot (its worker's videos until a desktop fetched them)."""
+        return self.server_dir / "slots"
 
     @classmethod
     def of(cls, data_dir: Path, library_path: Path | None = None) -> Paths:
@@ -82,6 +103,7 @@ class Paths:
             page_token_file=state / "page-token", page_server_file=state / "page-server.json",
             model_use_file=state / "models_used.json", trash_record_file=state / "trashed.json",
             memory_plans_file=state / "memory_plans.json",
+            server_dir=data_dir / "server",
         )
 
 

@@ -1,5 +1,6 @@
 """``vidtray doctor [--json]``: what this machine offers vidtray (GPU, ffmpeg, disk, locations, notifications,
-tray icon, Tk for the prompt window, xdg-open). Anything missing is one line that names the package."""
+tray icon, Tk for the prompt window, xdg-open, the GPU server when one is configured). Anything missing is one
+line that names the package."""
 
 from __future__ import annotations
 
@@ -86,7 +87,29 @@ def collect(cfg: Config) -> dict[str, Any]:
         "tray": _tray_info(),
         "tk": probe_tk(),
         "xdg_open": probe_xdg_open(),
+        "remote": probe_remote(cfg),
     }
+
+
+def probe_remote(cfg: Config) -> dict[str, Any] | None:
+    """The ``[remote]`` GPU server: does it answer this machine's token over the pinned CA (None: none set)."""
+    if not cfg.remote.configured:
+        return None
+    import os
+    import stat
+
+    from vidtray.services.remote import probe
+
+    state, line, health = probe(cfg.remote)
+    out: dict[str, Any] = {"url": cfg.remote.url, "executor": cfg.executor, "fallback": cfg.remote_fallback,
+                           "state": state, "reachable": state == "ok", "summary": line, "health": health}
+    try:
+        mode = stat.S_IMODE(os.stat(cfg.remote.token_file).st_mode)
+    except OSError:
+        mode = None
+    if mode is not None and mode & 0o077:
+        out["token_file_warning"] = f"{cfg.remote.token_file} is readable by others (chmod 600 it)"
+    return out
 
 
 def probe_tk() -> dict[str, Any]:
@@ -153,7 +176,23 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if xdg is not None:
         print(f"xdg-open: {xdg['path']}" if xdg["path"] else
               f"xdg-open: MISSING - the tray cannot open the videos folder, library, settings or log ({xdg['hint']})")
+    if doc["remote"] is not None:
+        print(_remote_line(doc["remote"]))
     return 0
+
+
+def _remote_line(remote: dict[str, Any]) -> str:
+    where = f"GPU server {remote['url']} (executor = {remote['executor']})"
+    if remote["reachable"]:
+        line = f"{where}: reachable - {remote['summary']}"
+    elif remote["state"] == "unreachable":
+        then = "run here" if remote["fallback"] == "local" else "wait"
+        line = f"{where}: UNREACHABLE - {remote['summary']}; remote jobs {then} until it answers"
+    else:
+        line = f"{where}: NOT USABLE - {remote['summary']}"
+    if remote.get("token_file_warning"):
+        line += f"; warning: {remote['token_file_warning']}"
+    return line
 
 
 def _notification_line(info: dict[str, Any], summary: Callable[[dict[str, Any]], str]) -> str:

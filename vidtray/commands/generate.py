@@ -1,4 +1,5 @@
-"""``vidtray generate PROMPT ...``: one video, made in a worker subprocess (this process never imports torch).
+"""``vidtray generate PROMPT ...``: one video, made in a worker subprocess (this process never imports torch),
+or on the ``[remote]`` GPU server (``--on remote``).
 
 ``--from ID_OR_PATH`` makes a video again from its recipe (a library item, or any video that carries one),
 ``--vary-seed`` with a new seed; any other option overrides the recipe's value. Shows a progress bar (step
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import queue
 import sys
 import time
 from typing import TYPE_CHECKING, NoReturn
 
 from vidtray import params
-from vidtray.config import Config
+from vidtray.config import EXECUTORS, Config
 from vidtray.errors import Interrupted, OperationFailed, UserError
 from vidtray.services.protocol import (
     AnyEvent,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from vidtray.cli import Context
     from vidtray.services.generation import Request
-    from vidtray.services.worker_process import JobDispatcher, WorkerProcess
+    from vidtray.services.worker_process import JobDispatcher, JobRunner
 
 CANCEL_WAIT_S = 60.0  # after Ctrl-C: how long the current step (and cleanup) may take before a hard kill
 
@@ -69,6 +71,13 @@ def add_generation_args(p: argparse.ArgumentParser, *, prompt_as: str = "require
         else:
             p.add_argument(f.flag, dest=f.name, type=params.argtype(f.name), metavar=f.metavar,
                            help=f.describe())
+
+
+def add_executor_arg(p: argparse.ArgumentParser) -> None:
+    """``--on local|remote`` (shared with ``vidtray queue add``)."""
+    p.add_argument("--on", dest="executor", choices=EXECUTORS,
+                   help="where it runs: local (this machine) or remote (the [remote] GPU server); "
+                        "default: the config's executor")
 
 
 def request_from_args(args: argparse.Namespace, cfg: Config | None = None) -> Request:
@@ -121,12 +130,22 @@ def _warn(text: str) -> None:
     print(f"vidtray: warning: {text}", file=sys.stderr, flush=True)
 
 
-def check_before_worker(req: Request, cfg: Config) -> None:
+def check_before_worker(req: Request, cfg: Config, executor: str = "local") -> None:
     """Cheap refusals before paying for a worker (and torch), or before queueing: a bad model folder,
     offline without the model, and -- when the model's family is known here -- parameters (from the
-    flags or the config) that the family cannot make. The worker checks again."""
+    flags or the config) that the family cannot make. The worker checks again. A remote job is checked by
+    its server (the model lives there); here only that it can go there."""
     from vidtray.services import generation as gen
     from vidtray.services import hub
+
+    if executor == "remote":
+        from vidtray.services.remote_worker import check_remote_request
+
+        if not cfg.remote.configured:
+            raise UserError("--on remote: no server configured; set [remote] url, token_file and ca_file in "
+                            f"{cfg.source}")
+        check_remote_request(req)
+        return
 
     source = hub.resolve_model(req.model or cfg.model)
     family = gen.family_for(source.class_name() or gen.known_pipeline(source.model))
@@ -139,6 +158,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "Runs the model in a worker process; Ctrl-C cancels within a step and "
                                    "leaves nothing behind.")
     add_generation_args(p, prompt_as="optional", recipe=True)
+    add_executor_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON document when done")
     p.set_defaults(handler=_generate)
 
@@ -148,10 +168,11 @@ def _generate(args: argparse.Namespace, ctx: Context) -> int:
 
     cfg = ctx.cfg
     req = request_from_args(args, cfg)
+    executor = args.executor or cfg.executor
     # The worker checks all this again (the tray path has no CLI in front of it).
-    check_before_worker(req, cfg)
+    check_before_worker(req, cfg, executor)
     gen.check_output_space(cfg)
-    return run_in_worker(req, cfg, ctx, as_json=args.json)
+    return run_in_worker(req, cfg, ctx, as_json=args.json, remote=executor == "remote")
 
 
 class _Progress:
@@ -237,13 +258,20 @@ def _pump(events: queue.Queue[AnyEvent], dispatcher: JobDispatcher, deadline: fl
             continue
 
 
-def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> int:
-    """Start a worker, give it the job, show its progress, map its outcome to an exit code."""
+def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool, remote: bool = False) -> int:
+    """Start a worker (or reach the GPU server), give it the job, show its progress, map its outcome to an
+    exit code."""
     from vidtray.services.worker.partials import remove_partials_of
     from vidtray.services.worker_process import JobDispatcher, WorkerProcess
 
     events: queue.Queue[AnyEvent] = queue.Queue()
-    worker = WorkerProcess(events.put, config_path=ctx.config_arg, keep_alive_s=0)
+    worker: JobRunner
+    if remote:
+        from vidtray.services.remote_worker import RemoteWorker
+
+        worker = RemoteWorker(events.put, cfg)
+    else:
+        worker = WorkerProcess(events.put, config_path=ctx.config_arg, keep_alive_s=0)
     job_id = f"cli-{int(time.time())}"
     terminal = _Terminal(job_id, _Progress(sys.stderr.isatty()))
     dispatcher = JobDispatcher(terminal)
@@ -251,9 +279,11 @@ def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> 
     worker.start()
     dispatcher.submitted(job_id)
     worker.submit(job_id, req.as_dict(), origin="cli")
+    if remote:
+        worker.ask_exit()  # after this one job (a local worker started with keep-alive 0 leaves by itself)
     cancelling = False
     try:
-        terminal.bar.note("starting the worker…")
+        terminal.bar.note(f"sending the job to {cfg.remote.url}…" if remote else "starting the worker…")
         _pump(events, dispatcher)
     except KeyboardInterrupt:
         cancelling = True
@@ -263,7 +293,7 @@ def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> 
     finally:
         terminal.bar.close()
         worker.stop(timeout=5)
-        remove_partials_of(cfg.partial_dir, worker.pid)
+        remove_partials_of(cfg.partial_dir, worker.pid if not remote else os.getpid())
     outcome = terminal.outcome_event
     if isinstance(outcome, Done):
         # Finished before a cancel arrived: the video is there, report it.
@@ -276,7 +306,7 @@ def run_in_worker(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> 
     raise OperationFailed(error or "generation failed")
 
 
-def _cancel(worker: WorkerProcess, job_id: str, events: queue.Queue[AnyEvent], dispatcher: JobDispatcher) -> None:
+def _cancel(worker: JobRunner, job_id: str, events: queue.Queue[AnyEvent], dispatcher: JobDispatcher) -> None:
     """After Ctrl-C: ask the worker to cancel and wait for it (a second Ctrl-C kills it)."""
     worker.cancel(job_id)
     worker.ask_exit(cancel=True)

@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidtray import params
-from vidtray.commands.generate import add_generation_args, check_before_worker, request_from_args
+from vidtray.commands.generate import (
+    add_executor_arg,
+    add_generation_args,
+    check_before_worker,
+    request_from_args,
+)
 from vidtray.config import Config
 from vidtray.errors import UserError
-from vidtray.services.jobrecord import Job
+from vidtray.services.jobrecord import Executor, Job
 
 if TYPE_CHECKING:
     from vidtray.cli import Context, Subparsers
@@ -52,6 +57,7 @@ def register(sub: Subparsers) -> None:
                   json_help="print the job (a batch: {batch, jobs}) as one JSON document")
     add_generation_args(add, prompt_as="optional", recipe=True)
     add_batch_args(add)
+    add_executor_arg(add)
     command("pause", "stop starting new jobs (a running one finishes) until `queue resume`", _pause)
     command("resume", "start jobs again after `queue pause`", _resume)
     move = command("move", "change when a queued job runs", _move, job_id=True)
@@ -108,6 +114,8 @@ class Batch:
 
     requests: list[Request]
     is_batch: bool
+    #: Where they run (``--on``, else the config's ``executor``).
+    executor: Executor = "local"
 
 
 def read_prompts_file(name: str) -> list[tuple[params.Source, str]]:
@@ -185,7 +193,8 @@ def batch_from_args(args: argparse.Namespace, cfg: Config) -> Batch:
                                     vary_seed=vary), cfg)
     if not prompts:
         prompts = [(params.Source.named("the recipe"), first.prompt)]
-    check_before_worker(first, cfg)
+    executor: Executor = "remote" if (getattr(args, "executor", None) or cfg.executor) == "remote" else "local"
+    check_before_worker(first, cfg, executor)
     limit = _token_limit(first, cfg)
     if limit is not None:
         for source, prompt in prompts:
@@ -196,7 +205,7 @@ def batch_from_args(args: argparse.Namespace, cfg: Config) -> Batch:
             raise UserError(f"--negative: {problem}")
     requests = [dataclasses.replace(first, prompt=prompt, seed=first.seed if seed is None else seed)
                 for (_source, prompt), row in zip(prompts, seeds, strict=True) for seed in row]
-    return Batch(requests, batch)
+    return Batch(requests, batch, executor)
 
 
 def _with(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
@@ -219,7 +228,7 @@ def submit_batch(queue: JobQueue, batch: Batch) -> tuple[list[Job], str | None]:
     from vidtray.services.queue import new_batch_id
 
     batch_id = new_batch_id() if batch.is_batch else None
-    jobs = queue.submit_many([req.as_dict() for req in batch.requests], batch=batch_id)
+    jobs = queue.submit_many([req.as_dict() for req in batch.requests], batch=batch_id, executor=batch.executor)
     return jobs, batch_id
 
 

@@ -16,6 +16,8 @@ from vidtray.services.protocol import VideoResult
 from vidtray.services.records import JsonObject, from_json, to_json
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+#: Where a job runs: this machine's worker, or the ``[remote]`` GPU server.
+Executor = Literal["local", "remote"]
 STATES: tuple[JobState, ...] = get_args(JobState)
 FINISHED: tuple[JobState, ...] = ("done", "failed", "cancelled")
 FORMAT_VERSION = 1
@@ -59,6 +61,8 @@ class Job:
     error: str | None = None
     history: tuple[JsonObject, ...] = ()
     updated: str | None = None
+    #: Where it runs (``--on``); None: the config's ``executor`` when it is claimed (jobs from before).
+    executor: Executor | None = None
     #: Keys of the stored document this version does not know, kept as they were.
     extra: JsonObject = field(default_factory=dict)
 
@@ -97,5 +101,7 @@ class Job:
         extra = doc.pop("extra")
         if not self.history:
             del doc["history"]  # written from the first requeue on, as before
+        if self.executor is None:
+            del doc["executor"]
         return {**doc, **extra}
 

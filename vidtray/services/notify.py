@@ -269,6 +269,13 @@ class Notifier:
                 "empty. Finished videos are not affected.")
         return self._notify("queue_corrupt", "Job queue set aside", body, urgency="critical")
 
+    def server_unreachable(self, url: str, reason: str, fallback: str) -> bool:
+        """Once per outage of the GPU server: remote jobs wait for it (or run here)."""
+        then = "Remote jobs run on this computer until it answers." if fallback == "local" else \
+            "Remote jobs wait in the queue until it answers."
+        return self._notify("server_unreachable", "GPU server unreachable",
+                            f"{url}: {_clip(reason, REASON_CHARS)}. {then}")
+
     def library_corrupt(self, moved_to: Path) -> bool:
         body = (f"The library file could not be read and was set aside as {Path(moved_to).name}. "
                 "It was rebuilt from the videos on disk.")

@@ -55,7 +55,7 @@ from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.paths import PAUSE_FILE
 from vidtray.services.fsutil import atomic_write_text, private_dir
-from vidtray.services.jobrecord import FINISHED, InvalidJob, Job, JobProgress, JobState
+from vidtray.services.jobrecord import FINISHED, Executor, InvalidJob, Job, JobProgress, JobState
 from vidtray.services.protocol import VideoResult
 from vidtray.services.records import JsonObject
 
@@ -747,13 +747,15 @@ class JobQueue:
         return bool(removed)
 
     # -- changing ------------------------------------------------------------------------------------
-    def submit(self, request: JsonObject, *, batch: str | None = None) -> Job:
-        """Add a job (the request is a ``generation.Request`` as a dict) and return it."""
-        return self.submit_many([request], batch=batch)[0]
+    def submit(self, request: JsonObject, *, batch: str | None = None, executor: Executor | None = None) -> Job:
+        """Add a job (the request is a ``generation.Request`` as a dict) and return it. ``executor``: where
+        it runs (None: the config's ``executor`` when it is claimed)."""
+        return self.submit_many([request], batch=batch, executor=executor)[0]
 
-    def submit_many(self, requests: builtins.list[JsonObject], *, batch: str | None = None) -> builtins.list[Job]:
+    def submit_many(self, requests: builtins.list[JsonObject], *, batch: str | None = None,
+                    executor: Executor | None = None) -> builtins.list[Job]:
         """Add jobs in one transaction (all of them or, on an error, none), in this order, as one batch when
-        ``batch`` is an id (see ``new_batch_id``)."""
+        ``batch`` is an id (see ``new_batch_id``), each to run where ``executor`` says."""
         if not requests:
             return []
 
@@ -767,7 +769,7 @@ class JobQueue:
             jobs = []
             for i, request in enumerate(requests):
                 job = Job(id=uuid.uuid4().hex[:12], seq=seq + 1 + i, state="queued", request=request,
-                          created=created, updated=created, batch=batch)
+                          created=created, updated=created, batch=batch, executor=executor)
                 self._insert(conn, job, position + i)
                 jobs.append(job)
             return jobs
@@ -776,9 +778,10 @@ class JobQueue:
             log.info("queued job %s%s", job.id, f" (batch {batch})" if batch else "")
         return jobs
 
-    def claim_next(self, owner_pid: int | None = None) -> Job | None:
+    def claim_next(self, owner_pid: int | None = None, accept: Callable[[Job], bool] | None = None) -> Job | None:
         """Take the first queued job (state -> running, owned by ``owner_pid`` and its start time), unless
-        the queue is paused. Atomic across processes: a job is claimed once."""
+        the queue is paused. ``accept``: only a job it says yes to (a remote job waits while its server
+        is away, and local jobs behind it still run). Atomic across processes: a job is claimed once."""
         if self.low_disk_pause() is not None or not self.count("queued"):
             return None  # (nothing queued: no write lock taken, no database created)
         pid = owner_pid or os.getpid()
@@ -791,8 +794,9 @@ class JobQueue:
             cursor = conn.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY position, seq")
             for row in cursor:
                 found = self._job(row)
-                if found is not None:
+                if found is not None and (accept is None or accept(found)):
                     break
+                found = None
             cursor.close()
             if found is None:
                 return None

@@ -10,7 +10,13 @@ An idle loop wakes every ``poll_s`` and reads only the queue's change key (``Job
 a commit in this process wakes it at once. Only when the key moved does it look for finished batches (one
 notification each, ``Notifier.batch_done``; a batch's jobs send none of their own), pauses and the next job.
 Every ``RECOVER_EVERY_S`` it also takes back running jobs whose owner died (another tray or ``vidtray
-watch`` killed mid-job). Nothing here imports torch.
+watch`` killed mid-job).
+
+A job whose executor is ``remote`` (``--on remote``, or ``executor = "remote"``) runs on the ``[remote]`` GPU
+server through a :class:`~vidtray.services.remote_worker.RemoteWorker` instead, read by the same dispatcher.
+A :class:`~vidtray.services.remote.RemoteMonitor` says whether the server answers; while it does not, remote
+jobs wait in the queue (local ones behind them still run), or run here with ``remote_fallback = "local"``,
+and one notification says so per outage. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from pathlib import Path
 from typing import Protocol
 
 from vidtray.config import Config
+from vidtray.errors import UserError
 from vidtray.services.backoff import Backoff
-from vidtray.services.jobrecord import Job, JobProgress
+from vidtray.services.jobrecord import Executor, Job, JobProgress
 from vidtray.services.protocol import (
     AnyEvent,
     Cancelled,
@@ -51,7 +58,8 @@ from vidtray.services.protocol import (
 )
 from vidtray.services.queue import JobQueue
 from vidtray.services.records import JsonObject
-from vidtray.services.worker_process import EventSink, JobDispatcher, WorkerListener, WorkerProcess
+from vidtray.services.remote import RemoteMonitor
+from vidtray.services.worker_process import EventSink, JobDispatcher, JobRunner, WorkerListener, WorkerProcess
 
 log = logging.getLogger("vidtray.supervisor")
 
@@ -75,6 +83,8 @@ class GenerationNotifier(Protocol):
 
     def generation_note(self, message: str) -> object: ...
 
+    def server_unreachable(self, url: str, reason: str, fallback: str) -> object: ...
+
 
 def _request_problem(job: Job) -> str | None:
     """Why a queued request cannot be run (None if it can): the same checks as ``vidtray queue add``,
@@ -96,7 +106,8 @@ class Supervisor(WorkerListener):
     def __init__(self, cfg: Config, *, on_event: EventSink | None = None, config_path: str | None = None,
                  notifier: GenerationNotifier | None = None, max_restarts: int = 3, poll_s: float = 0.5,
                  keep_alive_s: float | None = None, progress_write_s: float = 1.0,
-                 worker_cmd: list[str] | None = None) -> None:
+                 worker_cmd: list[str] | None = None, remote_retry_s: float | None = None,
+                 remote_check_s: float = 10.0) -> None:
         self.cfg = cfg
         # Another worker program (tests use a fake that speaks the same JSON lines); default: the real one.
         self.worker_cmd = worker_cmd
@@ -111,9 +122,16 @@ class Supervisor(WorkerListener):
         self.poll_s = poll_s
         self.keep_alive_s = cfg.keep_alive_s if keep_alive_s is None else keep_alive_s
         self.progress_write_s = progress_write_s
-        self.worker: WorkerProcess | None = None
-        self.dispatcher: JobDispatcher | None = None  # the current worker's
+        #: The running workers by executor (a local worker process, the GPU server), each with its dispatcher.
+        self.workers: dict[Executor, tuple[JobRunner, JobDispatcher]] = {}
         self.current: str | None = None
+        self.current_executor: Executor | None = None
+        self.remote_retry_s = remote_retry_s
+        self.remote: RemoteMonitor | None = RemoteMonitor(cfg.remote, every_s=remote_check_s) \
+            if cfg.remote.configured else None
+        self._held_back = False  # a remote job waited this round because the server did not answer
+        self._ran_here_instead = False  # a remote job ran here this round for the same reason
+        self._outage_noted = False
         self.crashes = 0
         self.gave_up = False
         self._events: queue.Queue[_Inbox] = queue.Queue()
@@ -138,6 +156,8 @@ class Supervisor(WorkerListener):
         self._stop.clear()
         # A commit in this process (the popup's submit goes through another process: data_version) wakes it.
         self._unlisten = self.queue.listen(lambda: self._events.put(None))
+        if self.remote is not None:
+            self.remote.start()
         self._thread = threading.Thread(target=self._run, name="vidtray-supervisor", daemon=True)
         self._thread.start()
 
@@ -153,15 +173,19 @@ class Supervisor(WorkerListener):
             self._unlisten()
             self._unlisten = None
         self.queue.close()
+        if self.remote is not None:
+            self.remote.stop()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     # -- API for the tray / daemon / tests
-    def submit(self, request: JsonObject) -> Job:
-        """Queue a job (a ``generation.Request`` as a dict, already validated) and wake the loop."""
-        job = self.queue.submit(request)
+    def submit(self, request: JsonObject, executor: Executor | None = None) -> Job:
+        """Queue a job (a ``generation.Request`` as a dict, already validated) and wake the loop. ``executor``:
+        where it runs (default: the config's, recorded with the job)."""
+        job = self.queue.submit(request, executor=executor or ("remote" if self.cfg.executor == "remote"
+                                                                else "local"))
         self._relay(JobQueued(job=job.id, prompt=request.get("prompt")))
         self._events.put(None)
         return job
@@ -249,11 +273,46 @@ class Supervisor(WorkerListener):
             return
         if time.monotonic() < self._next_start:
             return  # after a crash: the next look is due when the backoff ends, changed or not
-        job = self.queue.claim_next(os.getpid())
+        self._held_back = self._ran_here_instead = False
+        job = self.queue.claim_next(os.getpid(), accept=self._accept)
         if job is not None:
             self._run_job(job)
-        else:
+        elif not self._held_back:
+            # Nothing to run until the queue changes. A remote job held back while its server is away is
+            # no change of the queue: look again at every tick until the server answers.
             self._idle_key = key
+        self._note_outage()
+
+    # -- where a job runs
+    def _executor_of(self, job: Job) -> Executor:
+        return job.executor or ("remote" if self.cfg.executor == "remote" else "local")
+
+    def _accept(self, job: Job) -> bool:
+        """Whether to start ``job`` now: a remote one waits while its server does not answer (unless it may
+        run here instead)."""
+        remote = self.remote
+        if self._executor_of(job) == "local" or remote is None:
+            return True  # (no [remote] settings: it runs, and fails saying so)
+        if remote.state is not None and not remote.unreachable:
+            return True  # it answers (or refused the token: it runs, and fails with the reason)
+        if remote.unreachable and self.cfg.remote_fallback == "local":
+            return True
+        self._held_back = True
+        return False
+
+    def _note_outage(self) -> None:
+        """One notification per outage of the server, when it keeps a job waiting (or running here)."""
+        remote = self.remote
+        if remote is None:
+            return
+        if not remote.unreachable:
+            self._outage_noted = False
+            return
+        if not self._outage_noted and (self._held_back or self._ran_here_instead):
+            self._outage_noted = True
+            if self.notifier is not None:
+                with contextlib.suppress(Exception):
+                    self.notifier.server_unreachable(remote.url, remote.reason, self.cfg.remote_fallback)
 
     def _run_job(self, job: Job) -> None:
         problem = _request_problem(job)
@@ -263,9 +322,19 @@ class Supervisor(WorkerListener):
             self.queue.finish(job.id, "failed", error=problem)
             self._relay(Failed(job=job.id, error=problem, kind="user"))
             return
-        self.current = job.id
+        executor = self._executor_of(job)
+        self._ran_here_instead = executor == "remote" and self.remote is not None and self.remote.unreachable
+        if self._ran_here_instead:
+            log.warning("job %s runs here: the GPU server does not answer (remote_fallback = local)", job.id)
+            executor = "local"
+        self.current, self.current_executor = job.id, executor
         try:
-            worker, dispatcher = self._ensure_worker()
+            worker, dispatcher = self._ensure_worker(executor)
+        except UserError as exc:  # no usable [remote] settings: the job cannot run, say why
+            self.current = self.current_executor = None
+            self.queue.finish(job.id, "failed", error=str(exc))
+            self._relay(Failed(job=job.id, error=str(exc), kind="user"))
+            return
         except BaseException:
             self.current, self._orphan = None, job.id
             raise
@@ -275,32 +344,45 @@ class Supervisor(WorkerListener):
             # Died between start and submit: its exit event marks the job failed.
             log.warning("could not hand job %s to worker %s", job.id, worker.pid)
 
-    def _ensure_worker(self) -> tuple[WorkerProcess, JobDispatcher]:
-        if self.worker is None or self.dispatcher is None or not self.worker.alive():
+    def _ensure_worker(self, executor: Executor) -> tuple[JobRunner, JobDispatcher]:
+        entry = self.workers.get(executor)
+        if entry is None or not entry[0].alive():
             # Each worker its own dispatcher: a worker that exits after its job (idle) while the next one
             # already runs a job fails nothing.
             dispatcher = JobDispatcher(self)
-            worker = WorkerProcess(lambda event: self._events.put((dispatcher, event)),
-                                   config_path=self.config_path, keep_alive_s=self.keep_alive_s,
-                                   new_session=True, cmd=self.worker_cmd)
+
+            def sink(event: AnyEvent) -> None:
+                self._events.put((dispatcher, event))
+
+            worker: JobRunner
+            if executor == "remote":
+                from vidtray.services.remote_worker import RETRY_S, RemoteWorker
+
+                worker = RemoteWorker(sink, self.cfg, retry_s=self.remote_retry_s or RETRY_S)
+            else:
+                worker = WorkerProcess(sink, config_path=self.config_path, keep_alive_s=self.keep_alive_s,
+                                       new_session=True, cmd=self.worker_cmd)
             worker.start()
-            self.worker, self.dispatcher = worker, dispatcher
+            entry = self.workers[executor] = (worker, dispatcher)
             self._relay(WorkerStarted(pid=worker.pid))
-        return self.worker, self.dispatcher
+        return entry
 
     def _forward_cancel(self) -> None:
         try:
             job = self.queue.get(self.current or "")
         except Exception:
             return
-        if job.cancel_requested and job.id not in self._cancel_sent and self.worker is not None:
-            if self.worker.cancel(job.id):
+        entry = self.workers.get(self.current_executor) if self.current_executor else None
+        if job.cancel_requested and job.id not in self._cancel_sent and entry is not None:
+            if entry[0].cancel(job.id):
                 self._cancel_sent.add(job.id)
 
     def _handle(self, dispatcher: JobDispatcher, event: AnyEvent) -> None:
         dispatcher.dispatch(event)
-        if isinstance(event, WorkerExit) and dispatcher is self.dispatcher:
-            self.worker = self.dispatcher = None
+        if isinstance(event, WorkerExit):
+            for executor, (_worker, mine) in list(self.workers.items()):
+                if mine is dispatcher:
+                    del self.workers[executor]
         self._relay(event)
 
     # -- what the dispatcher calls (on this loop's thread)
@@ -331,7 +413,7 @@ class Supervisor(WorkerListener):
                 else:
                     self.queue.finish(outcome.job, "cancelled", error="cancelled")
         if self.current == outcome.job:
-            self.current = None
+            self.current = self.current_executor = None
 
     def warning(self, event: WarningEvent) -> None:
         """What the worker did that a person should know (ran with CPU offload after running out of GPU
@@ -344,7 +426,7 @@ class Supervisor(WorkerListener):
         # The job stays current until its state is written (a full disk: the exit is handled again).
         if self._stop.is_set():
             self.queue.requeue(job_id, "vidtray stopped while it ran")
-            self.current = None
+            self.current = self.current_executor = None
             return
         if self._resumable(job_id):
             # It died after denoising (the decode ran out of memory and the system killed it, or a crash):
@@ -352,11 +434,11 @@ class Supervisor(WorkerListener):
             job = self.queue.requeue(job_id, f"{reason}; resuming from its saved latents")
             log.warning("job %s: %s; queued again to resume from its saved latents", job_id, reason)
             self._relay(JobRecovered(job=job_id, state=job.state))
-            self.current = None
+            self.current = self.current_executor = None
             self._count_crash(reason)
             return
         job = self.queue.finish(job_id, "failed", error=reason)
-        self.current = None
+        self.current = self.current_executor = None
         log.error("job %s failed: %s (crash %d of %d allowed)", job_id, reason, self.crashes + 1, self.max_restarts)
         self._relay(Failed(job=job_id, error=reason, kind="crash"))
         if job.batch is None:
@@ -404,10 +486,11 @@ class Supervisor(WorkerListener):
                 self.notifier.queue_corrupt(moved_to)
 
     def _shutdown(self) -> None:
-        worker, self.worker = self.worker, None
-        if worker is not None:
+        workers, self.workers = list(self.workers.values()), {}
+        for worker, _dispatcher in workers:
             worker.stop()
-            # drain what the worker said on the way out (its job's "cancelled" -> requeued)
+        if workers:
+            # drain what the workers said on the way out (its job's "cancelled" -> requeued)
             while True:
                 try:
                     item = self._events.get_nowait()
@@ -418,7 +501,7 @@ class Supervisor(WorkerListener):
         if self.current is not None:
             with contextlib.suppress(Exception):
                 self.queue.requeue(self.current, "vidtray stopped while it ran")
-            self.current = None
+            self.current = self.current_executor = None
 
     def _relay(self, event: AnyEvent) -> None:
         try:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 from vidtray.services.childenv import child_env
 from vidtray.services.protocol import (
@@ -50,12 +50,15 @@ log = logging.getLogger("vidtray.supervisor")
 EventSink = Callable[[AnyEvent], None]
 
 
-def worker_command(config_path: str | None = None, keep_alive_s: float | None = None) -> list[str]:
+def worker_command(config_path: str | None = None, keep_alive_s: float | None = None, *,
+                   library: bool = True) -> list[str]:
     cmd = [sys.executable, "-m", "vidtray.services.worker", "--parent-pid", str(os.getpid())]
     if config_path:
         cmd += ["--config", str(config_path)]
     if keep_alive_s is not None:
         cmd += ["--keep-alive", f"{keep_alive_s:g}"]
+    if not library:
+        cmd.append("--no-library")
     return cmd
 
 
@@ -200,6 +203,28 @@ class WorkerProcess:
             if line:
                 self._stderr.append(line)
                 log.debug("worker %d stderr: %s", proc.pid, line)
+
+
+class JobRunner(Protocol):
+    """What runs jobs for a :class:`JobDispatcher`: a :class:`WorkerProcess`, or a GPU server
+    (:class:`~vidtray.services.remote_worker.RemoteWorker`). Events go to the sink it was made with."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def submit(self, job_id: str, request: JsonObject, origin: Literal["cli"] | None = None) -> bool: ...
+
+    def cancel(self, job_id: str | None = None) -> bool: ...
+
+    def ask_exit(self, cancel: bool = False) -> bool: ...
+
+    def alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> int | None: ...
 
 
 class WorkerListener:

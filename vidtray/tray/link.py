@@ -87,7 +87,21 @@ class ServiceLink:
             out: dict[str, Any] = {"queue_paused": self.queue_paused(), "videos": self.video_count()}
             out.update(self.jobs())
         out["watching_paused"] = bool(getattr(self.daemon, "watching_paused", False))
+        problem = self.remote_problem()
+        if problem is not None:
+            out["problems"] = (problem,)
         return out
+
+    def remote_problem(self) -> str | None:
+        """A short line when the ``[remote]`` GPU server does not answer (or refuses us), as the supervisor's
+        monitor last found; None while it answers, or when none is configured."""
+        supervisor = getattr(self.daemon, "supervisor", None)
+        remote = getattr(supervisor, "remote", None)
+        state = getattr(remote, "state", None)
+        if state in (None, "ok"):
+            return None
+        return {"unreachable": "GPU server unreachable", "refused": "GPU server refused the token"}.get(
+            str(state), "GPU server settings incomplete")
 
     def queue_paused(self) -> str | None:
         """The pause reason while the queue's pause flag exists (``queue.read_pause_flag``), else None."""

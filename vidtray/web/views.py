@@ -109,6 +109,12 @@ def recipe_rows(row: Row, recipe: Mapping[str, Any] | None) -> list[tuple[str, s
     add("Revision", "revision")
     add("Pipeline", "pipeline")
     add("Device", "device")
+    remote = src.get("remote")
+    if isinstance(remote, Mapping) and isinstance(remote.get("server"), str):
+        where = ", ".join(str(remote[k]) for k in ("device_name", "node") if remote.get(k))
+        slot = f"slot {remote['index']}" if isinstance(remote.get("index"), int) else ""
+        detail = "; ".join(x for x in (slot, where) if x)
+        rows.append(("Made on", remote["server"] + (f" ({detail})" if detail else "")))
     add("Precision", "dtype")
     add("Made", "created")
     add("vidtray", "vidtray_version")

@@ -70,12 +70,13 @@ class EventWriter:
 class WorkerLoop:
     """stdin commands -> jobs, one at a time; cancel; keep-alive; parent watchdog; signals."""
 
-    def __init__(self, cfg: Config, keep_alive_s: float, parent_pid: int, out: EventWriter) -> None:
+    def __init__(self, cfg: Config, keep_alive_s: float, parent_pid: int, out: EventWriter, *,
+                 library: bool = True) -> None:
         self.cfg = cfg
         self.keep_alive_s = keep_alive_s
         self.parent_pid = parent_pid
         self.out = out
-        self.worker = Worker(cfg, out.emit)
+        self.worker = Worker(cfg, out.emit, library=library)
         self.jobs: queue.Queue[JobCommand | None] = queue.Queue()
         self.cancelled_ids: set[str] = set()
         self.current: str | None = None
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="config file (as for vidtray --config)")
     parser.add_argument("--keep-alive", type=float, default=None, help="seconds idle before exiting")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--no-library", action="store_true",
+                        help="leave library.json and thumbnails alone (a GPU server's slot: a desktop adds the item)")
     args = parser.parse_args(argv)
     out = EventWriter()
     from vidtray.logs import setup_logging
@@ -235,5 +238,5 @@ def main(argv: list[str] | None = None) -> int:
         out.emit(Fatal(error=str(exc), kind="user"))
         return 2
     keep_alive = cfg.keep_alive_s if args.keep_alive is None else args.keep_alive
-    loop = WorkerLoop(cfg, keep_alive, args.parent_pid or os.getppid(), out)
+    loop = WorkerLoop(cfg, keep_alive, args.parent_pid or os.getppid(), out, library=not args.no_library)
     return loop.run()

@@ -48,8 +48,12 @@ Phase = Literal["idle", "prepare", "denoise", "encode"]
 class Worker:
     """Runs jobs on one loaded model at a time."""
 
-    def __init__(self, cfg: Config, emit: Emit | None = None, backend: Backend | None = None) -> None:
+    def __init__(self, cfg: Config, emit: Emit | None = None, backend: Backend | None = None, *,
+                 library: bool = True) -> None:
         self.cfg = cfg
+        # False on a GPU server (``vidtray server``): the video and its sidecar are fetched by a desktop,
+        # whose library gets the item; the server keeps no library.json and no thumbnails.
+        self.library = library
         self.emit: Emit = emit or (lambda event: None)
         if backend is None:
             from vidtray.services.worker.diffusers_backend import DiffusersBackend
@@ -199,7 +203,8 @@ class Worker:
         saved = write_video(self.cfg, params, frames, how, cancel.is_set)
         latents.remove(self.cfg.partial_dir, job_id)  # the video has landed: the latents are done with
         library_id = add_to_library(self.cfg, saved, params, frames,
-                                    lambda message: self.emit(WarningEvent(message=message, job=job_id)))
+                                    lambda message: self.emit(WarningEvent(message=message, job=job_id))
+                                    ) if self.library else None
         result: VideoResult = {
             "path": str(saved.path), "sidecar": str(saved.sidecar), "seed": params.seed,
             "seconds": round(time.perf_counter() - t_start, 3), "model": params.model,
