@@ -2,25 +2,23 @@
 
 When a job runs out of memory, the worker steps down the memory plans (or decodes another way) until it
 works, and records here what worked, so the next job like it starts there instead of running out first.
-A small versioned JSON file in the state folder (``Paths.memory_plans_file``), read-modify-written under a
-file lock and replaced atomically, like :mod:`vidtray.services.modeluse`. Standard library and filelock
-only; a record that cannot be read or written only costs the next job one more out-of-memory retry.
+A small record in the state folder (``Paths.memory_plans_file``, :mod:`.statefile`). Standard library and
+filelock only; a record that cannot be read or written only costs the next job one more out-of-memory retry.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidtray.services import statefile
 from vidtray.services.memplan import DecodeAttempt, MemoryPlan
 
 log = logging.getLogger("vidtray.worker")
 
 VERSION = 1
-LOCK_TIMEOUT_S = 5.0
 OFFLOADS = ("none", "model", "sequential")
 
 
@@ -53,18 +51,8 @@ def _entry(doc: object) -> Remembered | None:
 
 
 def read_all(path: Path) -> dict[str, Remembered]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return {}
-    entries = doc.get("plans") if isinstance(doc, dict) else None
-    if not isinstance(entries, dict):
-        return {}
     out = {}
-    for k, v in entries.items():
+    for k, v in (statefile.read_section(path, "plans", dict) or {}).items():
         entry = _entry(v)
         if entry is not None:
             out[str(k)] = entry
@@ -77,29 +65,19 @@ def recall(path: Path, job_key: str) -> Remembered | None:
 
 def remember(path: Path, job_key: str, plan: MemoryPlan, decode: DecodeAttempt | None = None) -> None:
     """Record what worked for ``job_key`` (never raises: logged)."""
-    from filelock import FileLock
+    entry: dict[str, object] = {
+        "plan": {"offload": plan.offload, "forward_chunking": plan.forward_chunking, "vae_tiling": plan.vae_tiling,
+                 "reason": plan.reason},
+        "recorded": round(time.time(), 3)}
+    if decode is not None:
+        entry["decode"] = {"tiling": decode.tiling, "frames_per_batch": decode.frames_per_batch,
+                           "on_cpu": decode.on_cpu}
 
-    from vidtray.services.fsutil import atomic_write_text, private_dir
+    def change() -> dict[str, object]:
+        plans = statefile.read_section(path, "plans", dict) or {}
+        plans[job_key] = entry
+        return plans
 
-    try:
-        private_dir(path.parent)
-        with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_TIMEOUT_S):
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                doc = {}
-            plans: dict[str, object] = doc["plans"] if isinstance(doc, dict) and isinstance(doc.get("plans"), dict) \
-                else {}
-            entry: dict[str, object] = {
-                "plan": {"offload": plan.offload, "forward_chunking": plan.forward_chunking,
-                         "vae_tiling": plan.vae_tiling, "reason": plan.reason},
-                "recorded": round(time.time(), 3)}
-            if decode is not None:
-                entry["decode"] = {"tiling": decode.tiling, "frames_per_batch": decode.frames_per_batch,
-                                   "on_cpu": decode.on_cpu}
-            plans[job_key] = entry
-            atomic_write_text(path, json.dumps({"version": VERSION, "plans": plans}, indent=2) + "\n")
+    if statefile.update_section(path, VERSION, "plans", change, "remember the memory plan", indent=2):
         log.info("remembered for %s: %s%s", job_key, plan.label(),
                  f"; decode {decode.label()}" if decode is not None else "")
-    except (OSError, TimeoutError) as exc:
-        log.warning("cannot remember the memory plan in %s: %s", path, exc)
