@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vidtray.config import Config
@@ -22,9 +23,22 @@ from vidtray.errors import VidtrayError
 from vidtray.services.jobrecord import Job
 from vidtray.services.protocol import AnyEvent
 from vidtray.services.queue import JobQueue, open_queue, read_pause_flag
+from vidtray.services.records import JsonObject
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
+
+
+@dataclass(frozen=True)
+class Work:
+    """The requests of the running job and of the jobs waiting behind it (in the order they will run): what
+    the monitor estimates the queue's done time from. Not tray state: the monitor takes it out of the
+    snapshot."""
+
+    running: JsonObject | None = None
+    waiting: tuple[JsonObject, ...] = ()
+    #: When the running job's record was last written (its progress, with the time left then): epoch seconds
+    since: float | None = None
 
 
 class Services(Protocol):
@@ -56,6 +70,7 @@ class ServiceLink:
         self._queue: JobQueue | None = None
         self._jobs_key: tuple[object, ...] | None = None
         self._jobs: dict[str, Any] = {"job": None, "queued": 0, "queue_user_paused": False}
+        self._work = Work()
         self._queue_failing = False
         self._read_lock = threading.Lock()  # snapshot() is called from the monitor and from actions
 
@@ -83,9 +98,11 @@ class ServiceLink:
 
     # -- reads (tray-monitor) ---------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        """The tray state's fields, plus ``work`` (:class:`Work`, for the monitor)."""
         with self._read_lock:
             out: dict[str, Any] = {"queue_paused": self.queue_paused(), "videos": self.video_count()}
             out.update(self.jobs())
+            out["work"] = self._work
         out["watching_paused"] = bool(getattr(self.daemon, "watching_paused", False))
         problem = self.remote_problem()
         if problem is not None:
@@ -135,10 +152,14 @@ class ServiceLink:
         try:
             key = self.queue.change_key()
             if key != self._jobs_key:
-                running = self.queue.running()
+                active = self.queue.active()
+                running = [job for job in active if job.state == "running"]
                 self._jobs = {"job": _job_view(running[0]) if running else None,
                               "queued": self.queue.count("queued"),
                               "queue_user_paused": self.queue.user_pause() is not None}
+                self._work = Work(running[0].request if running else None,
+                                  tuple(job.request for job in active if job.state == "queued"),
+                                  _timestamp(running[0].updated) if running else None)
                 self._jobs_key = key
         except VidtrayError as exc:  # a locked or unusable queue: the last reading stays, said once
             if not self._queue_failing:
@@ -174,9 +195,19 @@ class ServiceLink:
             self.daemon.resume_watching()
 
 
+def _timestamp(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
+
+
 def _job_view(job: Job) -> JobView:
     prompt = job.prompt
     step, total = (job.progress.step, job.progress.steps) if job.progress is not None else (None, None)
+    eta = job.progress.eta if job.progress is not None else None
     if job.cancel_requested:
         phase = "cancelling"
     elif not total:
@@ -185,4 +216,4 @@ def _job_view(job: Job) -> JobView:
         phase = "saving"
     else:
         phase = "running"
-    return JobView(job.id, " ".join(prompt.split()), step, total, phase)
+    return JobView(job.id, " ".join(prompt.split()), step, total, phase, eta)
