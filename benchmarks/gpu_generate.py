@@ -26,7 +26,7 @@ Needs torch, diffusers, transformers and accelerate, plus this source tree on PY
 also imports vidtray's worker, which needs platformdirs and orjson (gpu_run.sh installs them from .whl/).
 Not part of the test suite. Writes ``$OUT/gpu_generate.json`` when ``$OUT`` is set (or ``--json PATH``).
 
-    python benchmarks/gpu_generate.py                       # the real run, on CUDA (< 8 min on an H200)
+    python benchmarks/gpu_generate.py                       # the real run, on CUDA (about 6 min on an H200)
     python benchmarks/gpu_generate.py --tiny --device cpu   # a logic check on any machine (a minute)
     python benchmarks/gpu_generate.py --self-check          # the decode-oom cap's arithmetic (no torch)
 """
@@ -600,7 +600,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds per scenario process")
     ap.add_argument("--compile-timeout", type=float, default=300.0,
                     help="seconds per process for the rows that compile")
-    ap.add_argument("--budget", type=float, default=420.0,
+    ap.add_argument("--budget", type=float, default=360.0,
                     help="skip the remaining scenarios once this many seconds have passed")
     ap.add_argument("--goal", type=float, default=1.3, help="the speed rows' goal, as a multiple of plain's speed")
     ap.add_argument("--json", type=Path, help="write the results here (default: $OUT/gpu_generate.json)")
