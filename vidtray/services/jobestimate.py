@@ -143,7 +143,7 @@ def timeline(estimator: Estimator, jobs: list[QueuedJob], now: float | None = No
     left: dict[str, float | None] = {}
     found: dict[str, JobEstimate] = {}
     lines: dict[str, float] = {}
-    last_model: dict[str, str] = {}  # executor -> the model its worker has loaded (the one before)
+    last_model: dict[str, tuple[str, str]] = {}  # executor -> the model and device of the job before
     active = [j for j in jobs if j.state in ("running", "queued")]
     active.sort(key=lambda j: j.state != "running")  # the running ones first, as they run
     for job in active:
@@ -153,13 +153,14 @@ def timeline(estimator: Estimator, jobs: list[QueuedJob], now: float | None = No
             req = gen.Request.from_dict(job.request)
             model = req.model or estimator.cfg.model
             # A keep-alive worker keeps the model it ran last: the next job of the same model skips the load.
-            one = estimator.for_request(req, loaded=last_model.get(executor) == model,
-                                        origin=Source.job(job.id))
+            one = estimator.for_request(req, origin=Source.job(job.id))
+            if last_model.get(executor) == (model, one.job.device):
+                one = estimator.for_request(req, loaded=True, origin=Source.job(job.id))
         except UserError:
             one = None
         else:
             found[job.id] = one
-            last_model[executor] = model
+            last_model[executor] = (model, one.job.device)
         seconds = one.estimate.seconds if one is not None else None
         if job.state == "running":
             prog = job.progress
