@@ -194,9 +194,10 @@ class Estimate:
         return self.basis == "guess"
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "seconds": round(self.seconds, 1), "load_s": round(self.load_s, 1),
-                "denoise_s": round(self.denoise_s, 1), "decode_s": round(self.decode_s, 1),
-                "encode_s": round(self.encode_s, 1)}
+        # Hundredths: a short job's parts (a tiny model on a CPU, decode on a GPU) are fractions of a second.
+        return {**asdict(self), "seconds": round(self.seconds, 2), "load_s": round(self.load_s, 2),
+                "denoise_s": round(self.denoise_s, 2), "decode_s": round(self.decode_s, 2),
+                "encode_s": round(self.encode_s, 2)}
 
 
 def _closest(pairs: Iterable[tuple[float, float]]) -> float | None:
