@@ -579,7 +579,7 @@ def test_the_monitor_says_when_the_queue_is_done_from_history_and_guesses(cfg: C
     queue.set_progress(running.id, JobProgress(step=4, steps=10, eta=12.5))
 
     link = ServiceLink(cfg, RecordingNotifier())
-    since = link.snapshot()["work"].since
+    since = datetime.fromisoformat(queue.get(running.id).updated or "").timestamp()
     clock = {"now": since + 2.5, "mono": 0.0}  # 2.5 s after the worker said 12.5 s were left
     state = TrayState(storage=StorageView(models=(("org/model-b", 2 * GB, False),)))
     monitor = StatusMonitor(cfg, link, Children(None, threading.Event()), state=lambda: state,

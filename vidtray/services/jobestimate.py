@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,29 +79,37 @@ def model_facts(model: str) -> ModelFacts:
 
 
 class Estimator:
-    """Estimates for several jobs from one read of the history and one look at each model."""
+    """Estimates for several jobs from one read of the history and one look at each model (``facts``: how
+    a model is looked at; the tray passes one that imports no huggingface_hub)."""
 
-    def __init__(self, cfg: Config, runs: list[estimate.Run] | None = None) -> None:
+    def __init__(self, cfg: Config, runs: list[estimate.Run] | None = None,
+                 facts: Callable[[str], ModelFacts] = model_facts) -> None:
         self.cfg = cfg
         self.runs = estimate.History(cfg.videos_dir).runs() if runs is None else runs
+        self._facts = facts
         self._models: dict[str, ModelFacts] = {}
+        self._requests: dict[tuple[str, bool], JobEstimate] = {}
 
     def facts(self, model: str) -> ModelFacts:
         if model not in self._models:
-            self._models[model] = model_facts(model)
+            self._models[model] = self._facts(model)
         return self._models[model]
 
     def for_request(self, req: gen.Request, *, loaded: bool = False, origin: Source | None = None) -> JobEstimate:
         """The estimate for ``req`` as the worker would run it; UserError for what the worker would refuse
-        (a bad model folder, a size the model's family cannot make)."""
-        model = req.model or self.cfg.model
-        facts = self.facts(model)
-        params = gen.resolve_params(req, self.cfg, facts.family, origin or Source.cli())
-        device = estimate.likely_device(self.runs, params.model, req.device or self.cfg.device)
-        job = estimate.Job(params.model, device, params.frames, params.width, params.height, params.steps)
-        why = None if facts.cached else f"{estimate.short_model(model)} is not downloaded yet"
-        est = estimate.estimate(self.runs, job, facts.figures, loaded=loaded, guess_why=why)
-        return JobEstimate(job, est, facts.cached)
+        (a bad model folder, a size the model's family cannot make). Kept: the same request again (a queue
+        read every few seconds) is not worked out again."""
+        key = (repr(req), loaded)
+        if key not in self._requests:
+            model = req.model or self.cfg.model
+            facts = self.facts(model)
+            params = gen.resolve_params(req, self.cfg, facts.family, origin or Source.cli())
+            device = estimate.likely_device(self.runs, params.model, req.device or self.cfg.device)
+            job = estimate.Job(params.model, device, params.frames, params.width, params.height, params.steps)
+            why = None if facts.cached else f"{estimate.short_model(model)} is not downloaded yet"
+            est = estimate.estimate(self.runs, job, facts.figures, loaded=loaded, guess_why=why)
+            self._requests[key] = JobEstimate(job, est, facts.cached)
+        return self._requests[key]
 
 
 @dataclass(frozen=True)

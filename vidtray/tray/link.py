@@ -23,7 +23,6 @@ from vidtray.errors import VidtrayError
 from vidtray.services.jobrecord import Job
 from vidtray.services.protocol import AnyEvent
 from vidtray.services.queue import JobQueue, open_queue, read_pause_flag
-from vidtray.services.records import JsonObject
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
@@ -31,14 +30,10 @@ log = logging.getLogger("vidtray.tray")
 
 @dataclass(frozen=True)
 class Work:
-    """The requests of the running job and of the jobs waiting behind it (in the order they will run): what
-    the monitor estimates the queue's done time from. Not tray state: the monitor takes it out of the
-    snapshot."""
+    """The running job and the jobs waiting behind it (in the order they will run): what the monitor
+    estimates the queue's done time from. Not tray state: the monitor takes it out of the snapshot."""
 
-    running: JsonObject | None = None
-    waiting: tuple[JsonObject, ...] = ()
-    #: When the running job's record was last written (its progress, with the time left then): epoch seconds
-    since: float | None = None
+    jobs: tuple[Job, ...] = ()
 
 
 class Services(Protocol):
@@ -157,9 +152,7 @@ class ServiceLink:
                 self._jobs = {"job": _job_view(running[0]) if running else None,
                               "queued": self.queue.count("queued"),
                               "queue_user_paused": self.queue.user_pause() is not None}
-                self._work = Work(running[0].request if running else None,
-                                  tuple(job.request for job in active if job.state == "queued"),
-                                  _timestamp(running[0].updated) if running else None)
+                self._work = Work(tuple(active))
                 self._jobs_key = key
         except VidtrayError as exc:  # a locked or unusable queue: the last reading stays, said once
             if not self._queue_failing:
@@ -193,15 +186,6 @@ class ServiceLink:
             self.daemon.pause_watching()
         else:
             self.daemon.resume_watching()
-
-
-def _timestamp(iso: str | None) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
 
 
 def _job_view(job: Job) -> JobView:

@@ -22,7 +22,7 @@ from vidtray.config import Config
 from vidtray.services.fsutil import human_size
 from vidtray.tray.children import Children
 from vidtray.tray.queuetime import QueueTime
-from vidtray.tray.state import JobView, StorageView, TrayState, parse_storage_report
+from vidtray.tray.state import StorageView, TrayState, parse_storage_report
 
 if TYPE_CHECKING:
     from vidtray.tray.link import Services, Work
@@ -83,7 +83,7 @@ class StatusMonitor:
         changes: dict[str, Any] = dict(self.link.snapshot())
         work = changes.pop("work", None)
         if work is not None and "job" in changes:
-            changes["queue_done"] = self._queue_done(changes["job"], work, changes.get("videos"))
+            changes["queue_done"] = self._queue_done(work, changes.get("videos"))
         changes["free_bytes"] = free_bytes(self.cfg.videos_dir)
         problems = [*self.problems, *changes.pop("problems", ())]
         if not self.cfg.videos_dir.is_dir():
@@ -97,12 +97,12 @@ class StatusMonitor:
             self._storage_due.set()
         return changes
 
-    def _queue_done(self, job: JobView | None, work: Work, videos: int | None) -> float | None:
+    def _queue_done(self, work: Work, videos: int | None) -> float | None:
         """The queue's done time, or None; an estimate that fails is logged once and leaves the rest shown."""
         storage = self.state().storage
         sizes = {repo: size for repo, size, broken in storage.models if not broken} if storage else {}
         try:
-            done = self.queue_time.done_at(job, work, videos=videos, model_bytes=sizes)
+            done = self.queue_time.done_at(work, videos=videos, model_bytes=sizes)
         except Exception:
             if not self._queue_time_failing:
                 log.exception("cannot estimate when the queue is done")
