@@ -125,7 +125,9 @@ CASES: dict[tuple[str, ...], Case] = {
     ("queue", "clear"): Case(["--finished"], ["--finished", *NOPE], "usage"),
     ("models", "list"): Case([], NOPE, "usage"),
     ("models", "pull"): Case(None, ["not a repo id"], "usage"),  # success downloads: never in tests
-    ("generate",): Case(None, ["a fox", "--model", "/nonexistent/model"], "usage"),  # success: test_generate_cli
+    # A run's success: test_generate_cli; --estimate runs nothing (tests/test_estimate_cli.py).
+    ("generate",): Case(["a fox", "--model", "{model}", "--estimate"], ["a fox", "--model", "/nonexistent/model"],
+                        "usage"),
     ("clean",): Case(["--to-budget", "--budget", "1000", "--dry-run"], ["--to-budget"], "usage"),  # no budget set
     ("server", "status"): Case([], NOPE, "usage"),  # a running server: tests/test_server_cli.py
     ("clean", "videos"): Case(["--dry-run"], NOPE, "usage"),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import tkinter as tk
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from hf_cache import make_repo
 from vidtray.config import DEFAULT_MODEL, Config
 from vidtray.errors import UserError
 from vidtray.services import hub
+from vidtray.services.fsutil import human_size
 from vidtray.services.queue import open_queue
 from vidtray.tray import form
 from vidtray.tray.popup import PopupWindow
@@ -252,6 +253,66 @@ def test_choosing_a_model_brings_its_size(tk_root: tk.Tk, cfg: Config, tmp_path:
     tk_root.update()
     assert (win.vars["width"].get(), win.vars["height"].get(), win.vars["frames"].get()) == ("704", "480", "121")
     assert win.model_info.cget("text") == "a local pipeline folder"
+
+
+def _settle(root: tk.Tk, cond: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Run Tk's loop until ``cond`` holds (the popup's threads answer through it)."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        root.update()
+        time.sleep(0.02)
+    return bool(cond())
+
+
+@pytest.mark.gui
+def test_the_estimate_follows_the_fields_from_this_installs_runs(tk_root: tk.Tk, cfg: Config,
+                                                                 tmp_path: Path) -> None:
+    from helpers import write_run
+
+    model = str(pipeline_folder(tmp_path / "pipe"))
+    # Three runs of this model here: 2 s a step, 3 s to load, 1.5 s to decode and encode, on the CPU.
+    sizes = [write_run(cfg.videos_dir, f"run{i}", model=model).with_name(f"run{i}.mp4").stat().st_size
+             for i in range(3)]
+    video = human_size(sorted(sizes)[1])
+    win = _window(tk_root, cfg, model)
+    for name, value in (("frames", "8"), ("width", "64"), ("height", "64"), ("steps", "10")):
+        win.vars[name].set(value)
+    assert _settle(tk_root, lambda: "from 3 runs" in win.estimate_info.cget("text"))
+    assert win.estimate_info.cget("text") == f"Estimate: about 25 s, video about {video} (from 3 runs of pipe on cpu)"
+
+    # Typing is never held up: the estimate comes once the typing pauses, one for the whole burst.
+    made = win.estimates_made
+    for text in ("2", "20"):
+        win.vars["steps"].set(text)
+    assert win.estimates_made == made  # nothing yet: the wait starts again with each change
+    assert _settle(tk_root, lambda: "about 45 s" in win.estimate_info.cget("text"))  # 3 + 20 x 2 + 1.5
+    assert win.estimates_made == made + 1
+
+    # A field with a problem: no estimate (the field says what is wrong); fixed, the estimate is back.
+    _type(tk_root, win.entries["frames"], "0")
+    assert _settle(tk_root, lambda: win.estimate_info.cget("text") == "")
+    _type(tk_root, win.entries["frames"], "16")  # twice the frames: each step does twice the work
+    assert _settle(tk_root, lambda: "about 1 min" in win.estimate_info.cget("text"))  # 3 + 20 x 4 + 3
+
+
+@pytest.mark.gui
+def test_the_estimate_is_a_guess_for_a_model_without_runs(tk_root: tk.Tk, cfg: Config, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import write_run
+
+    from vidtray.services import estimate
+
+    write_run(cfg.videos_dir, "other", model=str(pipeline_folder(tmp_path / "other")))  # another model ran here
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the model can be downloaded (the size lookup is faked: no network)
+    size = 3 * 1024**3
+    win = PopupWindow(tk_root, cfg, models=["org/new-model"], cached={}, submit=lambda spec: None,  # type: ignore[arg-type,return-value]
+                      size_lookup=lambda m: (size, "not downloaded yet: about 3 GiB to download"),
+                      initial_model="org/new-model")
+    # The download size comes, then the guess made with it (the planner's figures for 3 GiB of weights).
+    job = estimate.Job("org/new-model", "cpu", 24, 576, 320, 40)
+    guess = estimate.guess(job, estimate.Figures(size), loaded=False, why="no runs of new-model on cpu here yet")
+    assert _settle(tk_root, lambda: win.estimate_info.cget("text") == f"Estimate: {estimate.summary(guess)}")
+    assert "(a guess: no runs of new-model on cpu here yet)" in win.estimate_info.cget("text")
 
 
 @pytest.mark.gui

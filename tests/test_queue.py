@@ -195,6 +195,9 @@ class RecordingNotifier:
     def queue_corrupt(self, moved_to: Path) -> None:
         self.calls.append(("queue_corrupt", (str(moved_to),)))
 
+    def generation_note(self, message: str) -> None:
+        self.calls.append(("generation_note", (message,)))
+
     def server_unreachable(self, url: str, reason: str, fallback: str) -> None:
         self.calls.append(("server_unreachable", (url, reason, fallback)))
 

@@ -346,6 +346,7 @@ def test_the_worker_embeds_the_recipe_it_used(cfg: Config, tiny_pipeline: Path) 
     from gen_fixtures import SMALL
 
     from vidtray.services.generation import Request
+    from vidtray.services.worker.output import RUN_KEYS
     from vidtray.services.worker.runner import Worker
 
     result = Worker(cfg).run_job("j1", Request(prompt=TRICKY, negative_prompt="grey\nfog", model=str(tiny_pipeline),
@@ -355,7 +356,7 @@ def test_the_worker_embeds_the_recipe_it_used(cfg: Config, tiny_pipeline: Path) 
     side = json.loads(Path(result["sidecar"]).read_text())
     embedded = json.loads(ffmetadata_by_hand(video)["comment"])  # read back with the bundled ffmpeg
     # the file carries the sidecar's recipe, less what the run took
-    assert embedded == {k: v for k, v in side.items() if k not in ("memory", "timings")}
+    assert embedded == {k: v for k, v in side.items() if k not in RUN_KEYS}
     assert {k: embedded[k] for k in ("prompt", "negative_prompt", "seed", "steps", "frames", "width", "height",
                                      "fps", "model", "device", "dtype")} == {
         "prompt": TRICKY, "negative_prompt": "grey\nfog", "seed": 99, **SMALL, "model": str(tiny_pipeline),

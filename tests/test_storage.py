@@ -101,7 +101,7 @@ def test_the_typed_storage_report_writes_the_json_the_tray_and_scripts_read(hub,
     lib.edit(lib.add_video(pinned)["id"], pinned=True)
     doc = json.loads(json.dumps(build_report(cfg).as_dict()))
     # Keys are only ever added, after the ones readers already know (the library page reads it too).
-    assert list(doc) == ["library", "videos", "models", "disk", "trash", "budget"]
+    assert list(doc) == ["library", "videos", "models", "disk", "trash", "budget", "latents"]
     assert doc["library"] == {"path": str(cfg.library_file), "items": 1, "pinned": 1, "scheduled": 0, "missing": 0}
     assert list(doc["videos"]) == ["dir", "count", "size_bytes", "oldest", "newest", "partial", "folder_bytes"]
     assert doc["videos"]["partial"] == {"dir": str(cfg.partial_dir), "count": 1, "size_bytes": 500}
@@ -118,6 +118,8 @@ def test_the_typed_storage_report_writes_the_json_the_tray_and_scripts_read(hub,
     assert list(doc["trash"]) == ["available", "files", "size_bytes", "folders", "note"]
     assert list(doc["budget"]) == ["budget_bytes", "used_bytes", "over_bytes", "videos_bytes", "thumbnails_bytes",
                                    "cache_bytes", "xet_bytes"]
+    assert doc["latents"] == {"dir": str(cfg.partial_dir), "count": 0, "size_bytes": 0, "oldest_age_s": None,
+                              "orphan_age_s": 86400.0, "files": []}  # b.mp4 is in progress, not latents
     assert doc["models"]["xet_bytes"] == 100  # the hub fixture's xet/chunk
     assert doc["budget"]["used_bytes"] == 3500 + doc["models"]["size_bytes"] + 100
     view = parse_storage_report(doc)

@@ -148,3 +148,56 @@ def test_a_batch_of_three_runs_with_its_recorded_seeds_and_one_notification(isol
     assert notifier.kinds().count("batch_done") == 1 and "video_ready" not in notifier.kinds()
     assert notifier.of_kind("batch_done")[0].body == "3 videos ready"
 
+
+
+def test_a_worker_killed_after_denoising_resumes_from_its_latents_with_the_same_frames(
+        isolated_env: dict[str, Path], tiny_pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL after the latents are saved and before the video lands (the test hook holds the worker
+    there): the supervisor queues the job again, the next worker decodes the saved latents without
+    denoising, and the frames are those of an uninterrupted run of the same job."""
+    import numpy as np
+    from test_render import frames_of
+
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.services.protocol import JobRecovered
+    from vidtray.services.worker import latents
+    from vidtray.services.worker.render import HOLD_ENV
+
+    cfg = Config.from_mapping({"keep_alive_s": 2.0}, "<test>")
+    marker = isolated_env["HOME"] / "held"
+    monkeypatch.setenv(HOLD_ENV, str(marker))
+    notifier, rec = RecordingNotifier(), Recorder()
+    daemon = Daemon(cfg, notifier, settle_s=0.2)
+    daemon.on_generation_event = rec
+    daemon.start()
+    try:
+        held = daemon.submit(job(tiny_pipeline, "a fox in the snow", seed=21))
+        assert wait_for(marker.exists, timeout=120), "the worker never reached its saved latents"
+        assert latents.exists(cfg.partial_dir, held.id)
+        pid = int(marker.read_text())
+        monkeypatch.delenv(HOLD_ENV)  # the next worker must not hold (the hook is only on the denoise path)
+        marker.unlink()
+        os.kill(pid, signal.SIGKILL)
+        rec.wait_for(lambda e: isinstance(e, JobRecovered) and e.job == held.id and e.state == "queued")
+        done = rec.wait_for(lambda e: isinstance(e, Done) and e.job == held.id, timeout=120)
+    finally:
+        daemon.stop()
+    assert not marker.exists()  # the resumed run did not denoise (the hook would have held it again)
+    record = JobQueue(cfg.queue_dir).get(held.id)
+    assert record.state == "done" and record.attempts == 2
+    assert record.result is not None and record.result["resumed_from_latents"] is True
+    assert any("resuming from its saved latents" in str(h.get("requeued")) for h in record.history)
+    sidecar = json.loads(Path(done.result["sidecar"]).read_text())
+    assert sidecar["resumed_from_latents"] is True
+    assert not latents.exists(cfg.partial_dir, held.id)
+    assert "generation_failed" not in notifier.kinds()
+
+    # an uninterrupted run of the same job, in this process: the same frames
+    from vidtray.services.generation import Request
+    from vidtray.services.worker.runner import Worker
+
+    reference = Worker(cfg).run_job("uninterrupted", Request.from_dict(job(tiny_pipeline, "a fox in the snow",
+                                                                           seed=21)))
+    resumed, straight = frames_of(done.result["path"]), frames_of(reference["path"])
+    assert len(resumed) == len(straight) == SMALL["frames"]
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, straight, strict=True))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from vidtray.tray.dispatch import Dispatcher
 from vidtray.tray.instance import AlreadyRunning, single_instance
 from vidtray.tray.state import (
     GB,
+    TOOLTIP_MAX,
     JobView,
     StorageView,
     TrayState,
@@ -52,6 +54,40 @@ def test_the_users_pause_shows_beside_the_queued_count() -> None:
     assert tooltip(busy) == "Generating 12/40 (+2 queued, paused)"
     # the user chose it: no warning icon (the low-disk pause has one)
     assert icon_name(TrayState(queued=3, queue_user_paused=True)) == "idle"
+
+
+def _today_at(hour: int, minute: int) -> float:
+    return datetime.now().replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+
+
+def test_tooltip_says_the_time_left_and_when_the_queue_is_done() -> None:
+    job = JobView("j1", "a fox", step=12, total=40, eta=170.0)
+    busy = TrayState(job=job, videos=14)
+    assert tooltip(busy) == "Generating 12/40, about 3 min left"
+    at = _today_at(14, 20)
+    waiting = busy.with_(queued=2, queue_done=at)
+    assert tooltip(waiting) == "Generating 12/40, about 3 min left (+2 queued); queue done about 14:20"
+    assert len(tooltip(waiting)) <= TOOLTIP_MAX
+    # Not today: the day is said too.
+    tomorrow = datetime.fromtimestamp(at) + timedelta(days=1)
+    assert tooltip(waiting.with_(queue_done=tomorrow.timestamp())).endswith(
+        f"queue done about {tomorrow.strftime('%a')} 14:20")
+    # A paused queue will not be done: no time for it (the job's own time still counts down).
+    assert tooltip(waiting.with_(queue_user_paused=True)) == "Generating 12/40, about 3 min left (+2 queued, paused)"
+    assert tooltip(waiting.with_(queue_paused="only 0.5 GB free")).splitlines() == [
+        "Generating 12/40, about 3 min left (+2 queued)", "Queue paused: only 0.5 GB free"]
+    # The last steps, then decode and encode: still counted down while saving.
+    saving = TrayState(job=JobView("j1", "a fox", step=40, total=40, phase="saving", eta=25.0))
+    assert tooltip(saving) == "Saving video, about 25 s left"
+    assert tooltip(TrayState(job=JobView("j1", "a fox", step=1, total=40, eta=4000.0))) == \
+        "Generating 1/40, about 1 h 7 min left"
+    # No time while loading or cancelling, nor before the worker said one.
+    assert tooltip(TrayState(job=JobView("j1", "a fox", phase="loading", eta=9.0))) == "Loading model"
+    assert tooltip(TrayState(job=JobView("j1", "a fox", 3, 40, phase="cancelling", eta=9.0))) == "Cancelling"
+    assert tooltip(TrayState(job=JobView("j1", "a fox", 3, 40))) == "Generating 3/40"
+    # Long lines are still cut at the limit.
+    crowded = waiting.with_(problems=("x" * 80,), free_bytes=GB // 2)
+    assert len(tooltip(crowded)) <= TOOLTIP_MAX
 
 
 def test_low_disk_and_paused_queue_turn_the_icon_to_warning() -> None:
@@ -451,8 +487,9 @@ def test_link_reads_the_running_job_and_cancels_it(cfg: Config) -> None:
     assert link.jobs()["job"] == JobView(first.id, "a red fox", None, None, "queued")
     queue.set_progress(first.id, JobProgress(step=12, steps=40, eta=3.0))
     snap = link.snapshot()
-    assert snap["job"] == JobView(first.id, "a red fox", 12, 40, "running") and snap["queued"] == 1
-    assert tooltip(TrayState(**{k: snap[k] for k in ("job", "queued", "videos")})) == "Generating 12/40 (+1 queued)"
+    assert snap["job"] == JobView(first.id, "a red fox", 12, 40, "running", eta=3.0) and snap["queued"] == 1
+    assert tooltip(TrayState(**{k: snap[k] for k in ("job", "queued", "videos")})) == \
+        "Generating 12/40, about 3 s left (+1 queued)"
 
     link.cancel(first.id)
     assert queue.get(first.id).cancel_requested is True
@@ -515,3 +552,65 @@ def test_daemon_pause_watching_imports_what_arrived_on_resume(cfg: Config) -> No
     finally:
         daemon.stop()
     assert daemon.watching_paused is False and not daemon.running
+
+
+def test_the_monitor_says_when_the_queue_is_done_from_history_and_guesses(cfg: Config) -> None:
+    from helpers import write_run
+
+    from vidtray.services import estimate
+    from vidtray.services.jobrecord import JobProgress
+    from vidtray.services.notify import RecordingNotifier
+    from vidtray.services.queue import open_queue
+    from vidtray.tray.children import Children
+    from vidtray.tray.link import ServiceLink
+    from vidtray.tray.monitor import StatusMonitor
+    from vidtray.tray.queuetime import HISTORY_EVERY_S, QueueTime
+
+    for i in range(3):  # this install ran model-a three times: 2 s a step, 3 s to load, 1.5 s to decode and encode
+        write_run(cfg.videos_dir, f"a{i}", model="org/model-a")
+    shape = {"frames": 8, "width": 64, "height": 64}
+    queue = open_queue(cfg)
+    running = queue.submit({"prompt": "now", "model": "org/model-a", **shape, "steps": 10})
+    queue.submit({"prompt": "same model", "model": "org/model-a", **shape, "steps": 20})
+    queue.submit({"prompt": "never ran", "model": "org/model-b", **shape, "steps": 10})
+    queue.submit({"prompt": "back to a", "model": "org/model-a", **shape, "steps": 10})
+    queue.submit({"prompt": "defaults", "model": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"})  # the family's size
+    queue.claim_next(owner_pid=os.getpid())
+    queue.set_progress(running.id, JobProgress(step=4, steps=10, eta=12.5))
+
+    link = ServiceLink(cfg, RecordingNotifier())
+    since = datetime.fromisoformat(queue.get(running.id).updated or "").timestamp()
+    clock = {"now": since + 2.5, "mono": 0.0}  # 2.5 s after the worker said 12.5 s were left
+    state = TrayState(storage=StorageView(models=(("org/model-b", 2 * GB, False),)))
+    monitor = StatusMonitor(cfg, link, Children(None, threading.Event()), state=lambda: state,
+                            post=lambda **_: None, stopping=threading.Event())
+    monitor.queue_time = QueueTime(cfg, now=lambda: clock["now"], monotonic=lambda: clock["mono"])
+    changes = monitor.read_status(1)
+    assert "work" not in changes  # for the monitor only, not tray state
+
+    b = estimate.guess(estimate.Job("org/model-b", "cpu", 8, 64, 64, 10), estimate.Figures(2 * GB), loaded=False,
+                       why="-")
+    wan = estimate.guess(estimate.Job("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "cpu", 81, 832, 480, 40),
+                         estimate.Figures(None, 0.25), loaded=False, why="-")
+    left = 10.0
+    same_model = 20 * 2.0 + 1.0 + 0.5  # loaded already: no load
+    after_b = 10 * 2.0 + 1.0 + 0.5 + 3.0  # another model ran between: loaded again
+    expected = round((clock["now"] + left + same_model + b.seconds + after_b + wan.seconds) / 60) * 60
+    assert changes["queue_done"] == expected
+    shown = TrayState(**{k: changes[k] for k in ("job", "queued", "queue_done")})
+    assert tooltip(shown) == f"Generating 4/10, about 10 s left (+4 queued); queue done about " \
+                             f"{estimate.clock(expected)}"
+
+    # model-b runs once here: its history replaces the guess at the next reading of the sidecars.
+    write_run(cfg.videos_dir, "b0", model="org/model-b", per_step_s=5.0)
+    assert monitor.read_status(2)["queue_done"] == expected  # not read again yet
+    clock["mono"] += HISTORY_EVERY_S
+    b_known = 10 * 5.0 + 1.0 + 0.5 + 3.0
+    assert monitor.read_status(3)["queue_done"] == \
+        round((clock["now"] + left + same_model + b_known + after_b + wan.seconds) / 60) * 60
+
+    # Nothing waiting, or nothing running: no done time.
+    for job in queue.list():
+        if job.state == "queued":
+            queue.cancel(job.id)
+    assert monitor.read_status(4)["queue_done"] is None

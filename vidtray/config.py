@@ -21,6 +21,7 @@ from vidtray import params
 from vidtray.errors import ConfigError
 from vidtray.params import DEVICES
 from vidtray.paths import Paths, default_config_path, default_data_dir
+from vidtray.services.speedopts import SPEEDUPS
 
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 OFFLOADS = ("auto", "none", "model", "sequential")
@@ -100,6 +101,10 @@ class Config:
     budget_action: str = _key(" | ".join(BUDGET_ACTIONS) + " (the plan), when over the budget or below "
                               "warn_free_gb", "notify")
     low_disk_empty_trash: bool = _key("below min_free_gb, empty what vidtray itself put in the trash", False)
+    compile: bool = _key("torch.compile the denoiser (CUDA only; the first job of each size compiles for a "
+                         "minute or more, the keep-alive worker keeps it)", False)
+    speedups: tuple[str, ...] = _key(f"GPU speed options to use: any of {', '.join(SPEEDUPS)} (measure first: "
+                                     "benchmarks/gpu_run.sh)", ())
     executor: str = _key(" | ".join(EXECUTORS) + ": where new jobs run (remote: the [remote] server)", "local")
     remote_fallback: str = _key(" | ".join(REMOTE_FALLBACKS) + ": remote jobs while the server cannot be reached",
                                 "wait")
@@ -341,6 +346,15 @@ def _schema(value: object, source: str, key: str) -> str:
     return str(value).strip()
 
 
+def _speedups(value: object, source: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(source, f"must be a list of option names, got {_type_name(value)}", key)
+    unknown = [v for v in value if v not in SPEEDUPS]
+    if unknown:
+        raise ConfigError(source, f"unknown option {unknown[0]!r} (known: {', '.join(SPEEDUPS)})", key)
+    return tuple(dict.fromkeys(value))
+
+
 def _paths(value: object, source: str, key: str) -> tuple[Path, ...]:
     if not isinstance(value, list):
         raise ConfigError(source, f"must be a list of folder paths, got {_type_name(value)}", key)
@@ -369,6 +383,8 @@ _PARSERS: dict[str, Parser[object]] = {
     "partial_keep_days": _number(0, strict=False, maximum=MAX_DAYS),
     "budget_action": _choice(BUDGET_ACTIONS),
     "low_disk_empty_trash": _bool,
+    "compile": _bool,
+    "speedups": _speedups,
     "executor": _choice(EXECUTORS),
     "remote_fallback": _choice(REMOTE_FALLBACKS),
 }

@@ -69,6 +69,7 @@ class Paths:
     page_server_file: Path  # the running library page server's port, pid and URL (so a second open reuses it)
     model_use_file: Path  # when vidtray's worker last used each model (``services.modeluse``)
     trash_record_file: Path  # what vidtray moved to the trash (``services.trash``)
+    memory_plans_file: Path  # the memory plan that worked after running out of GPU memory (``services.planmemory``)
     server_dir: Path  # a GPU server's own things (`vidtray server`): tokens, TLS, its slots' work folders
 
     @property
@@ -101,6 +102,7 @@ class Paths:
             state_dir=state, removed_file=state / "removed.json", jobs_state_file=state / "jobs.json",
             page_token_file=state / "page-token", page_server_file=state / "page-server.json",
             model_use_file=state / "models_used.json", trash_record_file=state / "trashed.json",
+            memory_plans_file=state / "memory_plans.json",
             server_dir=data_dir / "server",
         )
 

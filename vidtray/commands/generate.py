@@ -159,6 +159,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "leaves nothing behind.")
     add_generation_args(p, prompt_as="optional", recipe=True)
     add_executor_arg(p)
+    p.add_argument("--estimate", action="store_true",
+                   help="make nothing: say how long the job would take (load, steps, decode, encode), its "
+                        "peak GPU memory and video size, from this install's past runs or, without them, a "
+                        "guess from the memory planner")
     p.add_argument("--json", action="store_true", help="print one JSON document when done")
     p.set_defaults(handler=_generate)
 
@@ -168,11 +172,38 @@ def _generate(args: argparse.Namespace, ctx: Context) -> int:
 
     cfg = ctx.cfg
     req = request_from_args(args, cfg)
+    if args.estimate:
+        return _estimate(req, cfg, ctx, as_json=args.json)
     executor = args.executor or cfg.executor
     # The worker checks all this again (the tray path has no CLI in front of it).
     check_before_worker(req, cfg, executor)
     gen.check_output_space(cfg)
     return run_in_worker(req, cfg, ctx, as_json=args.json, remote=executor == "remote")
+
+
+def _estimate(req: Request, cfg: Config, ctx: Context, *, as_json: bool) -> int:
+    """``--estimate``: nothing runs, nothing is downloaded (a fresh worker loads the model: the load counts)."""
+    from vidtray.services import estimate
+    from vidtray.services.fsutil import human_size
+    from vidtray.services.jobestimate import Estimator
+
+    found = Estimator(cfg).for_request(req)
+    if as_json:
+        ctx.print_json(found.as_dict())
+        return 0
+    est, job = found.estimate, found.job
+    print(f"about {estimate.duration(est.seconds)} for {job.frames} frames {job.width}x{job.height}, "
+          f"{job.steps} steps on {job.device}")
+    parts = ([f"load {estimate.duration(est.load_s)}"] if est.load_s else []) + [
+        f"{job.steps} steps {estimate.duration(est.denoise_s)}", f"decode {estimate.duration(est.decode_s)}",
+        f"encode {estimate.duration(est.encode_s)}"]
+    print("  " + ", ".join(parts))
+    if est.peak_gpu_bytes:
+        print(f"  peak GPU memory about {human_size(est.peak_gpu_bytes)}")
+    if est.output_bytes:
+        print(f"  video about {human_size(est.output_bytes)}")
+    print(f"  {est.note}")
+    return 0
 
 
 class _Progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -246,7 +247,7 @@ def _corrupt_notice(moved: Path) -> None:
           "empty (finished videos are not affected)", file=sys.stderr)
 
 
-def _summary(job: Job, indent: str = "") -> str:
+def _summary(job: Job, indent: str = "", left: float | None = None, guess: bool = False) -> str:
     state: str = job.state
     prog = job.progress
     if state == "running" and prog is not None and prog.steps:
@@ -260,7 +261,12 @@ def _summary(job: Job, indent: str = "") -> str:
     if job.batch is not None and seed is not None:
         prompt += f"  [seed {seed}]"
     tail = ""
-    if job.state == "done" and job.result:
+    if left is not None:
+        from vidtray.services.estimate import duration
+
+        words = f"about {duration(left)}" + (" left" if job.state == "running" else "")
+        tail = f"  ({words}{', a guess' if guess else ''})"
+    elif job.state == "done" and job.result:
         tail = f"  -> {job.result.get('path')}"
     elif job.state in ("failed", "cancelled") and job.error:
         tail = f"  ({job.error})"
@@ -274,16 +280,31 @@ def _batch_line(summary: BatchSummary) -> str:
 
 
 def _list(args: argparse.Namespace, ctx: Context) -> int:
+    from vidtray.services import estimate
+    from vidtray.services.jobestimate import Estimator, timeline
+
     with _queue(ctx) as q:
         jobs = q.list()
         low_disk, user = q.low_disk_pause(), q.user_pause()
         batches = q.batches()
+    times = timeline(Estimator(ctx.cfg), jobs)
     if args.json:
         paused = {**low_disk, "kind": "low_disk"} if low_disk else {**user, "kind": "user"} if user else None
+        estimates = {job_id: {"seconds_left": None if left is None else round(left, 1),
+                              **(times.estimates[job_id].as_dict() if job_id in times.estimates else {})}
+                     for job_id, left in times.left_s.items()}
+        done_at = None if times.done_at is None else \
+            datetime.fromtimestamp(times.done_at).astimezone().isoformat(timespec="seconds")
         ctx.print_json({"paused": paused, "pauses": {"user": user, "low_disk": low_disk},
                         "jobs": [job.to_json() for job in jobs],
-                        "batches": [dataclasses.asdict(b) for b in batches.values()]})
+                        "batches": [dataclasses.asdict(b) for b in batches.values()],
+                        "estimates": estimates, "queue_done": done_at})
         return 0
+
+    def line(job: Job, indent: str = "") -> str:
+        one = times.estimates.get(job.id)
+        return _summary(job, indent, times.left_s.get(job.id), one is not None and one.estimate.guess)
+
     if user is not None:
         print(f"queue paused by you (since {user.get('since')}); `vidtray queue resume` resumes it")
     if low_disk is not None:
@@ -293,14 +314,17 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
     shown: set[str] = set()
     for job in jobs:
         if job.batch is None:
-            print(_summary(job))
+            print(line(job))
         elif job.batch not in shown:
             # A batch is listed where its first job is, all its jobs together under one line.
             shown.add(job.batch)
             print(_batch_line(batches[job.batch]))
             for member in jobs:
                 if member.batch == job.batch:
-                    print(_summary(member, "  "))
+                    print(line(member, "  "))
+    if times.done_at is not None:
+        held = " if resumed now" if user is not None or low_disk is not None else ""
+        print(f"queue done about {estimate.clock(times.done_at)}{held}")
     return 0
 
 

@@ -55,7 +55,23 @@ def build_report(cfg: Config) -> StorageReport:
                                  cfg.min_free_gb, cfg.warn_free_gb),
         trash=trash.report(cfg.paths.trash_record_file),
         budget=storage.budget_report(cfg.storage_budget_gb, videos, tree_size(cfg.thumbnails_dir)[1], models),
+        latents=storage.latents_report(cfg.partial_dir, _job_states(cfg), time.time()),
     )
+
+
+def _job_states(cfg: Config) -> dict[str, str] | None:
+    """Each queued job's state, to say whose latents are kept (None: the queue cannot be read). A report
+    creates no queue: without one every job is gone."""
+    from vidtray.errors import VidtrayError
+    from vidtray.services.queue import JobQueue
+
+    if not cfg.queue_dir.is_dir():
+        return {}
+    try:
+        with JobQueue(cfg.queue_dir) as queue:
+            return {job.id: job.state for job in queue.list()}
+    except VidtrayError:
+        return None
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -98,6 +114,16 @@ def _videos(report: StorageReport) -> list[str]:
              f"{lib.scheduled} scheduled, {lib.missing} missing"]
     if v.partial.count:
         lines.append(f"  in progress (.partial/): {plural(v.partial.count, 'file')}, {hs(v.partial.size_bytes)}")
+    lat = report.latents
+    if lat is not None and lat.count:
+        from vidtray.services.estimate import duration
+
+        lines.append(f"  latents kept until their videos land: {plural(lat.count, 'job')}, {hs(lat.size_bytes)}, "
+                     f"oldest {duration(lat.oldest_age_s or 0)} old")
+        for f in lat.files:
+            why = (f"job {f.state}" if f.state in ("queued", "running", "failed") else
+                   f"no waiting job: removed once {duration(lat.orphan_age_s)} old")
+            lines.append(f"    {f.job}: {hs(f.size_bytes)}, {duration(f.age_s)} old ({why})")
     return lines
 
 

@@ -606,6 +606,31 @@ def select_pipeline_files(siblings: list[tuple[str, int]], components: list[str]
     return out
 
 
+def local_weights_bytes(folder: Path) -> int | None:
+    """The bytes of the weights ``DiffusionPipeline.from_pretrained`` would load from a pipeline folder (a
+    cached snapshot or a local folder), chosen as :func:`select_pipeline_files` chooses a download's; None
+    when the folder names no components or holds no weights. Reads only model_index.json and file sizes."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict):
+        return None
+    components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
+    files: list[tuple[str, int]] = []
+    for component in components:
+        try:
+            entries = list(os.scandir(folder / component))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.endswith(_WEIGHT_EXT):
+                with contextlib.suppress(OSError):
+                    files.append((f"{component}/{entry.name}", entry.stat().st_size))  # through the snapshot's links
+    weights = [s for n, s in select_pipeline_files(files, components) if n.endswith(_WEIGHT_EXT)]
+    return sum(weights) or None
+
+
 def plan_download(repo_id: str, *, cache_dir: Path | None = None, timeout: float = 15.0) -> DownloadPlan:
     """Ask the hub what ``repo_id`` weighs (model_info with file sizes) and what of it is missing here."""
     from huggingface_hub import hf_hub_download, model_info, try_to_load_from_cache

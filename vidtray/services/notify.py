@@ -247,6 +247,10 @@ class Notifier:
         return self._notify("generation_failed", "Video generation failed", _clip(reason, REASON_CHARS),
                             urgency="critical")
 
+    def generation_note(self, message: str) -> bool:
+        """What the worker did to finish a job ("ran with CPU offload after running out of GPU memory")."""
+        return self._notify("generation_note", "Video generation", _clip(message, REASON_CHARS))
+
     def batch_done(self, done: int, failed: int, cancelled: int = 0, error: str | None = None) -> bool:
         """One notification for a whole batch: "8 videos ready, 1 failed" (and the first failure's reason)."""
         parts = [f"{plural(done, 'video')} ready"]

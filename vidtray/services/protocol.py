@@ -65,6 +65,8 @@ class VideoResult(TypedDict, total=False):
     library_id: str | None
     timings: dict[str, float]
     pipeline_reused: bool
+    #: decoded from the latents an earlier attempt of the job saved (no denoising this time)
+    resumed_from_latents: bool
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,8 @@ class Loaded(Event):
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """Step ``step`` of ``steps`` is done; ``eta`` seconds left at this pace."""
+    """Step ``step`` of ``steps`` is done; ``eta``: seconds left for the whole job (the steps left at this pace,
+    then decode and encode as this install's past runs took them)."""
 
     NAME: ClassVar[str] = "progress"
     job: str

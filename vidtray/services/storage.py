@@ -663,6 +663,44 @@ def budget_report(budget_gb: float, videos: VideosReport, thumbnails_bytes: int,
 
 
 @dataclass(frozen=True)
+class KeptLatentsReport:
+    """One job's denoised latents, kept in ``.partial/`` until its video lands."""
+
+    job: str
+    path: str
+    size_bytes: int
+    modified: str | None  # ISO-8601
+    age_s: float
+    #: The job's state in the queue (queued, running, failed: kept for its retry); None when the queue has
+    #: no such job (an orphan: removed once older than ``orphan_age_s``).
+    state: str | None
+
+
+@dataclass(frozen=True)
+class LatentsReport:
+    """The latents kept in ``.partial/`` (``worker.latents``): part of the in-progress files."""
+
+    dir: str
+    count: int
+    size_bytes: int
+    oldest_age_s: float | None
+    orphan_age_s: float
+    files: list[KeptLatentsReport] = field(default_factory=list)
+
+
+def latents_report(partial_dir: Path, states: Mapping[str, str] | None, now: float) -> LatentsReport:
+    """The latents in ``partial_dir``, oldest first, each with its job's state (``states``: job id -> state;
+    None when the queue could not be read: every state is None)."""
+    from vidtray.services.worker import latents
+
+    kept = latents.list_kept(partial_dir)
+    files = [KeptLatentsReport(k.job, k.path, k.size_bytes, iso(k.modified), round(k.age_s(now), 1),
+                               (states or {}).get(k.job)) for k in kept]
+    return LatentsReport(str(partial_dir), len(files), sum(f.size_bytes for f in files),
+                         files[0].age_s if files else None, latents.ORPHAN_AGE_S, files)
+
+
+@dataclass(frozen=True)
 class StorageReport:
     """``vidtray storage --json`` (the tray reads it: ``tray.state.parse_storage_report``; the library page
     too). Keys are only ever added."""
@@ -673,6 +711,7 @@ class StorageReport:
     disk: DiskReport
     trash: trash.TrashReport | None = None  # how much of the trash is vidtray's own
     budget: BudgetReport | None = None
+    latents: LatentsReport | None = None  # denoised latents kept in .partial/ until their videos land
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,6 +52,7 @@ from vidtray.services.protocol import (
     SupervisorGaveUp,
     SupervisorRecovered,
     VideoResult,
+    WarningEvent,
     WorkerExit,
     WorkerStarted,
 )
@@ -79,6 +80,8 @@ class GenerationNotifier(Protocol):
     def batch_done(self, done: int, failed: int, cancelled: int, error: str | None = None) -> object: ...
 
     def queue_corrupt(self, moved_to: Path) -> object: ...
+
+    def generation_note(self, message: str) -> object: ...
 
     def server_unreachable(self, url: str, reason: str, fallback: str) -> object: ...
 
@@ -412,23 +415,51 @@ class Supervisor(WorkerListener):
         if self.current == outcome.job:
             self.current = self.current_executor = None
 
+    def warning(self, event: WarningEvent) -> None:
+        """What the worker did that a person should know (ran with CPU offload after running out of GPU
+        memory; the library was not updated): a notification."""
+        if self.notifier is not None and event.job is not None:
+            with contextlib.suppress(Exception):
+                self.notifier.generation_note(event.message)
+
     def _crashed(self, job_id: str, reason: str) -> None:
         # The job stays current until its state is written (a full disk: the exit is handled again).
         if self._stop.is_set():
             self.queue.requeue(job_id, "vidtray stopped while it ran")
             self.current = self.current_executor = None
             return
+        if self._resumable(job_id):
+            # It died after denoising (the decode ran out of memory and the system killed it, or a crash):
+            # the next attempt decodes the saved latents instead of starting over.
+            job = self.queue.requeue(job_id, f"{reason}; resuming from its saved latents")
+            log.warning("job %s: %s; queued again to resume from its saved latents", job_id, reason)
+            self._relay(JobRecovered(job=job_id, state=job.state))
+            self.current = self.current_executor = None
+            self._count_crash(reason)
+            return
         job = self.queue.finish(job_id, "failed", error=reason)
         self.current = self.current_executor = None
-        self.crashes += 1
-        self._next_start = time.monotonic() + min(30.0, 2.0 ** (self.crashes - 1))
-        log.error("job %s failed: %s (crash %d of %d allowed)", job_id, reason, self.crashes, self.max_restarts)
+        log.error("job %s failed: %s (crash %d of %d allowed)", job_id, reason, self.crashes + 1, self.max_restarts)
         self._relay(Failed(job=job_id, error=reason, kind="crash"))
         if job.batch is None:
             self._notify_failed(reason)
+        self._count_crash(reason)
+
+    def _count_crash(self, reason: str) -> None:
+        self.crashes += 1
+        self._next_start = time.monotonic() + min(30.0, 2.0 ** (self.crashes - 1))
         if self.crashes > self.max_restarts:
             self.gave_up = True
             self._relay(SupervisorGaveUp(crashes=self.crashes, reason=reason))
+
+    def _resumable(self, job_id: str) -> bool:
+        """The job left latents to resume from and has attempts left (the queue's own limit)."""
+        from vidtray.services.queue import MAX_ATTEMPTS
+        from vidtray.services.worker import latents
+
+        if not latents.exists(self.cfg.partial_dir, job_id):
+            return False
+        return self.queue.get(job_id).attempts < MAX_ATTEMPTS
 
     def _notify_ready(self, result: VideoResult) -> None:
         if self.notifier is not None:

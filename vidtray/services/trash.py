@@ -16,7 +16,6 @@ Found: the home trash (``$XDG_DATA_HOME/Trash``) and the volume's own (``<mount>
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from vidtray.paths import mount_point
+from vidtray.services import statefile
 
 if TYPE_CHECKING:
     from vidtray.services.storage import PlannedFile
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("vidtray.trash")
 
 VERSION = 1
-LOCK_TIMEOUT_S = 10.0
 #: A record whose file is no longer in the trash (emptied by the user) is dropped after this long: its
 #: volume may only be unmounted for now.
 FORGET_AFTER_S = 30 * 86400
@@ -93,15 +92,9 @@ def home_trash() -> Path:
 
 
 def read_record(path: Path) -> list[Trashed]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return []
     out = []
-    for item in doc.get("items", []) if isinstance(doc, dict) else []:
+    items: list[Any] = statefile.read_section(path, "items", list) or []
+    for item in items:
         try:
             out.append(Trashed(str(item["original"]), int(item["size"]), int(item["dev"]), int(item["ino"]),
                                int(item["mtime_ns"]), float(item["trashed_ts"])))
@@ -129,18 +122,9 @@ def record_trashed(path: Path, files: Iterable[PlannedFile], now: float | None =
 
 
 def _update(path: Path, change: Callable[[list[Trashed]], list[Trashed]]) -> None:
-    from filelock import FileLock
-
-    from vidtray.services.fsutil import atomic_write_text, private_dir
-
-    try:
-        private_dir(path.parent)
-        with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_TIMEOUT_S):
-            records: list[Trashed] = change(read_record(path))[-MAX_RECORDS:]
-            doc = {"version": VERSION, "items": [asdict(r) for r in records]}
-            atomic_write_text(path, json.dumps(doc) + "\n")
-    except (OSError, TimeoutError) as exc:
-        log.warning("cannot update the record of what vidtray trashed (%s): %s", path, exc)
+    statefile.update_section(path, VERSION, "items",
+                             lambda: [asdict(r) for r in change(read_record(path))[-MAX_RECORDS:]],
+                             "update the record of what vidtray trashed")
 
 
 # -- finding them ------------------------------------------------------------------------------------

@@ -109,9 +109,7 @@ def validate(values: Mapping[str, str]) -> tuple[JobSpec | None, dict[str, str]]
     if errors:
         return None, errors
     seed = values.get("seed", "").strip()
-    model = values["model"].strip()
-    if hub.looks_like_path(model):
-        model = str(Path(model).expanduser().resolve())
+    model = model_name(values["model"])
     spec = JobSpec(
         prompt=" ".join(values["prompt"].split()),
         negative_prompt=" ".join(values.get("negative_prompt", "").split()),
@@ -126,6 +124,13 @@ def validate(values: Mapping[str, str]) -> tuple[JobSpec | None, dict[str, str]]
 
 
 # -- models ---------------------------------------------------------------------------------
+
+
+def model_name(text: str) -> str:
+    """The model as a job names it: a repo id as typed, a folder as its absolute path (as the worker records
+    it in the sidecar, so the popup's estimate finds the runs of a folder model)."""
+    model = text.strip()
+    return str(Path(model).expanduser().resolve()) if hub.looks_like_path(model) else model
 
 
 def model_choices(cfg: Config, cached: Iterable[hub.CachedRepo]) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vidtray.config import Config
@@ -25,6 +26,14 @@ from vidtray.services.queue import JobQueue, open_queue, read_pause_flag
 from vidtray.tray.state import JobView
 
 log = logging.getLogger("vidtray.tray")
+
+
+@dataclass(frozen=True)
+class Work:
+    """The running job and the jobs waiting behind it (in the order they will run): what the monitor
+    estimates the queue's done time from. Not tray state: the monitor takes it out of the snapshot."""
+
+    jobs: tuple[Job, ...] = ()
 
 
 class Services(Protocol):
@@ -56,6 +65,7 @@ class ServiceLink:
         self._queue: JobQueue | None = None
         self._jobs_key: tuple[object, ...] | None = None
         self._jobs: dict[str, Any] = {"job": None, "queued": 0, "queue_user_paused": False}
+        self._work = Work()
         self._queue_failing = False
         self._read_lock = threading.Lock()  # snapshot() is called from the monitor and from actions
 
@@ -83,9 +93,11 @@ class ServiceLink:
 
     # -- reads (tray-monitor) ---------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        """The tray state's fields, plus ``work`` (:class:`Work`, for the monitor)."""
         with self._read_lock:
             out: dict[str, Any] = {"queue_paused": self.queue_paused(), "videos": self.video_count()}
             out.update(self.jobs())
+            out["work"] = self._work
         out["watching_paused"] = bool(getattr(self.daemon, "watching_paused", False))
         problem = self.remote_problem()
         if problem is not None:
@@ -135,10 +147,12 @@ class ServiceLink:
         try:
             key = self.queue.change_key()
             if key != self._jobs_key:
-                running = self.queue.running()
+                active = self.queue.active()
+                running = [job for job in active if job.state == "running"]
                 self._jobs = {"job": _job_view(running[0]) if running else None,
                               "queued": self.queue.count("queued"),
                               "queue_user_paused": self.queue.user_pause() is not None}
+                self._work = Work(tuple(active))
                 self._jobs_key = key
         except VidtrayError as exc:  # a locked or unusable queue: the last reading stays, said once
             if not self._queue_failing:
@@ -177,6 +191,7 @@ class ServiceLink:
 def _job_view(job: Job) -> JobView:
     prompt = job.prompt
     step, total = (job.progress.step, job.progress.steps) if job.progress is not None else (None, None)
+    eta = job.progress.eta if job.progress is not None else None
     if job.cancel_requested:
         phase = "cancelling"
     elif not total:
@@ -185,4 +200,4 @@ def _job_view(job: Job) -> JobView:
         phase = "saving"
     else:
         phase = "running"
-    return JobView(job.id, " ".join(prompt.split()), step, total, phase)
+    return JobView(job.id, " ".join(prompt.split()), step, total, phase, eta)

@@ -1,8 +1,9 @@
 """What the tray shows, read in the background and posted to the UI side (``TrayApp.post_state``).
 
 - ``tray-monitor``: every few seconds (every second while a job runs, at once after a generation event)
-  reads job progress, the queue's pause flag, free space, the library count and, now and then, whether
-  start-on-login is on;
+  reads job progress (with its time left), the queue's pause flag, free space, the library count and, now
+  and then, whether start-on-login is on; while jobs wait behind a running one, when the queue should be
+  done (``queuetime``: this install's history, read here, never on the UI side);
 - ``tray-storage``: runs ``vidtray storage --json`` in a child process (so the tray never imports
   huggingface_hub) at start, after deletions and finished jobs, and every half hour.
 
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from vidtray.config import Config
 from vidtray.services.fsutil import human_size
 from vidtray.tray.children import Children
+from vidtray.tray.queuetime import QueueTime
 from vidtray.tray.state import StorageView, TrayState, parse_storage_report
 
 if TYPE_CHECKING:
-    from vidtray.tray.link import Services
+    from vidtray.tray.link import Services, Work
 
 log = logging.getLogger("vidtray.tray")
 
@@ -45,6 +47,8 @@ class StatusMonitor:
         self.problems: tuple[str, ...] = ()  # from the start (services that failed); live ones are added
         self._wake = threading.Event()
         self._storage_due = threading.Event()
+        self.queue_time = QueueTime(cfg)
+        self._queue_time_failing = False
 
     def wake(self) -> None:
         """Any thread: read the status now."""
@@ -77,6 +81,9 @@ class StatusMonitor:
         from vidtray.paths import free_bytes
 
         changes: dict[str, Any] = dict(self.link.snapshot())
+        work = changes.pop("work", None)
+        if work is not None and "job" in changes:
+            changes["queue_done"] = self._queue_done(work, changes.get("videos"))
         changes["free_bytes"] = free_bytes(self.cfg.videos_dir)
         problems = [*self.problems, *changes.pop("problems", ())]
         if not self.cfg.videos_dir.is_dir():
@@ -89,6 +96,20 @@ class StatusMonitor:
         if changes.get("videos") != videos and videos is not None:
             self._storage_due.set()
         return changes
+
+    def _queue_done(self, work: Work, videos: int | None) -> float | None:
+        """The queue's done time, or None; an estimate that fails is logged once and leaves the rest shown."""
+        storage = self.state().storage
+        sizes = {repo: size for repo, size, broken in storage.models if not broken} if storage else {}
+        try:
+            done = self.queue_time.done_at(work, videos=videos, model_bytes=sizes)
+        except Exception:
+            if not self._queue_time_failing:
+                log.exception("cannot estimate when the queue is done")
+            self._queue_time_failing = True
+            return None
+        self._queue_time_failing = False
+        return done
 
     # -- tray-storage --------------------------------------------------------------------------------------
     def run_storage(self) -> None:

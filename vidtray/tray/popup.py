@@ -3,7 +3,10 @@
 Own process because Tk and pystray's GTK loop each want the main thread, and because the
 popup imports huggingface_hub (model cache, download sizes), which the tray never pays for.
 Fields are checked on every keystroke; a field with a problem says what is wrong under it,
-and nothing is queued until every field is fine. Enter submits, Esc closes. "Load from video..."
+and nothing is queued until every field is fine. Under the fields, an estimate of the job (time, peak GPU
+memory, video size: ``services.estimate``, from this install's sidecars or a guess, and said to be one)
+follows the model, size, frames and steps ``ESTIMATE_DELAY_MS`` after the last change, worked out on a
+thread (it reads the sidecars) so typing never waits for it. Enter submits, Esc closes. "Load from video..."
 (Ctrl+O) fills the fields from the recipe of a video (its sidecar, or the recipe inside the mp4).
 
 Exit status: 0 a job was queued (its id printed as one JSON line), 1 closed without queueing (or
@@ -27,8 +30,8 @@ from vidtray import params
 from vidtray.config import Config
 from vidtray.errors import VidtrayError
 from vidtray.paths import free_bytes, hf_cache_dir
-from vidtray.services import hub
-from vidtray.services.fsutil import VIDEO_EXTENSIONS, gib, human_size
+from vidtray.services import estimate, hub
+from vidtray.services.fsutil import VIDEO_EXTENSIONS, gib, human_size, tree_stats
 from vidtray.tray import form, tkhelp
 
 try:
@@ -49,6 +52,10 @@ NUMBER_FIELDS = ("frames", "steps", "seed", "width", "height")
 # Shown under a field while it has no error.
 HINTS = {"seed": "empty = random"}
 LABELS = {name: params.FIELDS[name].label for name in form.FIELDS}
+#: The fields an estimate depends on, and how long after the last change to one of them it is worked out.
+ESTIMATE_FIELDS = ("model", "frames", "steps", "width", "height")
+ESTIMATE_DELAY_MS = 300
+POLL_MS = 50
 
 
 class PopupWindow:
@@ -89,6 +96,16 @@ class PopupWindow:
         self._results: thread_queue.Queue[tuple[int, str, int | None, str]] = thread_queue.Queue()
         self._lookup_token = 0
         self._download_bytes: int | None = None
+        self.history = estimate.History(cfg.videos_dir)
+        self._history_lock = threading.Lock()  # one estimate at a time reads the sidecars
+        self._estimates: thread_queue.Queue[tuple[int, str]] = thread_queue.Queue()
+        self._estimate_token = 0  # the newest estimate asked for; older answers are dropped
+        self._estimate_after: str | None = None
+        self._estimate_waiting = False  # a thread works on the newest estimate; polled for until it answers
+        self._estimate_polling = False
+        self.closed = False
+        #: estimates worked out so far (a change that comes within ESTIMATE_DELAY_MS of the next makes none)
+        self.estimates_made = 0
 
         master.title(TITLE)
         master.resizable(True, False)
@@ -137,8 +154,11 @@ class PopupWindow:
             self.error_labels[name].grid(row=2, column=col, sticky="nw", padx=(0, 10))
         row += 1
 
+        self.estimate_info = ttk.Label(frame, text="", style="Hint.TLabel", wraplength=560)
+        self.estimate_info.grid(row=row, column=0, columnspan=2, sticky="w", pady=(10, 0))
+        row += 1
         self.disk_info = ttk.Label(frame, text="", style="Hint.TLabel")
-        self.disk_info.grid(row=row, column=0, columnspan=2, sticky="w", pady=(10, 0))
+        self.disk_info.grid(row=row, column=0, columnspan=2, sticky="w")
         row += 1
         self.status = ttk.Label(frame, text="", style="Error.TLabel", wraplength=520)
         self.status.grid(row=row, column=0, columnspan=2, sticky="w")
@@ -163,6 +183,7 @@ class PopupWindow:
         for name in self.vars:
             self._check(name)
         self._update_model_info()
+        self._schedule_estimate()
         self.entries["prompt"].focus_set()
 
     # -- layout helpers ---------------------------------------------------------------------
@@ -191,6 +212,8 @@ class PopupWindow:
         self.status.configure(text="")
         if name == "model":
             self._update_model_info()
+        if name in ESTIMATE_FIELDS:
+            self._schedule_estimate()
 
     def _check(self, name: str) -> None:
         message = form.check_field(name, self.vars[name].get())
@@ -247,6 +270,8 @@ class PopupWindow:
             self._download_bytes = size
             self.model_info.configure(text=text)
             self._update_disk_info()
+            if size is not None:  # the model's size makes a better guess
+                self._schedule_estimate()
         else:
             self.master.after(100, self._poll_lookup)
 
@@ -263,6 +288,66 @@ class PopupWindow:
                 if cache_free < hub.space_needed(self._download_bytes):
                     warn = " - not enough space for the model download"
         self.disk_info.configure(text=", ".join(parts) + warn, style="Error.TLabel" if warn else "Hint.TLabel")
+
+    # -- the estimate -----------------------------------------------------------------------
+    def _schedule_estimate(self) -> None:
+        """Work the estimate out ESTIMATE_DELAY_MS after the last change (a change meanwhile starts the wait
+        again)."""
+        if self._estimate_after is not None:
+            self.master.after_cancel(self._estimate_after)
+        self._estimate_after = self.master.after(ESTIMATE_DELAY_MS, self._start_estimate)
+
+    def _start_estimate(self) -> None:
+        self._estimate_after = None
+        if self.closed:
+            return
+        self._estimate_token += 1
+        self._estimate_waiting = False
+        if any(name in self.errors for name in ESTIMATE_FIELDS):
+            self.estimate_info.configure(text="")
+            return
+        model = form.model_name(self.vars["model"].get())
+        shape = tuple(int(self.vars[name].get()) for name in ("frames", "width", "height", "steps"))
+        weights = self.cached[model] if model in self.cached else self._download_bytes
+        self.estimates_made += 1
+        self._estimate_waiting = True
+        threading.Thread(target=self._estimate, args=(self._estimate_token, model, shape, weights),
+                         name="popup-estimate", daemon=True).start()
+        if not self._estimate_polling:
+            self._estimate_polling = True
+            self.master.after(POLL_MS, self._poll_estimate)
+
+    def _estimate(self, token: int, model: str, shape: tuple[int, ...], weights: int | None) -> None:
+        """popup-estimate: the line for ``model`` at ``shape`` (frames, width, height, steps)."""
+        try:
+            if weights is None and hub.looks_like_path(model):
+                weights = tree_stats(Path(model))[1] or None  # a local pipeline: its files are its weights
+            family = form.model_family(model)
+            with self._history_lock:
+                runs = self.history.runs()
+            device = estimate.likely_device(runs, model, self.cfg.device)
+            job = estimate.Job(model, device, *shape)
+            est = estimate.estimate(runs, job, estimate.Figures(weights, family.activation_scale))
+            text = f"Estimate: {estimate.summary(est)}"
+        except Exception as exc:  # an estimate is advice; never let it break the form
+            log.warning("popup: no estimate: %s", exc, exc_info=True)
+            text = ""
+        self._estimates.put((token, text))
+
+    def _poll_estimate(self) -> None:
+        if self.closed:
+            return
+        while True:
+            try:
+                token, text = self._estimates.get_nowait()
+            except thread_queue.Empty:
+                break
+            if token == self._estimate_token and self._estimate_waiting:
+                self.estimate_info.configure(text=text)
+                self._estimate_waiting = False
+        self._estimate_polling = self._estimate_waiting
+        if self._estimate_polling:
+            self.master.after(POLL_MS, self._poll_estimate)
 
     # -- actions ----------------------------------------------------------------------------
     def load_from_video(self) -> bool:
@@ -309,10 +394,13 @@ class PopupWindow:
             self._say(f"Not queued: {exc}", error=True)
             return False
         log.info("queued job %s from the popup", self.submitted.job_id)
-        self.master.destroy()
+        self.close()
         return True
 
     def close(self) -> None:
+        self.closed = True  # an estimate that answers later has no window to go to
+        if self._estimate_after is not None:
+            self.master.after_cancel(self._estimate_after)
         self.master.destroy()
 
 

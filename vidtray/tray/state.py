@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vidtray.services.estimate import clock, duration
 from vidtray.services.fsutil import human_size, plural
 
 GB = 1024**3
@@ -25,6 +26,7 @@ class JobView:
     step: int | None = None
     total: int | None = None
     phase: str = "running"  # queued (claimed, no step yet) | loading | running | saving | cancelling
+    eta: float | None = None  # seconds left for the whole job, as its last progress event said
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class TrayState:
     problems: tuple[str, ...] = ()  # short, user-facing ("Videos folder missing")
     storage: StorageView | None = None
     quitting: bool = False
+    #: When the running job and the jobs waiting behind it should all be done (epoch seconds, from the
+    #: estimates); None while unknown or while no job runs.
+    queue_done: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_(self, **changes: Any) -> TrayState:
@@ -77,16 +82,26 @@ def job_line(job: JobView) -> str:
     return f"Generating {job.step}/{job.total}"
 
 
+def time_left(job: JobView) -> str:
+    """', about 3 min left' while the job denoises or saves and its worker said how long; else ''."""
+    if job.eta is None or job.phase not in ("running", "saving"):
+        return ""
+    return f", about {duration(job.eta)} left"
+
+
 def tooltip(state: TrayState) -> str:
-    """'Generating 12/40', 'Low disk: 0.8 GiB free', 'Idle - 14 videos', '3 queued (paused)' (most urgent
-    first). The user's pause shows beside the count it holds back; the low-disk pause has its own line."""
+    """'Generating 12/40, about 3 min left (+2 queued); queue done about 14:20', 'Low disk: 0.8 GiB free',
+    'Idle - 14 videos', '3 queued (paused)' (most urgent first). The user's pause shows beside the count it
+    holds back; the low-disk pause has its own line. A paused queue has no done time."""
     if state.quitting:
         return "vidtray - quitting"
     lines: list[str] = []
     if state.job is not None:
-        line = job_line(state.job)
+        line = job_line(state.job) + time_left(state.job)
         if state.queued:
             line += f" (+{state.queued} queued{', paused' if state.queue_user_paused else ''})"
+            if state.queue_done is not None and not state.queue_user_paused and not state.queue_paused:
+                line += f"; queue done about {clock(state.queue_done)}"
         lines.append(line)
     if state.low_disk:
         assert state.free_bytes is not None

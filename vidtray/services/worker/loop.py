@@ -36,6 +36,7 @@ from vidtray.services.protocol import (
     ProtocolError,
     parse_command,
 )
+from vidtray.services.worker import latents
 from vidtray.services.worker.backend import JobCancelled
 from vidtray.services.worker.partials import clean_stale_partials
 from vidtray.services.worker.runner import Worker
@@ -79,6 +80,9 @@ class WorkerLoop:
         self.jobs: queue.Queue[JobCommand | None] = queue.Queue()
         self.cancelled_ids: set[str] = set()
         self.current: str | None = None
+        # The current job was cancelled by a cancel command (a person), not by vidtray stopping: its saved
+        # latents go (a job vidtray stops is queued again and resumes from them).
+        self.cancelled_by_user = False
         self.cancel = threading.Event()
         self.stop = threading.Event()
         self.stop_reason = ""
@@ -116,6 +120,7 @@ class WorkerLoop:
                 with self._lock:
                     if job is None or job == self.current:
                         self.cancel.set()
+                        self.cancelled_by_user = True
                     if job is not None:
                         self.cancelled_ids.add(job)
             case ExitCommand(cancel=cancel):
@@ -143,6 +148,7 @@ class WorkerLoop:
             signal.signal(sig, self.on_signal)
         self.out.emit(Hello(pid=os.getpid(), version=__version__, keep_alive_s=self.keep_alive_s))
         clean_stale_partials(self.cfg.partial_dir)
+        latents.clean_orphans(self.cfg.partial_dir, jobs_keeping_latents(self.cfg))
         first = True
         try:
             while not self.stop.is_set():
@@ -172,6 +178,7 @@ class WorkerLoop:
                 return
             self.current = job_id
             self.cancel.clear()
+            self.cancelled_by_user = False
             if self.stop.is_set() and self.stop_reason != ASKED_TO_EXIT:
                 self.cancel.set()
         self.out.emit(self._outcome(command))
@@ -185,6 +192,8 @@ class WorkerLoop:
             request = gen.Request.from_dict(command.request, named)
             return Done(job=job_id, result=self.worker.run_job(job_id, request, self.cancel, named))
         except (JobCancelled, KeyboardInterrupt):
+            if self.cancelled_by_user:
+                latents.remove(self.cfg.partial_dir, job_id)
             return Cancelled(job=job_id)
         except VidtrayError as exc:
             return Failed(job=job_id, error=str(exc), kind="user" if isinstance(exc, UserError) else "failed")
@@ -192,6 +201,21 @@ class WorkerLoop:
             log.exception("job %s crashed", job_id)
             return Failed(job=job_id, kind="failed",
                           error=f"generation failed: {type(exc).__name__}: {first_line(exc)}")
+
+
+def jobs_keeping_latents(cfg: Config) -> set[str] | None:
+    """The jobs whose saved latents stay: queued, running, or failed (a retry resumes from them). None when
+    the queue cannot be read (then no latents go)."""
+    from vidtray.services.queue import JobQueue
+
+    if not cfg.queue_dir.is_dir():
+        return set()
+    try:
+        with JobQueue(cfg.queue_dir) as queue:
+            return {job.id for job in queue.list() if job.state in ("queued", "running", "failed")}
+    except VidtrayError as exc:
+        log.warning("cannot read the job queue, so no saved latents go: %s", exc)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,10 @@ from vidtray.services.worker.partials import partial_path
 log = logging.getLogger("vidtray.worker")
 
 #: The memory plan's keys the sidecar keeps (the rest are the figures the decision used).
-SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking")
+SIDECAR_MEMORY_KEYS = ("offload", "vae_slicing", "forward_chunking", "vae_tiling", "weights_bytes", "peak_bytes")
+#: What the run took: the sidecar's keys beyond the recipe (the file's tags leave them out).
+RUN_NOTES = ("resumed_from_latents", "decode", "speed", "recovered")
+RUN_KEYS = (*RUN_NOTES, "memory", "timings")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class HowMade:
     scheduler: str | None = None
     #: torch and diffusers versions as the worker ran them
     versions: Mapping[str, str | None] = field(default_factory=dict)
+    #: more sidecar keys, of :data:`RUN_NOTES`: ``resumed_from_latents``, ``decode`` (how it was decoded),
+    #: ``speed`` (the speed options in use), ``recovered`` (what was done after running out of memory)
+    notes: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ def write_video(cfg: Config, params: gen.Params, frames: FrameArray, made: HowMa
         # The sidecar: the recipe, and what the run took (which the file's tags leave out).
         doc = {
             **recipe_doc,
+            **made.notes,  # of RUN_NOTES (test_recipe checks that the tags hold the rest)
             "memory": {k: v for k, v in made.memory.items() if k in SIDECAR_MEMORY_KEYS},
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }

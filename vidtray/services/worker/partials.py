@@ -1,6 +1,7 @@
 """In-progress files in ``.partial/``: the one naming rule (``<stem>.<pid>.mp4``, the pid of the worker
 writing it) and the two ways they are cleaned up. Standard library only (plus psutil when cleaning):
-``vidtray generate`` removes what a worker it killed left behind.
+``vidtray generate`` removes what a worker it killed left behind. The saved latents beside them
+(``<job>.latents.safetensors``) have their own rule (:mod:`.latents`): never removed here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import re
 import time
 from pathlib import Path
+
+from vidtray.services.worker.latents import SUFFIX as LATENTS_SUFFIX
 
 log = logging.getLogger("vidtray.worker")
 
@@ -41,7 +44,7 @@ def clean_stale_partials(partial_dir: Path, max_age_s: float = 3600.0) -> list[P
         return removed
     now = time.time()
     for entry in partial_dir.iterdir():
-        if not entry.is_file() or entry.is_symlink():
+        if not entry.is_file() or entry.is_symlink() or entry.name.endswith(LATENTS_SUFFIX):
             continue
         m = PARTIAL_RE.match(entry.name)
         if m:
