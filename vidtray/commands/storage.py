@@ -55,7 +55,7 @@ def build_report(cfg: Config) -> StorageReport:
                                  cfg.min_free_gb, cfg.warn_free_gb),
         trash=trash.report(cfg.paths.trash_record_file),
         budget=storage.budget_report(cfg.storage_budget_gb, videos, tree_size(cfg.thumbnails_dir)[1], models),
-        latents=storage.latents_report(cfg.partial_dir, _job_states(cfg), time.time()),
+        latents=storage.latents_report(cfg.partial_dir, lambda: _job_states(cfg), time.time()),
     )
 
 

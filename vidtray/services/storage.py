@@ -688,14 +688,16 @@ class LatentsReport:
     files: list[KeptLatentsReport] = field(default_factory=list)
 
 
-def latents_report(partial_dir: Path, states: Mapping[str, str] | None, now: float) -> LatentsReport:
-    """The latents in ``partial_dir``, oldest first, each with its job's state (``states``: job id -> state;
-    None when the queue could not be read: every state is None)."""
+def latents_report(partial_dir: Path, job_states: Callable[[], Mapping[str, str] | None],
+                   now: float) -> LatentsReport:
+    """The latents in ``partial_dir``, oldest first, each with its job's state (``job_states()``: job id ->
+    state, asked only when latents are kept; None when the queue could not be read: every state is None)."""
     from vidtray.services.worker import latents
 
     kept = latents.list_kept(partial_dir)
+    states = (job_states() if kept else None) or {}
     files = [KeptLatentsReport(k.job, k.path, k.size_bytes, iso(k.modified), round(k.age_s(now), 1),
-                               (states or {}).get(k.job)) for k in kept]
+                               states.get(k.job)) for k in kept]
     return LatentsReport(str(partial_dir), len(files), sum(f.size_bytes for f in files),
                          files[0].age_s if files else None, latents.ORPHAN_AGE_S, files)
 
