@@ -18,11 +18,9 @@ retried. Nothing here imports torch or Ray.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -35,7 +33,6 @@ from vidtray import params
 from vidtray.config import Config, Generation
 from vidtray.errors import OperationFailed, UserError, first_line
 from vidtray.services import generation as gen
-from vidtray.services.fsutil import atomic_write_text, private_dir
 from vidtray.services.protocol import (
     Cancelled,
     Done,
@@ -56,8 +53,7 @@ from vidtray.services.remote import (
     UnknownJob,
     Unreachable,
 )
-from vidtray.services.sidecar import sidecar_path
-from vidtray.services.worker.partials import partial_path
+from vidtray.services.worker.partials import land
 from vidtray.services.worker_process import EventSink
 
 log = logging.getLogger("vidtray.remote")
@@ -370,34 +366,19 @@ def place_video(cfg: Config, client: RemoteClient, job: RemoteJob, result: Video
     raw_slot = job.doc.get("slot")
     slot: JsonObject = raw_slot if isinstance(raw_slot, dict) else {}
     doc = {**doc, "remote": {"server": client.url, "job": job.id, **{k: v for k, v in slot.items() if k != "server"}}}
-    private_dir(cfg.partial_dir)
     stem = gen.video_stem(p, datetime.now().astimezone().timestamp(), cfg.videos_dir)
-    partial = partial_path(cfg.partial_dir, stem)
-    final = cfg.videos_dir / f"{stem}.mp4"
-    side = sidecar_path(final)
-    wrote_sidecar = False
-    try:
-        def fetch() -> None:
-            client.download(job.id, "video", partial, files["video"])
 
+    def fetch(partial: Path) -> None:
         for attempt in (1, 2):
             try:
-                (retry or (lambda fn: fn()))(fetch)
-                break
+                (retry or (lambda fn: fn()))(lambda: client.download(job.id, "video", partial, files["video"]))
+                return
             except Damaged as exc:  # once more from the start (the damaged file is gone)
                 if attempt == 2:
                     raise
                 log.warning("%s; fetching it again", exc)
-        atomic_write_text(side, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        wrote_sidecar = True
-        os.replace(partial, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        if wrote_sidecar and not final.exists():
-            with contextlib.suppress(FileNotFoundError):
-                side.unlink()
-        raise
+
+    final, side, _ = land(cfg.partial_dir, cfg.videos_dir, stem, fetch, lambda: doc)
     library_id = add_to_library(cfg, final, doc, p, warn)
     out: VideoResult = {**result, "path": str(final), "sidecar": str(side), "seed": p.seed, "model": p.model,
                         "frames": p.frames, "height": p.height, "width": p.width, "fps": p.fps, "steps": p.steps,

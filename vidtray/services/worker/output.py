@@ -5,11 +5,8 @@ library.json with a thumbnail. A failed or cancelled write leaves nothing in the
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +17,10 @@ from vidtray.config import Config
 from vidtray.errors import first_line
 from vidtray.services import generation as gen
 from vidtray.services import recipe
-from vidtray.services.fsutil import atomic_write_bytes, atomic_write_text, private_dir
+from vidtray.services.fsutil import atomic_write_bytes, private_dir
 from vidtray.services.records import JsonObject
-from vidtray.services.sidecar import sidecar_path
 from vidtray.services.worker.backend import FrameArray, JobCancelled
-from vidtray.services.worker.partials import partial_path
+from vidtray.services.worker.partials import land
 
 log = logging.getLogger("vidtray.worker")
 
@@ -89,45 +85,32 @@ def encode_mp4(frames: FrameArray, path: Path, fps: float, should_stop: Callable
 
 def write_video(cfg: Config, params: gen.Params, frames: FrameArray, made: HowMade,
                 should_stop: Callable[[], bool]) -> Saved:
-    """Encode, sidecar, rename: the video appears in the videos folder whole, with its sidecar beside it
-    already (a watcher that sees the mp4 finds its sidecar there), or not at all."""
-    videos, partial_dir = cfg.videos_dir, cfg.partial_dir
-    private_dir(partial_dir)  # and the videos folder above it, if new: 0700
+    """Encode into ``.partial/`` and land it with its sidecar (:func:`.partials.land`)."""
     created = datetime.now().astimezone()
-    stem = gen.video_stem(params, created.timestamp(), videos)
-    partial = partial_path(partial_dir, stem)
-    final = videos / f"{stem}.mp4"
-    sidecar = sidecar_path(final)
     recipe_doc = recipe.build(
         params, revision=made.revision, pipeline=made.pipeline, device=made.device, dtype=made.dtype,
         guidance_scale=made.guidance_scale, scheduler=made.scheduler, versions=made.versions,
         created=created.isoformat(timespec="seconds"))
     t_enc = time.perf_counter()
-    wrote_sidecar = False
-    try:
+
+    def encode(partial: Path) -> None:
         encode_mp4(frames, partial, params.fps, should_stop=should_stop, tags=recipe.container_tags(recipe_doc))
         if should_stop():
             raise JobCancelled()
+
+    def sidecar_doc() -> JsonObject:
         timings = {**made.timings, "encode_s": time.perf_counter() - t_enc,
                    "total_s": time.perf_counter() - made.started}
         # The sidecar: the recipe, and what the run took (which the file's tags leave out).
-        doc = {
+        return {
             **recipe_doc,
             **made.notes,  # of RUN_NOTES (test_recipe checks that the tags hold the rest)
             "memory": {k: v for k, v in made.memory.items() if k in SIDECAR_MEMORY_KEYS},
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
-        atomic_write_text(sidecar, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        wrote_sidecar = True
-        os.replace(partial, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        if wrote_sidecar and not final.exists():
-            with contextlib.suppress(FileNotFoundError):
-                sidecar.unlink()
-        raise
-    return Saved(final, sidecar, doc)
+
+    stem = gen.video_stem(params, created.timestamp(), cfg.videos_dir)
+    return Saved(*land(cfg.partial_dir, cfg.videos_dir, stem, encode, sidecar_doc))
 
 
 def add_to_library(cfg: Config, saved: Saved, params: gen.Params, frames: FrameArray,
