@@ -172,9 +172,9 @@ def _running(pid: int) -> bool:
 
 def _state(ctx: Context) -> dict[str, Any] | None:
     """The running server's state file, when its process is alive."""
-    from vidtray.server.service import read_state
+    from vidtray.services import statefile
 
-    doc = read_state(ctx.cfg.paths.server_state_file)
+    doc = statefile.read_doc(ctx.cfg.paths.server_state_file)
     pid = doc.get("pid") if doc else None
     if doc is None or not isinstance(pid, int) or not _running(pid):
         return None

@@ -30,7 +30,7 @@ from vidtray import __version__
 from vidtray.config import Config
 from vidtray.errors import OperationFailed, UserError
 from vidtray.server.slot import SlotSpec
-from vidtray.services.fsutil import atomic_write_text, private_dir
+from vidtray.services import statefile
 
 log = logging.getLogger("vidtray.server")
 
@@ -289,26 +289,13 @@ def cluster_slots(device: str, slots: int | None) -> int:
 # -- the foreground process (`vidtray server up`) ------------------------------------------------------------
 
 
-def write_state(path: Path, doc: dict[str, Any]) -> None:
-    private_dir(path.parent)
-    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def run_foreground(cfg: Config, options: ServerOptions, address: str | None,
                    ready: threading.Event | None = None) -> int:
     """``vidtray server up``: deploy, print the URL (and the CA), serve until asked to stop, clean up."""
     import ray
 
     state_file = cfg.paths.server_state_file
-    old = read_state(state_file)
+    old = statefile.read_doc(state_file)
     if old is not None and _alive(old.get("pid")):
         raise UserError(f"a vidtray server already runs here (pid {old.get('pid')}, {old.get('url')}); "
                         "`vidtray server down` stops it")
@@ -327,7 +314,7 @@ def run_foreground(cfg: Config, options: ServerOptions, address: str | None,
         doc = {"pid": os.getpid(), "url": url, "ca_file": str(options.ca) if options.ca else None,
                "device": options.device, "slots": device_slots, "address": address or "local",
                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "version": __version__}
-        write_state(state_file, doc)
+        statefile.write_doc(state_file, doc)
         print(f"vidtray server: {device_slots} {options.device} slot(s) at {url}; Ctrl-C or "
               "`vidtray server down` stops it", file=sys.stderr, flush=True)
         if ready is not None:
@@ -338,7 +325,7 @@ def run_foreground(cfg: Config, options: ServerOptions, address: str | None,
                 doc["checked"] = datetime.now().astimezone().isoformat(timespec="seconds")
             except Exception as exc:
                 doc["health"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-            write_state(state_file, doc)
+            statefile.write_doc(state_file, doc)
     finally:
         service.stop()
         with contextlib.suppress(FileNotFoundError):

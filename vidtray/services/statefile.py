@@ -1,5 +1,6 @@
 """vidtray's small records in its state folder: which models it used (:mod:`.modeluse`), what it moved to the
-trash (:mod:`.trash`), the memory plans that worked (:mod:`.planmemory`).
+trash (:mod:`.trash`), the memory plans that worked (:mod:`.planmemory`); and the state documents of a running
+library page or GPU server (:func:`read_doc`, :func:`write_doc`: its pid, port and URL).
 
 Each is a versioned JSON document holding one section (``{"version": 1, "models": {...}}``). Reading is
 lenient: a missing, unreadable or damaged file reads as nothing (logged, except missing), since each record
@@ -14,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("vidtray.state")
 
@@ -55,3 +56,21 @@ def update_section(path: Path, version: int, section: str, change: Callable[[], 
     except (OSError, TimeoutError) as exc:
         log.warning("cannot %s (%s): %s", what, path, exc)
         return False
+
+
+def read_doc(path: Path) -> dict[str, Any] | None:
+    """A running server's state document; None when there is none or it cannot be read (a server that died
+    while writing it: the caller treats it as not running)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Write a running server's state document, atomically, in a private folder."""
+    from vidtray.services.fsutil import atomic_write_text, private_dir
+
+    private_dir(path.parent)
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")

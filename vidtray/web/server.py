@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -33,7 +32,7 @@ from typing import Any, TextIO
 
 from vidtray.config import LIBRARY_PORT, Config
 from vidtray.errors import OperationFailed, UserError
-from vidtray.services.fsutil import atomic_write_text, private_dir
+from vidtray.services import statefile
 from vidtray.web import token as tokens
 
 log = logging.getLogger("vidtray.web")
@@ -94,22 +93,9 @@ def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket
 # -- the state file -------------------------------------------------------------------------------------------
 
 
-def write_state(path: Path, doc: dict[str, Any]) -> None:
-    private_dir(path.parent)
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def remove_state(path: Path, pid: int) -> None:
     """Remove the state file if it is still this process's (a newer server may have replaced it)."""
-    doc = read_state(path)
+    doc = statefile.read_doc(path)
     if doc is not None and doc.get("pid") == pid:
         try:
             path.unlink()
@@ -172,7 +158,7 @@ def serve(cfg: Config, *, port: int | None = None, open_browser: bool = True, id
     previous = _on_signals(lambda: _stop(page, stop))
     state_file = cfg.paths.page_server_file
     try:
-        write_state(state_file, {"pid": os.getpid(), "port": page.port, "url": page.url,
+        statefile.write_doc(state_file, {"pid": os.getpid(), "port": page.port, "url": page.url,
                                  "library": str(cfg.library_file),
                                  "started": datetime.now(UTC).isoformat(timespec="seconds")})
         # The URL first, at once: the tray (and scripts) read this line to open the page.
