@@ -85,10 +85,18 @@ class Estimator:
     def __init__(self, cfg: Config, runs: list[estimate.Run] | None = None,
                  facts: Callable[[str], ModelFacts] = model_facts) -> None:
         self.cfg = cfg
-        self.runs = estimate.History(cfg.videos_dir).runs() if runs is None else runs
+        self._runs = runs
         self._facts = facts
         self._models: dict[str, ModelFacts] = {}
         self._requests: dict[tuple[str, bool], JobEstimate] = {}
+
+    @property
+    def runs(self) -> list[estimate.Run]:
+        """This install's runs (its sidecars), read at the first estimate: a queue with nothing waiting reads
+        none."""
+        if self._runs is None:
+            self._runs = estimate.History(self.cfg.videos_dir).runs()
+        return self._runs
 
     def facts(self, model: str) -> ModelFacts:
         if model not in self._models:
