@@ -378,6 +378,22 @@ def test_load_from_video_fills_the_fields_and_the_job_gets_the_recipe(tk_root: t
         'a red fox in "deep" snow', 77, 6, 16, 12, model)
 
 
+def _start_popup(desktop, config: Path) -> subprocess.Popen[str]:
+    """The real popup process on the test desktop, shown and ready for keys."""
+    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
+        assert found.stdout.split(), found.stderr
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    time.sleep(1.0)  # the popup puts the keyboard into its prompt field 150 ms after it maps
+    return proc
+
+
 @pytest.mark.gui
 def test_load_from_video_through_tks_own_file_dialog(desktop, cfg: Config, tmp_path: Path) -> None:
     """The real popup process: Ctrl+O opens Tk's file dialog, a person types the video's path and presses
@@ -386,13 +402,8 @@ def test_load_from_video_through_tks_own_file_dialog(desktop, cfg: Config, tmp_p
     clip = recipe_clip(tmp_path / "clips" / "fox.mp4", str(model))
     config = tmp_path / "config.toml"
     config.write_text(f'model = "{model}"\n')
-    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--config", str(config)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = _start_popup(desktop, config)
     try:
-        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
-        assert found.stdout.split(), found.stderr
-        time.sleep(1.0)  # the popup puts the keyboard into its prompt field 150 ms after it maps
         desktop.run(["xdotool", "key", "ctrl+o"])
         dialog = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "Load the recipe of a video"],
                              timeout=30)
@@ -427,13 +438,8 @@ def test_popup_process_typed_into_with_xdotool(desktop, cfg: Config, tmp_path: P
     model = pipeline_folder(tmp_path / "pipe")
     config = tmp_path / "config.toml"
     config.write_text(f'model = "{model}"\n')
-    env = {**desktop.env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtray.tray.popup", "--config", str(config)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = _start_popup(desktop, config)
     try:
-        found = desktop.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "VidtrayPopup"], timeout=30)
-        assert found.stdout.split(), found.stderr
-        time.sleep(1.0)  # the popup puts the keyboard into its prompt field 150 ms after it maps
         desktop.run(["xdotool", "type", "--delay", "20", "a cat surfing a wave"])
         desktop.run(["xdotool", "key", "Return"])
         out, err = proc.communicate(timeout=30)
