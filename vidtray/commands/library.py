@@ -7,6 +7,7 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from vidtray.commands import whole_number
 from vidtray.config import LIBRARY_PORT
 from vidtray.errors import UserError
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from vidtray.cli import Context, Subparsers
     from vidtray.services.libitem import Item
     from vidtray.services.library import Library
+
+_port = whole_number(0, 65535, "expected a port from 1 to 65535 (0: any free one), got {value}")
 
 
 def register(sub: Subparsers) -> None:
@@ -67,16 +70,6 @@ def register(sub: Subparsers) -> None:
     # The tray's "Open library": stop after library_page_idle_s without a request.
     sv.add_argument("--idle-exit", action="store_true", help=argparse.SUPPRESS)
     sv.set_defaults(handler=_serve)
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535 (0: any free one), got {port}")
-    return port
 
 
 def _serve(args: argparse.Namespace, ctx: Context) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidtray import params
+from vidtray.commands import whole_number
 from vidtray.commands.generate import (
     add_executor_arg,
     add_generation_args,
@@ -74,6 +75,7 @@ def register(sub: Subparsers) -> None:
 
 
 # -- batches ------------------------------------------------------------------------------------------
+_count = whole_number(1, MAX_BATCH, f"must be between 1 and {MAX_BATCH}, got {{value}}")
 
 
 def add_batch_args(p: argparse.ArgumentParser) -> None:
@@ -83,16 +85,6 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_seeds, metavar="1,5,9", help="one video of each prompt per seed")
     p.add_argument("--prompts-file", metavar="FILE",
                    help="one prompt a line (blank lines and lines starting with # are skipped); with PROMPT too")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_BATCH}, got {value}")
-    return value
 
 
 def _seeds(text: str) -> list[int]:

@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vidtray.commands import whole_number
 from vidtray.errors import OperationFailed, UserError
 
 if TYPE_CHECKING:
     from vidtray.cli import Context, Subparsers
 
 DOWN_WAIT_S = 60.0
+_port = whole_number(1, 65535, "a port is 1-65535, got {value}")
+_slots = whole_number(1, 64, "1-64 slots, got {value}")
 
 
 def register(sub: Subparsers) -> None:
@@ -38,7 +41,7 @@ def register(sub: Subparsers) -> None:
                     help="make (or reuse) a private CA and a certificate for this machine; prints the CA file")
     up.add_argument("--name", action="append", default=[], metavar="HOST",
                     help="a name desktops reach this machine by (certificate and URL); repeatable")
-    up.add_argument("--slots", type=_count, help="slots: default one per GPU (cuda), or 1 (cpu)")
+    up.add_argument("--slots", type=_slots, help="slots: default one per GPU (cuda), or 1 (cpu)")
     up.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                     help="cuda: one slot per GPU (default); cpu: --slots N CPU slots (no GPU)")
     up.add_argument("--address", metavar="RAY_ADDRESS",
@@ -63,26 +66,6 @@ def register(sub: Subparsers) -> None:
     revoke.set_defaults(handler=_token_revoke)
     ls = tsub.add_parser("list", help="the names that have a token")
     ls.set_defaults(handler=_token_list)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"1-64 slots, got {value}")
-    return value
 
 
 def _tokens(ctx: Context) -> Any:
