@@ -22,6 +22,7 @@ from test_generate_cli import run_probe
 
 from vidtray.config import Config
 from vidtray.services import hub
+from vidtray.services.jobestimate import model_facts
 from vidtray.services.jobrecord import JobProgress
 from vidtray.services.queue import open_queue
 from vidtray.services.worker import latents
@@ -85,6 +86,10 @@ def test_the_guess_reads_the_weights_sizes_from_the_folder(tmp_path: Path, isola
         "vae/diffusion_pytorch_model.bin": 400_000,  # safetensors win where every component has them
         "notes/readme.bin": 999})  # not a component
     assert hub.local_weights_bytes(folder) == 3_200_000
+    # The tray's tooltip (no huggingface_hub) sizes a local folder as the CLI does.
+    from vidtray.tray.queuetime import tray_facts
+
+    assert tray_facts({})(str(folder)).figures == model_facts(str(folder)).figures
     small = doc_of(run_cli("generate", "a fox", "--model", str(folder), "--steps", "10", "--estimate", "--json"))
     big = doc_of(run_cli("generate", "a fox", "--model", str(folder), "--steps", "20", "--estimate", "--json"))
     assert small["cached"] is True and small["estimate"]["basis"] == "guess"

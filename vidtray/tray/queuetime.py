@@ -18,7 +18,6 @@ from pathlib import Path
 from vidtray.config import Config
 from vidtray.services import estimate, jobestimate
 from vidtray.services import generation as gen
-from vidtray.services.fsutil import tree_stats
 from vidtray.tray.link import Work
 
 log = logging.getLogger("vidtray.tray")
@@ -65,7 +64,8 @@ class QueueTime:
 def tray_facts(sizes: Mapping[str, int]) -> Callable[[str], jobestimate.ModelFacts]:
     """:func:`jobestimate.model_facts` without huggingface_hub: the family from a local folder's
     model_index.json or the known models (a cached repo not among them gets the generic defaults), the
-    weights' size from ``sizes`` (the Storage menu's report) or a local folder's files."""
+    weights' size from ``sizes`` (the Storage menu's report) or, for a local folder, as ``model_facts`` reads
+    it (:func:`hub.local_weights_bytes`)."""
 
     def facts(model: str) -> jobestimate.ModelFacts:
         from vidtray.services import hub  # light: its huggingface_hub imports are inside the functions used there
@@ -74,7 +74,7 @@ def tray_facts(sizes: Mapping[str, int]) -> Callable[[str], jobestimate.ModelFac
         folder = Path(model).expanduser()
         family = gen.family_for(hub.pipeline_class(folder / "model_index.json") if local
                                 else gen.known_pipeline(model))
-        weights = (tree_stats(folder)[1] or None) if local else sizes.get(model)
+        weights = hub.local_weights_bytes(folder) if local else sizes.get(model)
         return jobestimate.ModelFacts(family, local or model in sizes,
                                       estimate.Figures(weights, family.activation_scale))
 
