@@ -8,8 +8,6 @@ the way its pipeline does, in the ways a :class:`~vidtray.services.memplan.Decod
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
 import importlib
 import inspect
@@ -28,7 +26,7 @@ from vidtray.errors import OperationFailed, UserError, first_line
 from vidtray.paths import hf_cache_dir
 from vidtray.services import generation as gen
 from vidtray.services import hub, memplan, speedopts
-from vidtray.services.fsutil import fsync_dir
+from vidtray.services.fsutil import atomic_write_bytes
 from vidtray.services.memplan import (
     DecodeAttempt,
     MemoryPlan,
@@ -407,24 +405,12 @@ class LoadedPipeline:
 
     # -- the latents file
     def save_latents(self, latents: Latents, path: str, header: dict[str, str]) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         assert isinstance(latents, torch.Tensor)
-        final = Path(path)
-        temp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        try:
-            save_file({"latents": latents.contiguous()}, str(temp), metadata=header)
-            with temp.open("rb") as f:
-                os.fsync(f.fileno())
-            os.replace(temp, final)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            if isinstance(exc, OSError | KeyboardInterrupt | JobCancelled):
-                raise
-            # safetensors reports a write error (a full disk) as its own error type: an OSError here
-            raise OSError(errno.EIO, first_line(exc)) from exc
-        fsync_dir(final.parent)
+        # Serialized in memory (a few MB), then written atomically: a full disk is an OSError (ENOSPC) and
+        # leaves no temp file behind.
+        atomic_write_bytes(Path(path), save({"latents": latents.contiguous()}, metadata=header))
 
     def load_latents(self, path: str) -> Latents:
         from safetensors.torch import load_file
