@@ -367,6 +367,16 @@ def test_out_of_memory_twice_while_denoising_fails_with_what_was_tried(cfg: Conf
         worker.run_job("den", request(tiny_pipeline), cancel)
 
 
+def test_sequential_offload_is_placed_as_model_offload_on_the_cpu() -> None:
+    from vidtray.services.worker.diffusers_backend import _placeable
+
+    seq = memplan.MemoryPlan("sequential", True, True, "small card", 10, 5, 1, vae_tiling=True)
+    assert _placeable(seq, "cpu") == memplan.MemoryPlan(
+        "model", True, True, "small card (sequential offload is not possible on the CPU: model offload)", 10, 5, 1,
+        vae_tiling=True)
+    assert _placeable(seq, "cuda") is seq
+
+
 def test_the_plan_ladder() -> None:
     start = memplan.MemoryPlan("none", True, False, "fits", 10, 5, 1)
     steps = []

@@ -8,6 +8,7 @@ the way its pipeline does, in the ways a :class:`~vidtray.services.memplan.Decod
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import inspect
@@ -212,9 +213,8 @@ def _placeable(plan: MemoryPlan, device: str) -> MemoryPlan:
     offload is not possible (accelerate cannot stream weights to the CPU): model offload instead."""
     if device != "cpu" or plan.offload != "sequential":
         return plan
-    return MemoryPlan("model", plan.vae_slicing, plan.forward_chunking,
-                      plan.reason + " (sequential offload is not possible on the CPU: model offload)",
-                      plan.free_bytes, plan.weights_bytes, plan.activation_bytes, plan.vae_tiling)
+    why = f"{plan.reason} (sequential offload is not possible on the CPU: model offload)"
+    return dataclasses.replace(plan, offload="model", reason=why)
 
 
 @dataclass

@@ -113,7 +113,7 @@ class Render:
             private_dir(folder)
             self.loaded.save_latents(latents, str(self.path), self.header)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 from vidtray.paths import free_bytes
 
                 free = free_bytes(folder)
