@@ -173,7 +173,7 @@ def next_plan(plan: MemoryPlan, *, can_chunk: bool = True, can_tile: bool = Fals
 def at_least(plan: MemoryPlan, floor: MemoryPlan | None) -> MemoryPlan:
     """``plan``, or ``floor`` (a plan that worked before for jobs like this one) where that is further down
     the list: a plan remembered after running out of memory is where the next such job starts."""
-    if floor is None or (floor.rank, floor.vae_tiling) <= (plan.rank, plan.vae_tiling) or floor.rank < plan.rank:
+    if floor is None or (floor.rank, floor.vae_tiling) <= (plan.rank, plan.vae_tiling):
         return plan
     return MemoryPlan(floor.offload, True, floor.forward_chunking,
                       f"{floor.reason} (remembered from an earlier job like this one)",
